@@ -1,0 +1,68 @@
+"""The ``lwi`` command line. See ``lwi --help`` and DESIGN.md "Contracts".
+
+Errors the user can act on (:class:`lwi.errors.LWIError`) are printed as one sentence and give exit
+code 1 (2 for bad arguments); ``--debug`` shows the traceback. With ``--progress json`` the error is
+also written as a final ``{"event": "error"}`` line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from typing import List, Optional
+
+from lwi import __version__
+from lwi.commands import COMMANDS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lwi",
+        description="Learnable Weight Initialization (Kunhimon et al.) for volumetric segmentation.",
+    )
+    parser.add_argument("--version", action="version", version=f"lwi {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f"lwi.commands.{name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from lwi.errors import LWIError
+
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        _report_error(args, "Interrupted.")
+        return 130
+    except LWIError as exc:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        _report_error(args, str(exc))
+        return 1
+    except Exception as exc:  # an unexpected failure: still one line unless --debug
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        _report_error(args, f"Unexpected error ({type(exc).__name__}): {exc}. Run again with --debug for details.")
+        return 1
+
+
+def _report_error(args: argparse.Namespace, message: str) -> None:
+    print(f"lwi {args.command}: error: {message}", file=sys.stderr)
+    if getattr(args, "progress", None) == "json":
+        import json
+
+        print(json.dumps({"event": "error", "message": message}), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""One module per ``lwi`` sub-command.
+
+Each module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; the
+command-line front end (:mod:`lwi.cli`) only lists them here, so commands stay independent.
+"""
+
+COMMANDS = [
+    "pretrain",
+    "finetune",
+    "train",
+    "segment",
+    "evaluate",
+    "preview",
+    "info",
+    "demo",
+]

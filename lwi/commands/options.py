@@ -1,0 +1,43 @@
+"""Options shared by several sub-commands, defined once so they read the same everywhere."""
+
+from __future__ import annotations
+
+import argparse
+
+ARCHITECTURES = ("unetr", "swinunetr", "mednext", "segresnet")
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        choices=("tqdm", "json", "none"),
+        default="tqdm",
+        help="progress bars on stderr (tqdm), plus one JSON object per line on stdout (json), or nothing",
+    )
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)"
+    )
+
+
+def add_seed(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+
+def add_arch(parser: argparse.ArgumentParser, default: str = "unetr") -> None:
+    parser.add_argument(
+        "--arch", choices=ARCHITECTURES, default=default, help=f"network architecture (default: {default})"
+    )
+
+
+def add_roi(parser: argparse.ArgumentParser, default=None, help_text: str = "") -> None:
+    parser.add_argument(
+        "--roi",
+        type=int,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        default=default,
+        help=help_text or "crop / sliding-window size in voxels (default: 96 96 96)",
+    )

@@ -1,0 +1,106 @@
+"""Progress reporting shared by every long-running command.
+
+Two audiences: a person at a terminal gets tqdm bars on stderr; a program (the Slicer modules,
+users' scripts) passes ``--progress json`` and reads one JSON object per line on stdout. Every
+object has an ``event`` field: ``"progress"`` while working, ``"log"`` for a message, then exactly
+one final ``"result"`` or ``"error"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from typing import Any, Optional, TextIO
+
+from tqdm import tqdm
+
+
+def _clean(value: Any) -> Any:
+    """Make a value JSON-safe: tensors and numpy scalars to floats, NaN/inf to None."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float):
+        return None if (math.isnan(value) or math.isinf(value)) else round(value, 6)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+class Progress:
+    """Reports progress as tqdm bars (stderr) and, in JSON mode, JSON lines (stdout).
+
+    Args:
+        mode: ``"tqdm"`` (bars only), ``"json"`` (JSON lines on stdout and bars on stderr) or
+            ``"none"`` (silent, for library use and tests).
+        stream: where JSON lines go (stdout by default).
+    """
+
+    def __init__(self, mode: str = "tqdm", stream: Optional[TextIO] = None):
+        if mode not in ("tqdm", "json", "none"):
+            raise ValueError(f"unknown progress mode {mode!r}")
+        self.mode = mode
+        self.stream = stream if stream is not None else sys.stdout
+        self._bar: Optional[tqdm] = None
+        self._start = time.monotonic()
+        self._stage: Optional[str] = None
+
+    # -- JSON lines -------------------------------------------------------------------------
+    def emit(self, event: str, **fields: Any) -> None:
+        """Write one JSON object (in JSON mode only)."""
+        if self.mode != "json":
+            return
+        obj = {"event": event, **_clean(fields)}
+        self.stream.write(json.dumps(obj) + "\n")
+        self.stream.flush()
+
+    def log(self, message: str) -> None:
+        """A human message: on stderr always (unless silent), and as a ``log`` event in JSON mode."""
+        if self.mode != "none":
+            tqdm.write(message, file=sys.stderr)
+        self.emit("log", message=message)
+
+    # -- bars -------------------------------------------------------------------------------
+    def start(self, stage: str, total: int, unit: str = "it") -> None:
+        """Begin a stage of ``total`` steps (closes the previous stage's bar)."""
+        self.close()
+        self._stage = stage
+        self._start = time.monotonic()
+        if self.mode != "none":
+            self._bar = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, done: int, total: int, **fields: Any) -> None:
+        """Report that ``done`` of ``total`` steps of the current stage are finished.
+
+        ``fields`` (epoch, epochs, iteration, losses, dice, ...) go into the JSON line; the fraction
+        done and the ETA in seconds are computed here so every command reports them alike.
+        """
+        elapsed = time.monotonic() - self._start
+        fraction = done / total if total else 1.0
+        eta = elapsed / fraction - elapsed if fraction > 0 else None
+        if self._bar is not None:
+            self._bar.n = done
+            short = {k: v for k, v in fields.items() if isinstance(v, float)}
+            if short:
+                self._bar.set_postfix({k: f"{v:.4g}" for k, v in short.items()}, refresh=False)
+            self._bar.refresh()
+        self.emit("progress", stage=self._stage, **fields, fraction=fraction, eta_seconds=eta)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    # -- the end ----------------------------------------------------------------------------
+    def result(self, **fields: Any) -> None:
+        """The final success object."""
+        self.close()
+        self.emit("result", **fields)
+
+    def error(self, message: str) -> None:
+        """The final failure object."""
+        self.close()
+        self.emit("error", message=message)
