@@ -47,6 +47,10 @@ class Progress:
         self._bar: Optional[tqdm] = None
         self._start = time.monotonic()
         self._stage: Optional[str] = None
+        self._initial = 0
+        # Whole-run accounting across stages (``lwi train``: Step 1 then Step 2), see plan().
+        self._run_total: Optional[int] = None
+        self._offset = 0
 
     # -- JSON lines -------------------------------------------------------------------------
     def emit(self, event: str, **fields: Any) -> None:
@@ -64,13 +68,29 @@ class Progress:
         self.emit("log", message=message)
 
     # -- bars -------------------------------------------------------------------------------
-    def start(self, stage: str, total: int, unit: str = "it") -> None:
-        """Begin a stage of ``total`` steps (closes the previous stage's bar)."""
+    def plan(self, total: Optional[int]) -> None:
+        """Declare the steps of the whole run when it has several stages (``None`` to forget it).
+
+        Stages started with ``offset=`` then report ``fraction`` and ``eta_seconds`` of the whole run
+        (their own share goes into ``stage_fraction``), so a GUI shows one bar from start to end.
+        """
+        self._run_total = total
+
+    def start(self, stage: str, total: int, unit: str = "it", initial: int = 0, offset: int = 0) -> None:
+        """Begin a stage of ``total`` steps (closes the previous stage's bar).
+
+        ``initial``: steps already done (a resumed run), so the ETA uses only the rate seen now.
+        ``offset``: steps of the planned run (see :meth:`plan`) finished before this stage.
+        """
         self.close()
         self._stage = stage
         self._start = time.monotonic()
+        self._initial = initial
+        self._offset = offset
         if self.mode != "none":
-            self._bar = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr, dynamic_ncols=True)
+            self._bar = tqdm(
+                total=total, initial=initial, desc=stage, unit=unit, file=sys.stderr, dynamic_ncols=True
+            )
 
     def update(self, done: int, total: int, **fields: Any) -> None:
         """Report that ``done`` of ``total`` steps of the current stage are finished.
@@ -80,14 +100,22 @@ class Progress:
         """
         elapsed = time.monotonic() - self._start
         fraction = done / total if total else 1.0
-        eta = elapsed / fraction - elapsed if fraction > 0 else None
+        rate_done = done - self._initial  # steps done in this process: the only honest rate
+        seconds_per_step = elapsed / rate_done if rate_done > 0 else None
+        eta = seconds_per_step * (total - done) if seconds_per_step is not None else None
+        extra = {}
+        if self._run_total:
+            extra["stage_fraction"] = fraction
+            run_done = self._offset + done
+            fraction = min(1.0, run_done / self._run_total)
+            eta = seconds_per_step * max(0, self._run_total - run_done) if seconds_per_step is not None else None
         if self._bar is not None:
             self._bar.n = done
             short = {k: v for k, v in fields.items() if isinstance(v, float)}
             if short:
                 self._bar.set_postfix({k: f"{v:.4g}" for k, v in short.items()}, refresh=False)
             self._bar.refresh()
-        self.emit("progress", stage=self._stage, **fields, fraction=fraction, eta_seconds=eta)
+        self.emit("progress", stage=self._stage, **fields, **extra, fraction=fraction, eta_seconds=eta)
 
     def close(self) -> None:
         if self._bar is not None:
