@@ -1,0 +1,234 @@
+"""Image I/O and the geometry bridge between SimpleITK (LPS) and MONAI (RAS).
+
+Every volume enters the core through :func:`read_image` and :func:`image_to_metatensor`, and every
+result leaves through :func:`array_to_image` / :func:`write_image` on the exact grid of a reference
+image, so training, inference and previews share one notion of geometry.
+
+Conventions: SimpleITK arrays are indexed ``[z, y, x]``; MONAI tensors here are ``[C, X, Y, Z]``
+(the reversed numpy axes, channel first). ITK's physical space is LPS; MONAI's affines are RAS:
+``affine_ras = diag(-1, -1, 1, 1) @ affine_lps`` with ``affine_lps = [[D @ diag(spacing), origin], [0, 1]]``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from lwi.errors import LWIError
+
+if TYPE_CHECKING:  # torch/MONAI are imported lazily so that reading files stays cheap
+    import torch
+    from monai.data import MetaTensor
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_MULTI_FILE = (".mhd", ".hdr", ".nhdr")
+
+
+def read_image(path: PathLike) -> sitk.Image:
+    """Read a 3D scalar image from a file, or from a folder holding a DICOM series.
+
+    A folder with several DICOM series yields the series with the most files. A 4D file whose
+    fourth axis has size 1 is read as 3D.
+
+    Raises:
+        LWIError: the path is missing, cannot be read as an image, or is not a 3D scalar volume.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise LWIError(f"The image {p} does not exist.")
+    try:
+        if p.is_dir():
+            image = _read_dicom_folder(p)
+        else:
+            image = sitk.ReadImage(str(p))
+    except RuntimeError as exc:
+        raise LWIError(f"The file {p} could not be read as an image ({_first_line(exc)}).") from None
+    return _as_3d(image, p)
+
+
+def read_image_information(path: PathLike) -> sitk.ImageFileReader:
+    """Read only the header of an image file (size, spacing, origin, direction, pixel type).
+
+    Raises:
+        LWIError: the file is missing or is not an image SimpleITK can read.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise LWIError(f"The image {p} does not exist.")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise LWIError(f"The file {p} could not be read as an image ({_first_line(exc)}).") from None
+    return reader
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
+    # ITK messages start with a file/line location; the last line holds the reason.
+    return lines[-1].rstrip(".") if lines else type(exc).__name__
+
+
+def _read_dicom_folder(folder: Path) -> sitk.Image:
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise LWIError(f"The folder {folder} holds no DICOM series.")
+    files = max(
+        (sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), s) for s in series),
+        key=len,
+    )
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def _as_3d(image: sitk.Image, path: Path) -> sitk.Image:
+    """Check (and, for a trailing singleton 4th axis, fix) that an image is a 3D scalar volume."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise LWIError(
+            f"The image {path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+            "only single-channel 3D volumes are supported."
+        )
+    dim = image.GetDimension()
+    if dim == 4 and image.GetSize()[3] == 1:
+        size = list(image.GetSize())
+        size[3] = 0  # Extract collapses a zero-size axis
+        image = sitk.Extract(image, size, [0, 0, 0, 0])
+        dim = 3
+    if dim != 3:
+        raise LWIError(f"The image {path} is {dim}D (size {_size_str(image)}); a 3D volume is needed.")
+    if min(image.GetSize()) < 2:
+        raise LWIError(f"The image {path} is a single slice (size {_size_str(image)}); a 3D volume is needed.")
+    return image
+
+
+def _size_str(image: sitk.Image) -> str:
+    return " x ".join(str(s) for s in image.GetSize())
+
+
+def affine_lps(image: Union[sitk.Image, sitk.ImageFileReader]) -> np.ndarray:
+    """The 4x4 voxel-to-LPS affine of a SimpleITK image (or file reader after ReadImageInformation)."""
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = direction @ np.diag(image.GetSpacing())
+    affine[:3, 3] = image.GetOrigin()
+    return affine
+
+
+def affine_ras(image: Union[sitk.Image, sitk.ImageFileReader]) -> np.ndarray:
+    """The 4x4 voxel-to-RAS affine of a SimpleITK image (MONAI's convention)."""
+    return LPS_TO_RAS @ affine_lps(image)
+
+
+def image_to_metatensor(image: sitk.Image, dtype: Optional[torch.dtype] = None) -> MetaTensor:
+    """Convert a 3D SimpleITK image to a MONAI MetaTensor ``[1, X, Y, Z]`` with its RAS affine.
+
+    Args:
+        image: a 3D scalar image (see :func:`read_image`).
+        dtype: tensor dtype, float32 by default.
+    """
+    import torch
+    from monai.data import MetaTensor
+    from monai.utils import MetaKeys, SpaceKeys
+
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise LWIError("Only single-channel 3D images can be converted to tensors.")
+    array = sitk.GetArrayViewFromImage(image)  # [z, y, x]
+    data = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 1, 0), dtype=np.float32))
+    if dtype is not None:
+        data = data.to(dtype)
+    affine = torch.as_tensor(affine_ras(image), dtype=torch.float64)
+    meta = {
+        MetaKeys.ORIGINAL_AFFINE: affine.clone(),
+        MetaKeys.SPATIAL_SHAPE: np.asarray(image.GetSize()),
+        MetaKeys.SPACE: SpaceKeys.RAS,
+        MetaKeys.ORIGINAL_CHANNEL_DIM: "no_channel",
+    }
+    return MetaTensor(data[None], affine=affine, meta=meta)
+
+
+def metatensor_to_image(tensor: torch.Tensor, affine: Optional[np.ndarray] = None) -> sitk.Image:
+    """Convert a ``[X, Y, Z]`` or ``[1, X, Y, Z]`` tensor to a SimpleITK image in its own geometry.
+
+    The geometry comes from ``affine`` (RAS, 4x4) or, when omitted, from the MetaTensor's affine. Used
+    to write volumes on a preprocessed (resampled, reoriented) grid with their true physical position.
+    """
+    import torch
+
+    if affine is None:
+        affine = getattr(tensor, "affine", None)
+        if affine is None:
+            raise ValueError("metatensor_to_image needs a MetaTensor or an explicit affine")
+    affine = torch.as_tensor(affine).detach().cpu().double().numpy()
+    data = torch.as_tensor(tensor).detach().cpu()
+    if data.ndim == 4:
+        if data.shape[0] != 1:
+            raise ValueError(f"expected one channel, got shape {tuple(data.shape)}")
+        data = data[0]
+    image = sitk.GetImageFromArray(np.ascontiguousarray(data.numpy().transpose(2, 1, 0)))
+    lps = np.linalg.inv(LPS_TO_RAS) @ affine
+    matrix = lps[:3, :3]
+    spacing = np.linalg.norm(matrix, axis=0)
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetDirection([float(d) for d in (matrix / spacing).ravel()])
+    image.SetOrigin([float(o) for o in lps[:3, 3]])
+    return image
+
+
+def array_to_image(array_xyz, reference: sitk.Image) -> sitk.Image:
+    """Place an ``[X, Y, Z]`` array (numpy or tensor) on the exact grid of ``reference``."""
+    if hasattr(array_xyz, "detach"):
+        array_xyz = array_xyz.detach().cpu().numpy()
+    array_xyz = np.asarray(array_xyz)
+    if array_xyz.ndim == 4 and array_xyz.shape[0] == 1:
+        array_xyz = array_xyz[0]
+    if tuple(array_xyz.shape) != tuple(reference.GetSize()):
+        raise ValueError(
+            f"array shape {tuple(array_xyz.shape)} does not match the reference size {reference.GetSize()}"
+        )
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array_xyz.transpose(2, 1, 0)))
+    image.CopyInformation(reference)
+    return image
+
+
+def write_image(array_xyz, reference: sitk.Image, path: PathLike, compress: bool = True) -> Path:
+    """Write an ``[X, Y, Z]`` array on ``reference``'s grid (size, spacing, origin, direction).
+
+    ``array_xyz`` may also be a SimpleITK image, which is written as is. The file appears atomically:
+    it is written under a temporary name in the same folder and renamed, so an error never leaves a
+    partial file at ``path``.
+    """
+    image = array_xyz if isinstance(array_xyz, sitk.Image) else array_to_image(array_xyz, reference)
+    return write_sitk_atomic(image, path, compress=compress)
+
+
+def write_sitk_atomic(image: sitk.Image, path: PathLike, compress: bool = True) -> Path:
+    """Write a SimpleITK image through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in _MULTI_FILE:  # header + data files: a rename would break the link
+        try:
+            sitk.WriteImage(image, str(path), compress)
+        except RuntimeError as exc:
+            raise LWIError(f"Could not write {path} ({_first_line(exc)}).") from None
+        return path
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or ".nii.gz", dir=path.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, compress)
+        os.replace(tmp, path)
+    except RuntimeError as exc:
+        raise LWIError(f"Could not write {path} ({_first_line(exc)}).") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
