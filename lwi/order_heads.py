@@ -1,0 +1,60 @@
+"""Structural-consistency heads of LWI Step 1: predict which sub-volume each depth slot holds.
+
+Every encoder level that feeds the decoder gets one linear classifier. A level ``[B, C, X, Y, Z]`` is
+averaged over the two in-plane axes and within each of the N equal depth slots (aligned with the
+sub-volumes shuffled by :mod:`lwi.transformation`), giving ``[B, N, C]``; the classifier maps each slot to
+N logits. The target of slot j is ``permutation[:, j]``.
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lwi.errors import LWIError
+
+
+def slot_pool(features: torch.Tensor, num_subvolumes: int) -> torch.Tensor:
+    """Average ``features [B, C, X, Y, Z]`` over X, Y and within each of N depth slots: ``[B, N, C]``."""
+    if features.dim() != 5:
+        raise LWIError(f"Expected encoder features [B, C, X, Y, Z], got shape {tuple(features.shape)}.")
+    b, c, _, _, z = features.shape
+    n = int(num_subvolumes)
+    if z % n != 0:
+        raise LWIError(f"An encoder level of depth {z} cannot be pooled into {n} equal depth slots.")
+    per_depth = features.mean(dim=(2, 3))  # [B, C, Z]
+    return per_depth.view(b, c, n, z // n).mean(dim=3).transpose(1, 2)
+
+
+class OrderHeads(nn.Module):
+    """One linear order classifier per encoder level; ``forward(levels)`` -> list of logits ``[B, N, N]``."""
+
+    def __init__(self, level_channels: Sequence[int], num_subvolumes: int):
+        super().__init__()
+        if int(num_subvolumes) < 2:
+            raise LWIError(f"Order prediction needs at least 2 sub-volumes, got {num_subvolumes}.")
+        self.level_channels = [int(c) for c in level_channels]
+        self.num_subvolumes = int(num_subvolumes)
+        self.heads = nn.ModuleList(nn.Linear(c, self.num_subvolumes) for c in self.level_channels)
+        for head in self.heads:
+            # Small weights: the untrained heads start near chance (loss ln N per level), as ViT heads do.
+            nn.init.trunc_normal_(head.weight, std=0.02)
+            nn.init.zeros_(head.bias)
+
+    def forward(self, levels: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        if len(levels) != len(self.heads):
+            raise LWIError(f"Expected {len(self.heads)} encoder levels for the order heads, got {len(levels)}.")
+        return [head(slot_pool(f, self.num_subvolumes)) for head, f in zip(self.heads, levels)]
+
+
+def order_losses(logits: Sequence[torch.Tensor], permutation: torch.Tensor) -> List[torch.Tensor]:
+    """Cross-entropy per level of logits ``[B, N, N]`` against ``permutation [B, N]`` (float32)."""
+    target = permutation.to(torch.long).reshape(-1)
+    losses = []
+    for level in logits:
+        n = level.shape[-1]
+        losses.append(F.cross_entropy(level.float().reshape(-1, n), target.to(level.device)))
+    return losses
