@@ -74,7 +74,7 @@ def read_image_information(path: PathLike) -> sitk.ImageFileReader:
 def _first_line(exc: Exception) -> str:
     lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
     # ITK messages start with a file/line location; the last line holds the reason.
-    return lines[-1].rstrip(".") if lines else type(exc).__name__
+    return lines[-1].replace("sitk::ERROR: ", "").rstrip(".") if lines else type(exc).__name__
 
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:
