@@ -144,3 +144,21 @@ def test_swinunetr_defaults_at_96_cubed():
     net = build("swinunetr", 1, 14, (96, 96, 96))
     assert net.num_subvolumes == 3
     assert net.level_channels == [48, 96, 192, 384, 768]
+
+
+@pytest.mark.parametrize("arch", ["unetr", "segresnet"])
+def test_a_deep_copy_reports_its_own_levels(arch):
+    # EMA teachers are deep copies: their hooks must capture the copy's features, not the original's.
+    import copy
+
+    torch.manual_seed(0)
+    net = build(arch, 1, 2, ROI, **SMALL[arch])
+    twin = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(0.5)
+        x = torch.rand(1, 1, *ROI)
+        _, own = twin.forward_with_levels(x)
+        _, original = net.forward_with_levels(x)
+    assert len(own) == len(twin.level_channels)
+    assert not torch.allclose(own[0], original[0])

@@ -26,6 +26,22 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
+class _LevelHook:
+    """Forward (pre-)hook storing a level in its adapter. An object rather than a closure, so that
+    ``copy.deepcopy(adapter)`` (EMA teachers) gives hooks that fill the copy, not the original."""
+
+    def __init__(self, adapter: Adapter, index: int, select: Callable[[Any], Any] = _identity, position: int = -1):
+        self.adapter, self.index, self.select, self.position = adapter, index, select, position
+
+    def __call__(self, _module: nn.Module, args: Tuple[Any, ...], output: Any = None) -> None:
+        if self.adapter._levels is not None:
+            self.adapter._store(self.index, args[self.position] if self.position >= 0 else self.select(output))
+
+
 class Adapter(nn.Module):
     """Base class of architecture adapters. Subclasses set the class attributes and implement
     :meth:`make_network`, :meth:`register_level_hooks`, :attr:`level_channels` and :attr:`depth_factor`."""
@@ -94,23 +110,13 @@ class Adapter(nn.Module):
         """N: the bottleneck grid size along depth for this ROI (the number of Step-1 sub-volumes)."""
         return self.roi_size[2] // self.depth_factor
 
-    def capture_output(self, module: nn.Module, index: int, select: Callable[[Any], Any] = lambda out: out) -> None:
+    def capture_output(self, module: nn.Module, index: int, select: Callable[[Any], Any] = _identity) -> None:
         """Record ``select(output)`` of ``module`` as level ``index`` (a list selects several levels)."""
-
-        def hook(_module: nn.Module, _args: Any, output: Any) -> None:
-            if self._levels is not None:
-                self._store(index, select(output))
-
-        module.register_forward_hook(hook)
+        module.register_forward_hook(_LevelHook(self, index, select=select))
 
     def capture_input(self, module: nn.Module, index: int, position: int = 0) -> None:
         """Record positional input ``position`` of ``module`` as level ``index``."""
-
-        def hook(_module: nn.Module, args: Tuple[Any, ...]) -> None:
-            if self._levels is not None:
-                self._store(index, args[position])
-
-        module.register_forward_pre_hook(hook)
+        module.register_forward_pre_hook(_LevelHook(self, index, position=position))
 
     def _store(self, index: int, value: Any) -> None:
         if isinstance(value, (list, tuple)):
