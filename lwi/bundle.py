@@ -229,6 +229,9 @@ def _describe_architecture(spec: Dict[str, Any]) -> List[str]:
         parts.append(f"ROI {_fmt(spec.pop('roi_size'))}")
     line = f"  Architecture:    {name}" + (f" ({', '.join(parts)})" if parts else "")
     lines = [line]
+    params = spec.pop("params", None)
+    if isinstance(params, dict):
+        spec.update(params)  # adapter.spec() nests the network's own parameters under "params"
     if spec:
         lines.append(f"                   {_fmt(spec)}")
     return lines
