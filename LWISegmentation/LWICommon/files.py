@@ -1,0 +1,64 @@
+"""File names for the files the modules exchange with the core, and the user's model folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from typing import List, Optional
+
+#: Model bundles are single files with this suffix (lwi/bundle.py MODEL_SUFFIX).
+MODEL_SUFFIX = ".lwi.safetensors"
+
+#: Uncompressed NRRD keeps the exact geometry (origin, spacing, direction) and is fast to write.
+VOLUME_EXTENSION = ".nrrd"
+
+
+def safe_stem(name: str, fallback: str = "volume", max_length: int = 64) -> str:
+    """A node name as a portable file stem: letters, digits, ``-`` and ``_`` only."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:max_length]
+    return stem or fallback
+
+
+def make_run_dir(base_dir: Optional[str] = None, prefix: str = "lwi-") -> str:
+    """A new, empty temporary folder for one run (inputs written for it, its outputs)."""
+    if base_dir:
+        os.makedirs(base_dir, exist_ok=True)
+    return tempfile.mkdtemp(prefix=prefix, dir=base_dir)
+
+
+def input_volume_path(run_dir: str, node_name: str, index: int = 0) -> str:
+    """Where a run's ``index``-th input volume is written."""
+    return os.path.join(run_dir, f"input{index}-{safe_stem(node_name)}{VOLUME_EXTENSION}")
+
+
+def output_labelmap_path(run_dir: str, node_name: str) -> str:
+    """Where a run's output label map is written by ``lwi segment``."""
+    return os.path.join(run_dir, f"{safe_stem(node_name)}-segmentation{VOLUME_EXTENSION}")
+
+
+def model_name_from_path(path: str) -> str:
+    """``/models/liver.lwi.safetensors`` -> ``"liver"``."""
+    base = os.path.basename(path)
+    return base[: -len(MODEL_SUFFIX)] if base.endswith(MODEL_SUFFIX) else os.path.splitext(base)[0]
+
+
+def model_path(folder: str, name: str) -> str:
+    """The bundle file for a model called ``name`` in ``folder``."""
+    return os.path.join(folder, safe_stem(name, fallback="model") + MODEL_SUFFIX)
+
+
+def list_models(folder: Optional[str]) -> List[str]:
+    """The model bundles in ``folder`` (not recursive), sorted by name; [] if it does not exist."""
+    if not folder or not os.path.isdir(folder):
+        return []
+    return sorted(
+        os.path.join(folder, f)
+        for f in os.listdir(folder)
+        if f.endswith(MODEL_SUFFIX) and not f.startswith(".")
+    )
+
+
+def default_models_folder(home: Optional[str] = None) -> str:
+    """Where models go unless the user picks a folder: ``~/LWI/models``."""
+    return os.path.join(home or os.path.expanduser("~"), "LWI", "models")

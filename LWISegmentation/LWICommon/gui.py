@@ -1,0 +1,104 @@
+"""Show a running :class:`LWICommon.process.ProcessRunner` in a module panel (needs Qt).
+
+While a run is going, the Apply button reads "Cancel" and cancels it; a ``qt.QTimer`` polls the
+runner, so the GUI stays responsive; progress events move the progress bar and the status text,
+log events go to the log; the end of the run gives one clear message. Qt is imported in
+:meth:`TaskPanel.__init__`, so importing this module needs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+from LWICommon.process import Event, ProcessRunner, event_log_line, progress_fraction, progress_text
+
+
+class TaskPanel:
+    """Binds one run at a time to an Apply/Cancel button, a progress bar, a status label and a log.
+
+    Args:
+        applyButton: a QPushButton; its text and tooltip switch to Cancel while running.
+        progressBar: a QProgressBar (0-100), hidden when idle.
+        statusLabel: a QLabel for the one-line status.
+        logWidget: a QPlainTextEdit (or anything with ``appendPlainText``), or None.
+        intervalMsec: how often the runner is polled.
+    """
+
+    def __init__(self, applyButton, progressBar, statusLabel, logWidget=None, intervalMsec: int = 200):
+        import qt
+
+        self.applyButton = applyButton
+        self.progressBar = progressBar
+        self.statusLabel = statusLabel
+        self.logWidget = logWidget
+        self.runner: Optional[ProcessRunner] = None
+        self._idleText = applyButton.text
+        self._idleToolTip = applyButton.toolTip
+        self._onDone: Optional[Callable[[ProcessRunner], None]] = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(intervalMsec)
+        self._timer.connect("timeout()", self._poll)
+        self.progressBar.setVisible(False)
+
+    @property
+    def running(self) -> bool:
+        return self.runner is not None and self.runner.running
+
+    def log(self, text: str) -> None:
+        """Add a line to the log widget and to Slicer's application log."""
+        logging.info(text)
+        if self.logWidget is not None:
+            self.logWidget.appendPlainText(text)
+
+    def start(self, runner: ProcessRunner, onDone: Optional[Callable[[ProcessRunner], None]] = None) -> None:
+        """Start ``runner`` (not yet started) and follow it; ``onDone(runner)`` is called at the end,
+        before the run's temporary folder is removed, whatever the outcome."""
+        if self.running:
+            raise RuntimeError("A run is already in progress.")
+        self.runner = runner
+        self._onDone = onDone
+        runner.on_event = self._onEvent
+        runner.on_finished = self._onFinished
+        self._idleText = self.applyButton.text
+        self._idleToolTip = self.applyButton.toolTip
+        self.applyButton.text = "Cancel"
+        self.applyButton.toolTip = "Stop the run and discard its results."
+        self.applyButton.enabled = True
+        self.progressBar.setValue(0)
+        self.progressBar.setVisible(True)
+        self.statusLabel.text = "Starting..."
+        runner.start()
+        self._timer.start()
+
+    def cancel(self) -> None:
+        """End the run's whole process tree and remove its temporary folder."""
+        if self.runner is not None and self.running:
+            self.statusLabel.text = "Cancelling..."
+            self.runner.cancel()
+
+    def _poll(self) -> None:
+        if self.runner is not None:
+            self.runner.poll()
+
+    def _onEvent(self, event: Event) -> None:
+        if event.get("event") == "progress":
+            fraction = progress_fraction(event)
+            if fraction is not None:
+                self.progressBar.setValue(int(round(100 * fraction)))
+            self.statusLabel.text = progress_text(event)
+        line = event_log_line(event)
+        if line:
+            self.log(line)
+
+    def _onFinished(self, runner: ProcessRunner) -> None:
+        self._timer.stop()
+        self.applyButton.text = self._idleText
+        self.applyButton.toolTip = self._idleToolTip
+        self.progressBar.setVisible(False)
+        message = runner.error_message()
+        self.statusLabel.text = message.splitlines()[0] if message else "Done."
+        if message and not runner.cancelled:
+            self.log(message)
+        if self._onDone is not None:
+            self._onDone(runner)
