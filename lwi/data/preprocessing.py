@@ -99,7 +99,7 @@ def median_spacing(cases: Iterable[Union[Case, Any]]) -> Tuple[float, float, flo
         path = getattr(case, "image", case)
         info = read_image(path) if _is_dir(path) else read_image_information(path)
         affine = affine_ras(info) if info.GetDimension() == 3 else _affine_3d(info)
-        spacings.append(_ras_spacing(affine))
+        spacings.append(ras_spacing(affine))
     if not spacings:
         raise LWIError("No cases to compute a median spacing from.")
     return tuple(float(v) for v in np.median(np.asarray(spacings), axis=0))
@@ -120,8 +120,11 @@ def _affine_3d(reader) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
 
 
-def _ras_spacing(affine: np.ndarray) -> Tuple[float, float, float]:
-    """Voxel spacing along R, A, S: each array axis's spacing goes to the world axis it follows."""
+def ras_spacing(affine: np.ndarray) -> Tuple[float, float, float]:
+    """Voxel spacing along R, A, S of a 4x4 RAS affine (:func:`lwi.io.affine_ras`).
+
+    Each array axis's spacing goes to the world axis it follows, as ``Orientationd`` will order them.
+    """
     import nibabel.orientations as nio
 
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
@@ -130,6 +133,9 @@ def _ras_spacing(affine: np.ndarray) -> Tuple[float, float, float]:
     for axis, (world, _flip) in enumerate(ornt):
         out[int(world)] = spacing[axis]
     return tuple(out)
+
+
+_ras_spacing = ras_spacing  # the earlier private name, still imported elsewhere
 
 
 def _foreground(x: torch.Tensor, threshold: float) -> torch.Tensor:
