@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -71,7 +71,6 @@ class Dataset:
     modality: str = "MR"
     validation: Optional[List[str]] = None
     name: str = ""
-    extra: Dict[str, object] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -364,12 +363,12 @@ def _image_geometry(path: Path, what: str, problems: List[str]):
     if reader.GetNumberOfComponents() != 1:
         problems.append(f"{what} {path.name} has {reader.GetNumberOfComponents()} components per voxel")
         return None
-    if dim == 4 and size[3] == 1:
-        return size[:3], np.asarray(reader.GetSpacing()[:3]), np.asarray(reader.GetOrigin()[:3]), np.asarray(
-            reader.GetDirection()
-        ).reshape(4, 4)[:3, :3].ravel()
+    if dim == 4 and size[3] == 1:  # read_image drops a singleton 4th axis: compare the first three
+        direction = np.asarray(reader.GetDirection()).reshape(4, 4)[:3, :3].ravel()
+        return size[:3], np.asarray(reader.GetSpacing()[:3]), np.asarray(reader.GetOrigin()[:3]), direction
     if dim != 3 or min(size) < 2:
-        problems.append(f"{what} {path.name} is {dim if dim != 3 else 2}D (size {' x '.join(map(str, size))}), not 3D")
+        shown = 2 if dim == 3 else dim  # a single-slice 3D file is a 2D image
+        problems.append(f"{what} {path.name} is {shown}D (size {' x '.join(map(str, size))}), not 3D")
         return None
     return _geometry(reader)
 
