@@ -129,10 +129,14 @@ def train_command(
 def preview_command(
     input_path: str, out_dir: str, options: Optional[Mapping[str, Any]] = None, python: Optional[str] = None
 ) -> List[str]:
-    """``lwi preview --input IMAGE --out-dir DIR``: the Step-1 shuffled and masked views."""
-    merged: Dict[str, Any] = {"input": input_path, "out_dir": out_dir}
+    """``lwi preview --input IMAGE --out-dir DIR --json``: the Step-1 shuffled and masked views.
+
+    ``lwi preview`` is short and reports through ``--json`` (one JSON document describing the
+    views it wrote) rather than ``--progress json``.
+    """
+    merged: Dict[str, Any] = {"input": input_path, "out_dir": out_dir, "json": True}
     merged.update(options or {})
-    return lwi_command("preview", options=merged, python=python)
+    return lwi_command("preview", options=merged, python=python, progress_json=False)
 
 
 def info_command(model: str, python: Optional[str] = None) -> List[str]:

@@ -22,6 +22,7 @@ CORE_REQUIREMENTS: Tuple[str, ...] = (
     "tqdm>=4.60",
     "numpy>=1.22",
     "scipy>=1.9",
+    "nibabel>=4",
 )
 
 #: Distributions that Slicer bundles with its Python (SuperBuild/External_python-*.cmake): pip must

@@ -11,6 +11,7 @@ workers are grandchildren.
 from __future__ import annotations
 
 import collections
+import io
 import json
 import os
 import queue
@@ -250,10 +251,6 @@ class ProcessRunner:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
             **popen_platform_kwargs(),
         )
         for target, stream in ((self._read_stdout, self.proc.stdout), (self._read_stderr, self.proc.stderr)):
@@ -333,6 +330,7 @@ class ProcessRunner:
 
     # -- internals -------------------------------------------------------------------------
     def _read_stdout(self, stream) -> None:
+        stream = io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
         for line in iter(stream.readline, ""):
             event = parse_line(line)
             if event is not None:
@@ -340,7 +338,9 @@ class ProcessRunner:
         stream.close()
 
     def _read_stderr(self, stream) -> None:
-        # tqdm redraws its bar with carriage returns: keep only the last state of each line.
+        # tqdm redraws its bar with carriage returns: split on newlines only, and keep the last
+        # state of each line.
+        stream = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="\n")
         for line in iter(stream.readline, ""):
             text = line.rstrip("\n").split("\r")[-1].strip()
             if text:

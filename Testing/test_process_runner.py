@@ -1,0 +1,255 @@
+"""The background process runner of the Slicer modules (LWICommon.process), against real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "LWISegmentation"))
+
+from LWICommon import cli_args  # noqa: E402
+from LWICommon.process import (  # noqa: E402
+    CANCELLED,
+    ProcessRunner,
+    event_log_line,
+    failure_message,
+    format_duration,
+    model_info,
+    parse_line,
+    progress_fraction,
+    progress_text,
+)
+
+
+def _script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "child.py"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as ended: some containers' init never reaps)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def test_progress_events_arrive_in_order_and_result_is_kept(tmp_path):
+    script = _script(
+        tmp_path,
+        """
+        import json, sys
+        print("a stray print from a library")
+        for i in range(1, 6):
+            print(json.dumps({"event": "progress", "stage": "train", "epoch": i, "epochs": 5,
+                              "loss": 1.0 / i, "fraction": i / 5, "eta_seconds": 5 - i}), flush=True)
+        print(json.dumps({"event": "log", "message": "saved model"}), flush=True)
+        print("progress bar noise\\r50%\\r100%", file=sys.stderr)
+        print(json.dumps({"event": "result", "model": "m.lwi.safetensors"}), flush=True)
+        """,
+    )
+    seen = []
+    runner = ProcessRunner([sys.executable, str(script)], on_event=seen.append).start()
+    assert runner.wait(timeout=60) == 0
+    progress = [e for e in seen if e["event"] == "progress"]
+    assert [e["epoch"] for e in progress] == [1, 2, 3, 4, 5]
+    assert [progress_fraction(e) for e in progress] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert seen[0] == {"event": "log", "message": "a stray print from a library"}
+    assert runner.result == {"event": "result", "model": "m.lwi.safetensors"}
+    assert runner.last_progress["epoch"] == 5
+    assert runner.error_message() is None
+    assert list(runner.stderr_tail) == ["100%"]  # only the last state of a redrawn tqdm line
+
+
+def test_poll_does_not_block_while_the_child_works(tmp_path):
+    script = _script(
+        tmp_path,
+        """
+        import json, time
+        print(json.dumps({"event": "progress", "fraction": 0.5}), flush=True)
+        time.sleep(30)
+        """,
+    )
+    runner = ProcessRunner([sys.executable, str(script)]).start()
+    try:
+        deadline = time.monotonic() + 30
+        events = []
+        while not events and time.monotonic() < deadline:
+            start = time.monotonic()
+            events = runner.poll()
+            assert time.monotonic() - start < 1.0
+            time.sleep(0.05)
+        assert events == [{"event": "progress", "fraction": 0.5}]
+        assert runner.running
+    finally:
+        runner.cancel()
+
+
+def test_cancel_ends_the_child_and_its_children_and_removes_the_temp_dir(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "input.nrrd").write_bytes(b"data")
+    pid_file = tmp_path / "grandchild.pid"
+    script = _script(
+        tmp_path,
+        f"""
+        import json, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        open({str(pid_file)!r}, "w").write(str(child.pid))
+        print(json.dumps({{"event": "progress", "fraction": 0.1}}), flush=True)
+        time.sleep(120)
+        """,
+    )
+    finished = []
+    runner = ProcessRunner(
+        [sys.executable, str(script)], temp_dir=str(run_dir), on_finished=finished.append
+    ).start()
+    deadline = time.monotonic() + 30
+    while not (runner.poll() or runner.last_progress) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert runner.last_progress is not None
+    grandchild = int(pid_file.read_text())
+    child = runner.proc.pid
+    assert _alive(grandchild) and _alive(child)
+
+    runner.cancel(grace_seconds=2.0)
+
+    deadline = time.monotonic() + 10
+    while (_alive(grandchild) or _alive(child)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
+    assert not _alive(grandchild)
+    assert runner.cancelled and runner.returncode == CANCELLED
+    assert finished == [runner]
+    assert not run_dir.exists()
+    assert runner.error_message() == f"{os.path.basename(sys.executable)} was cancelled."
+
+
+def test_crash_is_reported_with_exit_code_and_stderr(tmp_path):
+    script = _script(
+        tmp_path,
+        """
+        import json, sys
+        print(json.dumps({"event": "progress", "fraction": 0.3}), flush=True)
+        print("Traceback (most recent call last):", file=sys.stderr)
+        print("RuntimeError: CUDA out of memory", file=sys.stderr)
+        sys.exit(3)
+        """,
+    )
+    runner = ProcessRunner([sys.executable, str(script)]).start()
+    assert runner.wait(timeout=60) == 3
+    message = runner.error_message()
+    assert "exit code 3" in message
+    assert "RuntimeError: CUDA out of memory" in message
+
+
+def test_error_event_is_the_message_the_user_sees(tmp_path):
+    script = _script(
+        tmp_path,
+        """
+        import json, sys
+        print("lwi segment: error: The model file is damaged.", file=sys.stderr)
+        print(json.dumps({"event": "error", "message": "The model file is damaged."}), flush=True)
+        sys.exit(1)
+        """,
+    )
+    runner = ProcessRunner([sys.executable, str(script)]).start()
+    runner.wait(timeout=60)
+    assert runner.error == {"event": "error", "message": "The model file is damaged."}
+    assert runner.error_message() == f"{os.path.basename(sys.executable)} failed: The model file is damaged."
+
+
+def test_temp_dir_is_kept_until_on_finished_has_imported_the_result(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    out = run_dir / "out.txt"
+    script = _script(tmp_path, f"open({str(out)!r}, 'w').write('labels')\n")
+    imported = []
+    runner = ProcessRunner(
+        [sys.executable, str(script)],
+        temp_dir=str(run_dir),
+        on_finished=lambda r: imported.append(out.read_text()),
+    ).start()
+    runner.wait(timeout=60)
+    assert imported == ["labels"]
+    assert not run_dir.exists()
+
+
+def test_real_lwi_command_failure_reaches_the_user_as_one_sentence(tmp_path):
+    env = cli_args.subprocess_env(cli_args.core_dir(str(ROOT / "LWISegmentation")))
+    missing = tmp_path / "nothing.lwi.safetensors"
+    with pytest.raises(RuntimeError) as info:
+        model_info(str(missing), env=env, python=sys.executable, timeout=120)
+    text = str(info.value)
+    assert "nothing.lwi.safetensors" in text
+    assert "Traceback" not in text and "\n" not in text
+
+
+def test_parse_line_accepts_protocol_objects_and_wraps_everything_else():
+    assert parse_line('{"event": "progress", "fraction": 0.5}\n') == {"event": "progress", "fraction": 0.5}
+    assert parse_line("Warning: something") == {"event": "log", "message": "Warning: something"}
+    assert parse_line('{"no_event": 1}') == {"event": "log", "message": '{"no_event": 1}'}
+    assert parse_line("{broken json") == {"event": "log", "message": "{broken json"}
+    assert parse_line("   \n") is None
+
+
+def test_progress_text_and_log_lines():
+    event = {
+        "event": "progress",
+        "stage": "pretrain",
+        "epoch": 3,
+        "epochs": 10,
+        "loss": 0.41234,
+        "loss_order": 1.5,
+        "lr": 0.0001,
+        "eta_seconds": 130,
+    }
+    assert progress_text(event) == "pretrain: epoch 3/10, loss 0.412, loss order 1.5, ETA 2 min 10 s"
+    assert progress_fraction({"event": "progress", "iteration": 5, "iterations": 20}) == 0.25
+    assert progress_fraction({"event": "progress", "fraction": 1.7}) == 1.0
+    assert progress_fraction({"event": "progress"}) is None
+    assert event_log_line({"event": "progress", "fraction": 0.1}) is None
+    assert event_log_line({"event": "error", "message": "No GPU."}) == "Error: No GPU."
+    assert json.loads(event_log_line({"event": "result", "dice": 0.9})[len("Done. ") :]) == {"dice": 0.9}
+
+
+def test_format_duration():
+    assert format_duration(None) == ""
+    assert format_duration(45.4) == "45 s"
+    assert format_duration(185) == "3 min 05 s"
+    assert format_duration(2 * 3600 + 7 * 60) == "2 h 07 min"
+
+
+def test_command_name_of_an_lwi_run():
+    assert (
+        ProcessRunner([sys.executable, "-m", "lwi", "segment", "--model", "m"]).command_name()
+        == "lwi segment"
+    )
+
+
+def test_failure_message_cases():
+    assert failure_message(0) is None
+    assert failure_message(0, cancelled=True, command="lwi train") == "lwi train was cancelled."
+    assert failure_message(-9, command="lwi train").startswith(
+        "lwi train stopped unexpectedly (killed by signal SIGKILL)"
+    )
+    assert failure_message(1, {"event": "error", "message": "Bad data."}, ["x"], command="lwi train") == (
+        "lwi train failed: Bad data."
+    )
