@@ -341,7 +341,7 @@ class LWISegmentationTest(ScriptedLoadableModuleTest):
         self.assertEqual(names, ["kidney_left", "liver"])
         liver = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("liver"))
         self.assertAlmostEqual(liver.GetColor()[0], 221 / 255.0, places=3)
-        self.assertIn("10200004", liver.GetTag(liver.GetTerminologyEntryTagName()) or "")
+        self.assertTrue(liver.HasTag(liver.GetTerminologyEntryTagName()))
         self.assertTrue(segmentationNode.GetSegmentation().ContainsRepresentation("Closed surface"))
         self.delayDisplay("Label map import passed")
 

@@ -37,8 +37,7 @@ def _colorTableNode(specs: Sequence[SegmentSpec], name: str):
     colorTableNode.SetTypeToUser()
     colorTableNode.SetNumberOfColors(max(value for value, _, _ in rows) + 1)
     for value, rowName, (r, g, b) in rows:
-        colorTableNode.SetColor(value, r, g, b, 0.0 if value == 0 else 1.0)
-        colorTableNode.SetColorName(value, rowName)
+        colorTableNode.SetColor(value, rowName, r, g, b, 0.0 if value == 0 else 1.0)
     return colorTableNode
 
 

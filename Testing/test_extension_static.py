@@ -1,0 +1,232 @@
+"""Static checks of the Slicer extension: CMake lists, extension descriptions, .ui files and the
+modules' parameter nodes agree with each other, so the Extensions Manager package is complete and
+the modules load. No Slicer needed: files are parsed (CMake text, XML, Python AST)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Dict, List, Set
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = ["LWISegmentation", "LWITraining"]
+ICON_SUFFIXES = {".png", ".svg", ".jpg", ".jpeg"}
+
+
+def _cmake_lists(text: str, module_name: str) -> Dict[str, List[str]]:
+    """``set(VAR item ...)`` lists of a module CMakeLists.txt, with ``${MODULE_NAME}`` expanded."""
+    text = re.sub(r"#[^\n]*", "", text).replace("${MODULE_NAME}", module_name)
+    return {m.group(1): m.group(2).split() for m in re.finditer(r"set\(\s*(\w+)\s+([^)]*)\)", text)}
+
+
+def _module_files(module: str):
+    cmake = (ROOT / module / "CMakeLists.txt").read_text()
+    lists = _cmake_lists(cmake, module)
+    return cmake, lists.get("MODULE_PYTHON_SCRIPTS", []), lists.get("MODULE_PYTHON_RESOURCES", [])
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_installed_file_is_listed_in_cmake(module):
+    cmake, scripts, resources = _module_files(module)
+    folder = ROOT / module
+    on_disk_py = {
+        p.relative_to(folder).as_posix() for p in folder.rglob("*.py") if "__pycache__" not in p.parts
+    }
+    assert on_disk_py == set(scripts), "every .py under the module folder must be in MODULE_PYTHON_SCRIPTS"
+    on_disk_resources = {
+        p.relative_to(folder).as_posix()
+        for p in (folder / "Resources").rglob("*")
+        if p.suffix.lower() in ICON_SUFFIXES | {".ui"}
+    }
+    assert on_disk_resources == set(resources), "every .ui and icon must be in MODULE_PYTHON_RESOURCES"
+    assert f"Resources/UI/{module}.ui" in resources and f"Resources/Icons/{module}.png" in resources
+    assert re.search(r"slicerMacroBuildScriptedModule\((?s:.)*WITH_GENERIC_TESTS", cmake)
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in cmake
+
+
+def test_shared_helper_package_is_installed_by_exactly_one_module():
+    owners = [m for m in MODULES if any(s.startswith("LWICommon/") for s in _module_files(m)[1])]
+    assert owners == ["LWISegmentation"]
+
+
+def _top_cmake() -> str:
+    return (ROOT / "CMakeLists.txt").read_text()
+
+
+def _cmake_var(name: str) -> str:
+    match = re.search(rf'set\({name}\s+"([^"]*)"\)', _top_cmake())
+    assert match, f"{name} is not set in CMakeLists.txt"
+    return match.group(1)
+
+
+def _s4ext() -> Dict[str, str]:
+    fields = {}
+    for line in (ROOT / "LWI.s4ext").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            fields[key] = value.strip()
+    return fields
+
+
+def test_cmake_s4ext_and_catalog_entry_agree():
+    project = re.search(r"^project\((\w+)\)", _top_cmake(), re.M).group(1)
+    s4ext = _s4ext()
+    catalog = json.loads((ROOT / "LWI.json").read_text())
+    assert project == "LWI" == Path("LWI.s4ext").stem == Path("LWI.json").stem
+    assert _cmake_var("EXTENSION_CATEGORY") == s4ext["category"] == catalog["category"] == "Segmentation"
+    depends = _cmake_var("EXTENSION_DEPENDS").split()
+    assert depends == s4ext["depends"].split() == catalog["build_dependencies"] == ["PyTorch"]
+    assert _cmake_var("EXTENSION_HOMEPAGE") == s4ext["homepage"]
+    assert _cmake_var("EXTENSION_DESCRIPTION") == s4ext["description"]
+    assert _cmake_var("EXTENSION_ICONURL") == s4ext["iconurl"]
+    assert _cmake_var("EXTENSION_SCREENSHOTURLS") == s4ext["screenshoturls"]
+    assert _cmake_var("EXTENSION_CONTRIBUTORS") == s4ext["contributors"]
+    assert s4ext["scmurl"] == catalog["scm_url"] and s4ext["scmrevision"] == catalog["scm_revision"]
+    assert catalog["$schema"].startswith("https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/")
+    assert set(catalog) <= {
+        "$schema",
+        "build_dependencies",
+        "build_subdirectory",
+        "category",
+        "enabled",
+        "scm_revision",
+        "scm_type",
+        "scm_url",
+        "tier",
+    }
+    # The icon URL points at the extension icon in this repository.
+    assert (ROOT / _cmake_var("EXTENSION_ICONURL").split("/main/", 1)[1]).is_file()
+
+
+def test_top_level_cmake_adds_every_module_and_installs_the_core():
+    cmake = _top_cmake()
+    assert re.findall(r"add_subdirectory\((\w+)\)", cmake) == MODULES
+    assert "find_package(Slicer REQUIRED)" in cmake and "include(${Slicer_EXTENSION_CPACK})" in cmake
+    assert "${CMAKE_CURRENT_SOURCE_DIR}/lwi/*.py" in cmake
+    assert "DESTINATION ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/" in cmake
+    assert "${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/" in cmake
+    assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
+
+
+# -- module files, .ui files and parameter nodes ---------------------------------------------
+
+
+def _tree(module: str) -> ast.Module:
+    return ast.parse((ROOT / module / f"{module}.py").read_text())
+
+
+def _ui_widgets(module: str) -> Dict[str, ET.Element]:
+    root = ET.parse(ROOT / module / "Resources" / "UI" / f"{module}.ui").getroot()
+    return {w.get("name"): w for w in root.iter("widget")}
+
+
+def _parameter_name(widget: ET.Element):
+    for prop in widget.findall("property"):
+        if prop.get("name") == "SlicerParameterName":
+            return prop.find("string").text
+    return None
+
+
+def _parameter_node_fields(module: str) -> Dict[str, ast.expr]:
+    for node in _tree(module).body:
+        if isinstance(node, ast.ClassDef) and any(
+            isinstance(d, ast.Name) and d.id == "parameterNodeWrapper" for d in node.decorator_list
+        ):
+            return {
+                s.target.id: s.annotation
+                for s in node.body
+                if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)
+            }
+    raise AssertionError(f"{module}.py has no @parameterNodeWrapper class")
+
+
+def _widget_classes_for(annotation: ast.expr) -> Set[str]:
+    """Widget classes that Slicer's parameterNodeWrapper GUI connectors accept for a field type
+    (Base/Python/slicer/parameterNodeWrapper/guiConnectors.py)."""
+    text = ast.unparse(annotation)
+    base = text.split("[", 1)[1].split(",", 1)[0].strip() if text.startswith("Annotated[") else text
+    if base.startswith("vtkMRML"):
+        return {"qMRMLNodeComboBox"}
+    if base in ("pathlib.Path", "Path"):
+        return {"ctkPathLineEdit", "ctkDirectoryButton"}
+    if base == "bool":
+        return {"QCheckBox", "QPushButton"}
+    if base == "int":
+        return {"QSpinBox", "QSlider"} | ({"QComboBox"} if "Choice(" in text else set())
+    if base == "float":
+        return {"QDoubleSpinBox", "ctkSliderWidget"} | ({"QComboBox"} if "Choice(" in text else set())
+    if base == "str":
+        return {"QLineEdit", "QTextEdit"} | ({"QComboBox"} if "Choice(" in text else set())
+    return set()
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_ui_attribute_the_module_uses_exists_in_its_ui_file(module):
+    source = "\n".join(p.read_text() for p in [ROOT / module / f"{module}.py"])
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    widgets = _ui_widgets(module)
+    assert used, "the module should use its .ui file"
+    assert used <= set(widgets), f"missing in {module}.ui: {sorted(used - set(widgets))}"
+    assert f'self.resourcePath("UI/{module}.ui")' in source and "slicer.util.loadUI(" in source
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_parameter_node_field_is_bound_to_a_matching_widget(module):
+    fields = _parameter_node_fields(module)
+    bound = {}
+    for widget in _ui_widgets(module).values():
+        parameter = _parameter_name(widget)
+        if parameter is not None:
+            assert parameter not in bound, f"two widgets bound to {parameter}"
+            bound[parameter] = widget.get("class")
+    assert set(bound) == set(fields), "each field needs exactly one widget, and each bound widget a field"
+    for name, annotation in fields.items():
+        allowed = _widget_classes_for(annotation)
+        assert bound[name] in allowed, f"{name}: {ast.unparse(annotation)} cannot be shown by a {bound[name]}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_classes_and_metadata(module):
+    tree = _tree(module)
+    classes = {c.name: c for c in tree.body if isinstance(c, ast.ClassDef)}
+    expected = {
+        module: "ScriptedLoadableModule",
+        f"{module}Widget": "ScriptedLoadableModuleWidget",
+        f"{module}Logic": "ScriptedLoadableModuleLogic",
+        f"{module}Test": "ScriptedLoadableModuleTest",
+    }
+    for name, base in expected.items():
+        assert name in classes, f"{module}.py lacks class {name}"
+        assert base in [ast.unparse(b) for b in classes[name].bases]
+    tests = [
+        f.name
+        for f in classes[f"{module}Test"].body
+        if isinstance(f, ast.FunctionDef) and f.name.startswith("test_")
+    ]
+    assert tests and "runTest" in [
+        f.name for f in classes[f"{module}Test"].body if isinstance(f, ast.FunctionDef)
+    ]
+
+    source = (ROOT / module / f"{module}.py").read_text()
+    namespace: Dict[str, object] = {}
+    for stmt in tree.body:  # README_URL / PAPER_CITATION constants used in the metadata
+        if (
+            isinstance(stmt, ast.Assign)
+            and isinstance(stmt.targets[0], ast.Name)
+            and stmt.targets[0].id.isupper()
+        ):
+            namespace[stmt.targets[0].id] = ast.literal_eval(stmt.value)
+    for field in ("title", "categories", "contributors", "helpText", "acknowledgementText"):
+        assert f"self.parent.{field} =" in source, f"{module} does not set {field}"
+    assert "<a href=" in source and namespace["README_URL"].startswith("https://")
+    assert (
+        "Learnable Weight Initialization" in namespace["PAPER_CITATION"]
+        and "Kunhimon" in namespace["PAPER_CITATION"]
+    )
+    assert (ROOT / module / "Resources" / "Icons" / f"{module}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
