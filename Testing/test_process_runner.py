@@ -253,3 +253,108 @@ def test_failure_message_cases():
     assert failure_message(1, {"event": "error", "message": "Bad data."}, ["x"], command="lwi train") == (
         "lwi train failed: Bad data."
     )
+
+
+# -- the Qt binding (LWICommon.gui.TaskPanel) with Qt and Slicer stubbed ----------------------------
+
+
+class _Widget:
+    def __init__(self, text=""):
+        self.text, self.toolTip, self.enabled, self.visible, self.value, self.lines = (
+            text,
+            "tip",
+            True,
+            True,
+            0,
+            [],
+        )
+
+    def setVisible(self, visible):
+        self.visible = visible
+
+    def setValue(self, value):
+        self.value = value
+
+    def appendPlainText(self, line):
+        self.lines.append(line)
+
+
+@pytest.fixture
+def task_panel(monkeypatch):
+    import types
+
+    timers, errors = [], []
+
+    class QTimer:
+        def __init__(self):
+            self.active, self.callback = False, None
+            timers.append(self)
+
+        def setInterval(self, msec):
+            pass
+
+        def connect(self, signal, callback):
+            self.callback = callback
+
+        def start(self):
+            self.active = True
+
+        def stop(self):
+            self.active = False
+
+    monkeypatch.setitem(sys.modules, "qt", types.SimpleNamespace(QTimer=QTimer))
+    slicer_stub = types.SimpleNamespace(util=types.SimpleNamespace(errorDisplay=errors.append))
+    monkeypatch.setitem(sys.modules, "slicer", slicer_stub)
+    from LWICommon.gui import TaskPanel
+
+    widgets = types.SimpleNamespace(apply=_Widget("Apply"), bar=_Widget(), status=_Widget(), log=_Widget())
+    panel = TaskPanel(widgets.apply, widgets.bar, widgets.status, widgets.log)
+    return panel, widgets, timers[0], errors
+
+
+def _run_timer(timer, runner, seconds=30):
+    deadline = time.monotonic() + seconds
+    while timer.active and time.monotonic() < deadline:
+        timer.callback()
+        time.sleep(0.02)
+
+
+def test_task_panel_turns_apply_into_cancel_and_reports_progress(tmp_path, task_panel):
+    panel, w, timer, errors = task_panel
+    script = _script(
+        tmp_path,
+        """
+        import json, time
+        print(json.dumps({"event": "progress", "stage": "segment", "fraction": 0.5}), flush=True)
+        time.sleep(0.5)
+        print(json.dumps({"event": "result", "output": "x.nrrd"}), flush=True)
+        """,
+    )
+    order = []
+    runner = ProcessRunner([sys.executable, str(script)], on_finished=lambda r: order.append("import"))
+    panel.start(runner, onDone=lambda r: order.append("done"))
+    assert w.apply.text == "Cancel" and panel.running and w.bar.visible
+    while timer.active and w.bar.value == 0:
+        timer.callback()
+        time.sleep(0.02)
+    assert w.bar.value == 50 and w.status.text.startswith("segment")
+    _run_timer(timer, runner)
+    assert order == ["import", "done"]  # the logic's own callback runs before the widget's
+    assert w.apply.text == "Apply" and not w.bar.visible and w.status.text == "Done."
+    assert any(line.startswith("Done.") for line in w.log.lines) and errors == []
+
+
+def test_task_panel_cancel_and_failure_messages(tmp_path, task_panel):
+    panel, w, timer, errors = task_panel
+    slow = _script(tmp_path, "import time\ntime.sleep(60)\n")
+    panel.start(ProcessRunner([sys.executable, str(slow)]))
+    panel.cancel()
+    _run_timer(timer, panel.runner)
+    assert w.apply.text == "Apply" and w.status.text.endswith("was cancelled.") and errors == []
+
+    crash = tmp_path / "crash.py"
+    crash.write_text("import sys\nprint('ValueError: bad spacing', file=sys.stderr)\nsys.exit(2)\n")
+    panel.start(ProcessRunner([sys.executable, str(crash)]))
+    _run_timer(timer, panel.runner)
+    assert len(errors) == 1 and "exit code 2" in errors[0] and "bad spacing" in errors[0]
+    assert w.status.text.startswith(os.path.basename(sys.executable) + " stopped unexpectedly")

@@ -36,6 +36,8 @@ class TaskPanel:
         self._idleText = applyButton.text
         self._idleToolTip = applyButton.toolTip
         self._onDone: Optional[Callable[[ProcessRunner], None]] = None
+        self._runnerOnEvent: Optional[Callable[[Event], None]] = None
+        self._runnerOnFinished: Optional[Callable[[ProcessRunner], None]] = None
         self._timer = qt.QTimer()
         self._timer.setInterval(intervalMsec)
         self._timer.connect("timeout()", self._poll)
@@ -58,6 +60,8 @@ class TaskPanel:
             raise RuntimeError("A run is already in progress.")
         self.runner = runner
         self._onDone = onDone
+        # Keep the runner's own callbacks (the logic imports results in on_finished) and call them first.
+        self._runnerOnEvent, self._runnerOnFinished = runner.on_event, runner.on_finished
         runner.on_event = self._onEvent
         runner.on_finished = self._onFinished
         self._idleText = self.applyButton.text
@@ -82,6 +86,8 @@ class TaskPanel:
             self.runner.poll()
 
     def _onEvent(self, event: Event) -> None:
+        if self._runnerOnEvent is not None:
+            self._runnerOnEvent(event)
         if event.get("event") == "progress":
             fraction = progress_fraction(event)
             if fraction is not None:
@@ -93,12 +99,22 @@ class TaskPanel:
 
     def _onFinished(self, runner: ProcessRunner) -> None:
         self._timer.stop()
+        resultError = None
+        if self._runnerOnFinished is not None:
+            try:
+                self._runnerOnFinished(runner)
+            except Exception as exc:  # shown to the user below, with the traceback in the log
+                logging.exception("Loading the results failed")
+                resultError = f"The results could not be loaded: {exc}"
         self.applyButton.text = self._idleText
         self.applyButton.toolTip = self._idleToolTip
         self.progressBar.setVisible(False)
-        message = runner.error_message()
+        message = runner.error_message() or resultError
         self.statusLabel.text = message.splitlines()[0] if message else "Done."
         if message and not runner.cancelled:
             self.log(message)
+            import slicer
+
+            slicer.util.errorDisplay(message)
         if self._onDone is not None:
             self._onDone(runner)
