@@ -1,0 +1,94 @@
+"""Evaluation: Dice and HD95 agree with hand computations; ``lwi evaluate`` writes its table and JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from lwi.evaluation import evaluate_pair, format_table, summarize
+
+
+def _image(array_xyz: np.ndarray, spacing=(2.0, 1.0, 1.0)) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array_xyz.transpose(2, 1, 0)).astype(np.uint8))
+    image.SetSpacing(spacing)
+    image.SetOrigin((5.0, -3.0, 10.0))
+    return image
+
+
+def test_dice_and_hd95_equal_hand_computation():
+    truth = np.zeros((12, 10, 10), np.uint8)
+    pred = np.zeros_like(truth)
+    truth[2:6, 2:6, 2:6] = 1  # a 4^3 cube
+    pred[3:7, 2:6, 2:6] = 1  # the same cube one voxel further along x: overlap 3 x 4 x 4
+    truth[9, 5, 5] = 2  # single voxels 2 voxels apart along x (x spacing 2 mm -> 4 mm)
+    pred[11, 5, 5] = 2
+    pred[9, 8, 5] = 3  # label 3 only in the prediction
+    labels = {0: "background", 1: "cube", 2: "dot", 3: "false", 4: "absent"}
+    scores = evaluate_pair(_image(pred), _image(truth), labels)
+    assert scores["dice"]["cube"] == pytest.approx(2 * 48 / (64 + 64))
+    assert scores["dice"]["dot"] == 0.0
+    assert scores["hd95"]["dot"] == pytest.approx(4.0)  # (11 - 9) voxels x 2 mm
+    assert scores["dice"]["false"] == 0.0 and scores["hd95"]["false"] is None
+    assert scores["dice"]["absent"] is None and scores["hd95"]["absent"] is None
+    # Every surface point of the shifted cube is 0 or 1 voxel (2 mm along x) from the other surface.
+    assert scores["hd95"]["cube"] == pytest.approx(2.0)
+
+
+def test_summary_means_skip_undefined_values_and_table_lists_them():
+    labels = {1: "liver", 2: "kidney"}
+    cases = [
+        {"case": "a", "dice": {"liver": 0.8, "kidney": None}, "hd95": {"liver": 3.0, "kidney": None}},
+        {"case": "b", "dice": {"liver": 0.6, "kidney": 0.5}, "hd95": {"liver": 5.0, "kidney": 7.0}},
+    ]
+    results = summarize(cases, labels)
+    assert results["mean"]["dice"] == {"liver": pytest.approx(0.7), "kidney": pytest.approx(0.5)}
+    assert results["mean"]["hd95"]["kidney"] == pytest.approx(7.0)
+    assert results["mean_dice"] == pytest.approx(0.6)
+    table = format_table(results)
+    assert "n/a" in table and "0.7000" in table and "kidney" in table
+
+
+def test_evaluate_cli_writes_json_matching_a_hand_computed_dice(tmp_path):
+    from lwi.architectures import build
+    from lwi.bundle import MODEL_SUFFIX, save_bundle
+    from lwi.data.phantoms import PHANTOM_LABELS, write_phantom_dataset
+
+    data = write_phantom_dataset(tmp_path / "data", 2, seed=3, shape=(20, 20, 12), spacing=(4.0, 4.0, 6.0))
+    torch.manual_seed(1)
+    adapter = build("segresnet", 1, 5, (16, 16, 16), init_filters=8, blocks_down=[1, 1], blocks_up=[1],
+                    norm=["GROUP", {"num_groups": 4}])
+    with torch.no_grad():  # a bias towards label 1 so the random network predicts some of it
+        adapter.net.conv_final[-1].conv.bias.copy_(torch.tensor([0.0, 0.05, -1.0, -1.0, -1.0]))
+    model = save_bundle(tmp_path / f"m{MODEL_SUFFIX}", adapter, PHANTOM_LABELS,
+                        {"spacing": [4.0, 4.0, 4.0], "modality": "CT"}, {"overlap": 0.25})
+    out_json = tmp_path / "res" / "eval.json"
+    preds = tmp_path / "preds"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lwi", "evaluate", "--model", str(model), "--data", str(data), "--json",
+         str(out_json), "--predictions", str(preds), "--device", "cpu"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "liver" in proc.stdout and "mean" in proc.stdout
+    results = json.loads(out_json.read_text())
+    assert [c["case"] for c in results["cases"]] == ["phantom_000", "phantom_001"]
+    for case in results["cases"]:
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(preds / f"{case['case']}.seg.nrrd")))
+        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(data) / "labelsTr" / f"{case['case']}.nii.gz")))
+        for value, name in PHANTOM_LABELS.items():
+            if value == 0:
+                continue
+            p, t = pred == value, truth == value
+            expected = None if not (p.any() or t.any()) else 2 * np.sum(p & t) / (p.sum() + t.sum())
+            if expected is None:
+                assert case["dice"][name] is None
+            else:
+                assert case["dice"][name] == pytest.approx(expected, abs=1e-6)
+    assert results["mean"]["dice"].keys() == {"liver", "spleen", "kidney", "vertebra"}
