@@ -62,3 +62,9 @@ def list_models(folder: Optional[str]) -> List[str]:
 def default_models_folder(home: Optional[str] = None) -> str:
     """Where models go unless the user picks a folder: ``~/LWI/models``."""
     return os.path.join(home or os.path.expanduser("~"), "LWI", "models")
+
+
+def default_training_folder(home: Optional[str] = None) -> str:
+    """Where "Add to training set" collects labelled cases unless the user picks a folder:
+    ``~/LWI/training-cases`` (MSD layout, a data folder for LWITraining and ``lwi train``)."""
+    return os.path.join(home or os.path.expanduser("~"), "LWI", "training-cases")
