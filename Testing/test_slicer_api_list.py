@@ -102,8 +102,9 @@ def used_python_apis() -> Dict[str, Set[str]]:
                 name, receiver = node.func.attr, node.func.value
                 receiver_chain = _chain(receiver)
                 if name[:1].isupper():
-                    # C++ (MRML/VTK) methods, unless called on a plain Python module (subprocess.Popen).
-                    if not (isinstance(receiver, ast.Name) and receiver.id in python_modules):
+                    # C++ (MRML/VTK) methods, unless called on a plain Python module (subprocess.Popen)
+                    # or one of our own classes (``cases.CaseSource(...)``).
+                    if name not in ours and not (isinstance(receiver, ast.Name) and receiver.id in python_modules):
                         if not (receiver_chain and receiver_chain.split(".")[0] in ROOTS):
                             add(name, path)
                 elif (
