@@ -15,7 +15,7 @@ from typing import Annotated, Callable, Optional
 import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
-from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -62,6 +62,11 @@ class LWISegmentationParameterNode:
     modelPath: the model bundle (``.lwi.safetensors``).
     device: where the network runs.
     show3D: show the result in the 3D view.
+    numSubvolumes: preview: N axial sub-volumes (0: as the model).
+    maskRatio: preview: fraction of masked cubes.
+    cubeSize: preview: mask cube edge in voxels.
+    correctedSegmentation: Add to training set: the corrected segmentation of the input volume.
+    trainingFolder: Add to training set: the folder of labelled cases (default ~/LWI/training-cases).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -69,18 +74,30 @@ class LWISegmentationParameterNode:
     modelPath: pathlib.Path
     device: Annotated[str, Choice(DEVICES)] = "auto"
     show3D: bool = True
+    numSubvolumes: Annotated[int, WithinRange(0, 64)] = 0
+    maskRatio: Annotated[float, WithinRange(0.0, 0.95)] = 0.4
+    cubeSize: Annotated[int, WithinRange(1, 128)] = 16
+    correctedSegmentation: vtkMRMLSegmentationNode
+    trainingFolder: pathlib.Path
 
 
 class LWISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The module panel: holds no computation, calls :class:`LWISegmentationLogic`."""
+
+    BROWSE = "Browse..."
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
         self.task = None
+        self.previewTask = None
+        self.previewSeed = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._models = []
+        self._updatingModels = False
+        self._shownModelPath = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -95,19 +112,32 @@ class LWISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.task = TaskPanel(
             self.ui.applyButton, self.ui.progressBar, self.ui.statusLabel, self.ui.logTextEdit
         )
+        self.previewTask = TaskPanel(
+            self.ui.previewButton, self.ui.progressBar, self.ui.previewStatusLabel, self.ui.logTextEdit
+        )
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.previewButton.connect("clicked(bool)", self.onPreviewButton)
+        self.ui.newDrawButton.connect("clicked(bool)", self.onNewDrawButton)
+        self.ui.addToTrainingSetButton.connect("clicked(bool)", self.onAddToTrainingSetButton)
+        self.ui.modelComboBox.connect("activated(int)", self.onModelChosen)
+        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
         self.initializeParameterNode()
+        self.refreshModels()
 
     def cleanup(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        for task in (self.task, self.previewTask):
+            if task is not None:
+                task.cancel()
+        if self.logic is not None:
+            self.logic.shutdownWorker()  # frees the GPU when the module is closed
         self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        self.refreshModels()
 
     def exit(self) -> None:
         if self._parameterNode:
@@ -125,9 +155,8 @@ class LWISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if firstVolumeNode:
-                self._parameterNode.inputVolume = firstVolumeNode
+            # Default to the volume shown in the slice views, else the first one.
+            self._parameterNode.inputVolume = self.logic.shownVolume()
 
     def setParameterNode(self, inputParameterNode: Optional[LWISegmentationParameterNode]) -> None:
         if self._parameterNode:
@@ -141,18 +170,65 @@ class LWISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
-        if self.task is not None and self.task.running:
-            return  # the button is Cancel while running
-        ready = bool(
-            self._parameterNode
-            and self._parameterNode.inputVolume
-            and os.path.isfile(str(self._parameterNode.modelPath))
-        )
-        self.ui.applyButton.enabled = ready
-        self.ui.applyButton.toolTip = (
-            "Segment the input volume." if ready else "Select an input volume and a model file."
-        )
+        p = self._parameterNode
+        hasModel = bool(p and os.path.isfile(str(p.modelPath)))
+        if p and str(p.modelPath) != self._shownModelPath and not self._updatingModels:
+            self.refreshModels()  # e.g. LWI Training just selected the model it trained
+        if not (self.task is not None and self.task.running):  # the button is Cancel while running
+            ready = bool(p and p.inputVolume and hasModel)
+            self.ui.applyButton.enabled = ready
+            self.ui.applyButton.toolTip = (
+                "Segment the input volume." if ready else "Select an input volume and a model file."
+            )
+        if not (self.previewTask is not None and self.previewTask.running):
+            self.ui.previewButton.enabled = bool(p and p.inputVolume)
+        self.ui.newDrawButton.enabled = bool(p and p.inputVolume)
+        self.ui.addToTrainingSetButton.enabled = bool(p and p.inputVolume and p.correctedSegmentation and hasModel)
 
+    # -- models ---------------------------------------------------------------------------
+    def refreshModels(self) -> None:
+        """Fill the model list: the user's trained models, then "Browse..."."""
+        if self.logic is None:
+            return
+        current = str(self._parameterNode.modelPath) if self._parameterNode else ""
+        self._shownModelPath = current
+        extra = [current] if os.path.isfile(current) else []
+        self._models = self.logic.listModels(extra=extra)
+        self._updatingModels = True
+        try:
+            self.ui.modelComboBox.clear()
+            for entry in self._models:
+                self.ui.modelComboBox.addItem(entry.title())
+            self.ui.modelComboBox.addItem(self.BROWSE)
+            paths = [os.path.realpath(e.path) for e in self._models]
+            index = paths.index(os.path.realpath(current)) if extra and os.path.realpath(current) in paths else -1
+            if index < 0 and self._models and not extra and self._parameterNode:
+                index = 0
+                self._parameterNode.modelPath = pathlib.Path(self._models[0].path)
+                self._shownModelPath = str(self._parameterNode.modelPath)
+            self.ui.modelComboBox.setCurrentIndex(index)
+        finally:
+            self._updatingModels = False
+        self._showModelInfo()
+
+    def onModelChosen(self, index: int) -> None:
+        if self._updatingModels or not self._parameterNode:
+            return
+        if index >= len(self._models):  # "Browse..."
+            self.ui.modelPathLineEdit.browse()
+            return
+        self._parameterNode.modelPath = pathlib.Path(self._models[index].path)
+
+    def onModelPathChanged(self, path: str) -> None:
+        if not self._updatingModels:
+            self.refreshModels()
+
+    def _showModelInfo(self) -> None:
+        path = str(self._parameterNode.modelPath) if self._parameterNode else ""
+        entry = next((e for e in self._models if os.path.realpath(e.path) == os.path.realpath(path)), None)
+        self.ui.modelInfoLabel.text = entry.description() if entry is not None else ""
+
+    # -- segmentation ---------------------------------------------------------------------
     def onApplyButton(self) -> None:
         if self.task.running:
             self.task.cancel()
@@ -161,37 +237,117 @@ class LWISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self.logic.setupDependencies(askConfirmation=True):
                 return
             p = self._parameterNode
-            runner = self.logic.segment(
+            job = self.logic.startSegmentation(
                 p.inputVolume,
                 str(p.modelPath),
                 device=p.device,
                 outputSegmentation=p.outputSegmentation,
                 show3D=p.show3D,
-                start=False,
                 onImported=self._onImported,
             )
             self.task.log("Running: " + self.logic.lastCommand)
-            self.task.start(runner)
+            self.task.start(job)
         except Exception as e:
             slicer.util.errorDisplay(f"Segmentation could not start: {e}")
             logging.exception("LWISegmentation failed to start")
 
     def _onImported(self, segmentationNode) -> None:
+        # The output selector stays as the user set it (a re-run makes a new node unless one was
+        # picked); the result is offered for correction and "Add to training set".
         if self._parameterNode:
-            self._parameterNode.outputSegmentation = segmentationNode
+            self._parameterNode.correctedSegmentation = segmentationNode
+        result = self.logic.lastResult or {}
+        if result.get("seconds") is not None:
+            reused = " (model already loaded)" if result.get("reused_model") else ""
+            self.task.log(f"Segmented on {result.get('device')} in {result['seconds']:.1f} s{reused}.")
+
+    # -- preview --------------------------------------------------------------------------
+    def onPreviewButton(self) -> None:
+        if self.previewTask.running:
+            self.previewTask.cancel()
+            return
+        self._startPreview(newDraw=False)
+
+    def onNewDrawButton(self) -> None:
+        if self.previewTask.running:
+            return
+        self._startPreview(newDraw=True)
+
+    def _startPreview(self, newDraw: bool) -> None:
+        from LWICommon.preview import new_seed, preview_options
+
+        try:
+            if not self.logic.setupDependencies(askConfirmation=True):
+                return
+            if newDraw or self.previewSeed is None:
+                self.previewSeed = new_seed()
+            p = self._parameterNode
+            modelPath = str(p.modelPath) if os.path.isfile(str(p.modelPath)) else None
+            options = preview_options(
+                p.numSubvolumes or None, p.maskRatio, p.cubeSize, self.previewSeed, modelPath, p.device
+            )
+            runner = self.logic.startPreview(p.inputVolume, options, p.show3D, onLoaded=self._onPreviewLoaded)
+            self.previewTask.log("Running: " + self.logic.lastCommand)
+            self.previewTask.start(runner)
+        except Exception as e:
+            slicer.util.errorDisplay(f"The preview could not start: {e}")
+            logging.exception("LWISegmentation preview failed to start")
+
+    def _onPreviewLoaded(self, preview: dict) -> None:
+        from LWICommon.preview import summary
+
+        self.ui.previewStatusLabel.text = summary(preview["info"])
+
+    # -- training set ---------------------------------------------------------------------
+    def onAddToTrainingSetButton(self) -> None:
+        p = self._parameterNode
+        try:
+            added = self.logic.addToTrainingSet(
+                p.inputVolume, p.correctedSegmentation, str(p.modelPath), folder=str(p.trainingFolder)
+            )
+        except Exception as e:
+            slicer.util.errorDisplay(f"The case was not added: {e}")
+            logging.exception("Add to training set failed")
+            return
+        self.ui.trainingSetStatusLabel.text = added.message()
+        self.task.log(added.message())
+
+
+# The worker process of this Slicer session, shared by every logic object (the widget's and the
+# console's), so the model is loaded once per session.
+_worker = None
+
+
+def _sharedWorker():
+    global _worker
+    if _worker is None:
+        from LWICommon import cli_args
+        from LWICommon.slicer_setup import coreEnvironment
+        from LWICommon.worker import WorkerClient
+
+        _worker = WorkerClient(cli_args.python_executable(), env=coreEnvironment(), cwd=slicer.app.temporaryPath)
+    return _worker
 
 
 class LWISegmentationLogic(ScriptedLoadableModuleLogic):
     """Everything the module does, callable from the Python console without the GUI::
 
-    from LWISegmentation import LWISegmentationLogic
-    logic = LWISegmentationLogic()
-    runner = logic.segment(volumeNode, "/path/liver.lwi.safetensors", device="cuda", wait=True)
+        logic = slicer.util.getModuleLogic("LWISegmentation")
+        [m.name for m in logic.listModels()]                 # the trained models
+        seg = logic.segment(volumeNode, "/path/liver.lwi.safetensors", device="cuda")   # blocks
+        logic.segment(volumeNode, model, callback=lambda node, error: print(node, error))  # background
+        logic.makePreview(volumeNode, numSubvolumes=6, maskRatio=0.4, cubeSize=16)
+        logic.addToTrainingSet(volumeNode, seg, model)
+
+    Segmentation runs in a worker process (``python -m lwi.worker``) that stays alive for the
+    session, so the model stays loaded on the GPU between volumes.
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.lastCommand = ""
+        self.lastResult = None
+        self._previewNodes = []
 
     def getParameterNode(self):
         return LWISegmentationParameterNode(super().getParameterNode())
@@ -203,6 +359,32 @@ class LWISegmentationLogic(ScriptedLoadableModuleLogic):
 
         return installDependencies(askConfirmation)
 
+    def shownVolume(self):
+        """The volume shown in the slice views (background layer), else the scene's first volume."""
+        for compositeNode in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):
+            volumeID = compositeNode.GetBackgroundVolumeID()
+            node = slicer.mrmlScene.GetNodeByID(volumeID) if volumeID else None
+            if node is not None and node.IsA("vtkMRMLScalarVolumeNode") and not node.IsA("vtkMRMLLabelMapVolumeNode"):
+                return node
+        return slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    # -- models ---------------------------------------------------------------------------
+    def listModels(self, folders=None, extra=()) -> list:
+        """The models the user trained (``~/LWI/models`` unless ``folders`` is given) and the
+        ``extra`` files, as :class:`LWICommon.models.ModelEntry` (``.name``, ``.path``, ``.labels``,
+        ``.architecture``, ``.strategy``, ``.validation_dice``, ``.description()``)."""
+        from LWICommon import files, models
+
+        return models.list_models(folders if folders is not None else [files.default_models_folder()], extra)
+
+    def modelInfo(self, modelPath: str) -> dict:
+        """A model bundle's metadata (labels, architecture, preprocessing, provenance), read from the
+        file's header without loading the weights. Raises ValueError for a file that is no model."""
+        from LWICommon.models import read_bundle_metadata
+
+        return read_bundle_metadata(str(modelPath))
+
+    # -- segmentation ---------------------------------------------------------------------
     def segment(
         self,
         inputVolume,
@@ -210,68 +392,302 @@ class LWISegmentationLogic(ScriptedLoadableModuleLogic):
         device: str = "auto",
         outputSegmentation=None,
         show3D: bool = True,
-        wait: bool = False,
-        start: bool = True,
-        onImported: Optional[Callable] = None,
+        callback: Optional[Callable] = None,
+        options: Optional[dict] = None,
+        timeout: Optional[float] = None,
+        wait: Optional[bool] = None,
     ):
-        """Segment ``inputVolume`` with the model bundle ``modelPath`` in a background process.
+        """Segment ``inputVolume`` with the model file ``modelPath``.
 
-        Returns the :class:`LWICommon.process.ProcessRunner` (started unless ``start=False``). When
-        the run succeeds, the label map is imported into ``outputSegmentation`` (created if None) next
-        to the input, and ``onImported(segmentationNode)`` is called. ``wait=True`` blocks until done
-        and raises RuntimeError with the run's error message on failure.
+        Without ``callback`` (the default) this blocks and returns the segmentation node: one
+        named, coloured segment per label, on the input's grid, placed next to the input, in
+        ``outputSegmentation`` if given (its segments are replaced) or else in a new node. Raises
+        RuntimeError with the run's message on failure.
+
+        With ``callback`` it returns at once with the running job (``.cancel()`` stops it) and calls
+        ``callback(segmentationNode, None)`` on success or ``callback(None, errorMessage)`` when
+        it fails or is cancelled; the events are delivered while Slicer's event loop runs.
+
+        ``wait=False`` without a callback also returns the running job at once (poll it, or let
+        Slicer's event loop run; the result is imported when it is done).
+
+        ``options``: ``largest_component``, ``overlap``, ``sw_batch_size``, ``roi_size``,
+        ``spacing_scale``, ``amp`` (see ``lwi segment --help``).
+        """
+        if wait is None:
+            wait = callback is None
+        imported = []
+
+        def onImported(node) -> None:
+            imported.append(node)
+
+        job = self.startSegmentation(inputVolume, modelPath, device, outputSegmentation, show3D, onImported, options)
+        if not wait:
+            if callback is not None:
+                job.on_finished = _withCallback(job.on_finished, callback, imported)
+            job.start()
+            _pollUntilDone(job)
+            return job
+        job.start()
+        job.wait(timeout)
+        if job.error_message():
+            raise RuntimeError(job.error_message())
+        return imported[0] if imported else None
+
+    def startSegmentation(
+        self,
+        inputVolume,
+        modelPath: str,
+        device: str = "auto",
+        outputSegmentation=None,
+        show3D: bool = True,
+        onImported: Optional[Callable] = None,
+        options: Optional[dict] = None,
+    ):
+        """The segmentation as a job that is not started yet (the GUI starts it in a TaskPanel).
+
+        The input volume is written to a temporary file with its exact geometry (the node is not
+        modified); the worker writes the label map; on success it is imported and
+        ``onImported(segmentationNode)`` is called.
         """
         from LWICommon import cli_args, files, mrml
         from LWICommon.labels import segment_specs
+
+        if inputVolume is None:
+            raise ValueError("Select an input volume.")
+        modelPath = str(modelPath)
+        metadata = self.modelInfo(modelPath)  # a clear error now, not after the worker started
+        runDir = files.make_run_dir(slicer.app.temporaryPath)
+        inputPath = mrml.writeVolumeNode(inputVolume, files.input_volume_path(runDir, inputVolume.GetName()))
+        outputPath = files.output_labelmap_path(runDir, inputVolume.GetName())
+        self.lastCommand = cli_args.quote_command(
+            cli_args.segment_command(modelPath, inputPath, outputPath, device=device, options=options)
+        )
+
+        def onFinished(job) -> None:
+            self.lastResult = job.result
+            if job.returncode != 0 or job.cancelled:
+                return
+            labels = (job.result or {}).get("labels") or metadata.get("labels", [])
+            segmentationNode = mrml.importLabelmap(
+                outputPath, segment_specs(labels), inputVolume, outputSegmentation, show3D=show3D
+            )
+            if onImported is not None:
+                onImported(segmentationNode)
+
+        return _sharedWorker().segment(
+            modelPath, inputPath, outputPath, device=device, options=options, temp_dir=runDir,
+            on_finished=onFinished, start=False,
+        )
+
+    def shutdownWorker(self) -> None:
+        """End the session's worker process (frees its GPU memory); the next segmentation starts
+        a new one."""
+        global _worker
+        if _worker is not None:
+            _worker.stop()
+            _worker = None
+
+    # -- Step-1 preview -------------------------------------------------------------------
+    def makePreview(
+        self,
+        inputVolume,
+        numSubvolumes: Optional[int] = None,
+        maskRatio: float = 0.4,
+        cubeSize: int = 16,
+        seed: Optional[int] = None,
+        modelPath: Optional[str] = None,
+        device: str = "auto",
+        show3D: bool = True,
+        callback: Optional[Callable] = None,
+    ):
+        """Show what LWI Step 1 makes of ``inputVolume``: the shuffled view (background) and the
+        shuffled-and-masked view (foreground) in the slice views, the sub-volumes as outlined
+        labels (their boundaries), and the masked view as a volume rendering in 3D (``show3D``).
+
+        ``numSubvolumes`` None: as the model ``modelPath`` (whose preprocessing is also used), or
+        6 (UNETR at 96^3). ``seed`` None: a new random draw. Blocks and returns
+        ``{"shuffled": node, "shuffled_masked": node, "subvolumes": node, "info": preview.json}``;
+        with ``callback`` it returns the running process and calls ``callback(preview, error)``.
+        A new preview replaces the previous preview's nodes; the input volume is not modified.
+        """
+        from LWICommon.preview import preview_options
+
+        options = preview_options(numSubvolumes, maskRatio, cubeSize, seed, modelPath, device)
+        return self.preview(inputVolume, options, show3D=show3D, callback=callback)
+
+    def preview(self, inputVolume, options: Optional[dict] = None, show3D: bool = True, callback: Optional[Callable] = None):
+        """:meth:`makePreview` with ``lwi preview`` options as they are (``subvolumes``, ``model``,
+        ``arch``, ``roi``, ``mask_ratio``, ``cube_size``, ``spacing``, ``modality``, ``seed``,
+        ``device``); LWI Training shows its training settings this way."""
+        result = []
+        runner = self.startPreview(inputVolume, options, show3D, result.append)
+        if callback is not None:
+            runner.on_finished = _withCallback(runner.on_finished, callback, result)
+            runner.start()
+            _pollUntilDone(runner)
+            return runner
+        runner.start()
+        runner.wait()
+        if runner.error_message():
+            raise RuntimeError(runner.error_message())
+        return result[0]
+
+    def startPreview(
+        self, inputVolume, options: Optional[dict] = None, show3D: bool = True, onLoaded: Optional[Callable] = None
+    ):
+        """The ``lwi preview`` process for :meth:`preview`, not started yet (the GUI starts it)."""
+        from LWICommon import cli_args, files, mrml, preview
         from LWICommon.process import ProcessRunner
         from LWICommon.slicer_setup import coreEnvironment
 
         if inputVolume is None:
             raise ValueError("Select an input volume.")
-        if not os.path.isfile(modelPath):
-            raise ValueError(f"The model file {modelPath} does not exist.")
+        options = {k: v for k, v in (options or {}).items() if v is not None}
         runDir = files.make_run_dir(slicer.app.temporaryPath)
         inputPath = mrml.writeVolumeNode(inputVolume, files.input_volume_path(runDir, inputVolume.GetName()))
-        outputPath = files.output_labelmap_path(runDir, inputVolume.GetName())
-        args = cli_args.segment_command(modelPath, inputPath, outputPath, device=device)
+        outDir = os.path.join(runDir, "preview")
+        args = cli_args.preview_command(inputPath, outDir, options)
         self.lastCommand = cli_args.quote_command(args)
-        metadata = self.modelInfo(modelPath)
 
         def onFinished(runner) -> None:
             if runner.returncode != 0 or runner.cancelled:
                 return
-            segmentationNode = mrml.importLabelmap(
-                outputPath,
-                segment_specs(metadata.get("labels", [])),
-                inputVolume,
-                outputSegmentation,
-                show3D=show3D,
-            )
-            if onImported is not None:
-                onImported(segmentationNode)
+            loaded = self.showPreview(preview.read_preview(outDir), inputVolume, show3D)
+            if onLoaded is not None:
+                onLoaded(loaded)
 
-        runner = ProcessRunner(
-            args, env=coreEnvironment(), cwd=runDir, temp_dir=runDir, on_finished=onFinished
+        return ProcessRunner(args, env=coreEnvironment(), cwd=runDir, temp_dir=runDir, on_finished=onFinished)
+
+    def showPreview(self, info: dict, inputVolume, show3D: bool = True) -> dict:
+        """Load the views of an ``lwi preview`` folder (``info`` from
+        :func:`LWICommon.preview.read_preview`) and show them over ``inputVolume``."""
+        from LWICommon import mrml
+
+        for node in self._previewNodes:  # this module's own nodes from the previous draw
+            if slicer.mrmlScene.IsNodePresent(node):
+                slicer.mrmlScene.RemoveNode(node)
+        name = inputVolume.GetName()
+        paths = info["paths"]
+        shuffled = slicer.util.loadVolume(paths["shuffled"], {"name": f"{name} LWI shuffled", "show": False})
+        masked = slicer.util.loadVolume(
+            paths["shuffled_masked"], {"name": f"{name} LWI shuffled+masked", "show": False}
         )
-        if start or wait:
-            runner.start()
-        if wait:
-            runner.wait()
-            if runner.error_message():
-                raise RuntimeError(runner.error_message())
-        return runner
+        subvolumes = slicer.util.loadLabelVolume(
+            paths["subvolumes"], {"name": f"{name} LWI sub-volumes", "show": False}
+        )
+        self._previewNodes = [shuffled, masked, subvolumes]
+        for node in self._previewNodes:
+            mrml.placeNextTo(node, inputVolume)
+        slicer.util.setSliceViewerLayers(
+            background=shuffled, foreground=masked, label=subvolumes, foregroundOpacity=0.5, labelOpacity=1.0, fit=True
+        )
+        # Outlined labels draw the sub-volume boundaries without hiding the image.
+        for sliceNode in slicer.util.getNodesByClass("vtkMRMLSliceNode"):
+            sliceNode.SetUseLabelOutline(True)
+        if show3D:
+            volumeRendering = slicer.modules.volumerendering.logic()
+            displayNode = volumeRendering.CreateDefaultVolumeRenderingNodes(masked)
+            volumeRendering.CopyDisplayToVolumeRenderingDisplayNode(displayNode)
+            displayNode.SetVisibility(True)
+        return {"shuffled": shuffled, "shuffled_masked": masked, "subvolumes": subvolumes, "info": info}
 
-    def modelInfo(self, modelPath: str) -> dict:
-        """The model's metadata (``lwi info MODEL --json``), read in a short subprocess."""
-        from LWICommon.process import model_info
-        from LWICommon.slicer_setup import coreEnvironment
+    # -- training set ---------------------------------------------------------------------
+    def addToTrainingSet(
+        self,
+        volumeNode,
+        segmentationNode,
+        modelPath: str,
+        folder: Optional[str] = None,
+        caseName: Optional[str] = None,
+    ):
+        """Store ``volumeNode`` and its (corrected) ``segmentationNode`` as a labelled case in the
+        training folder (default ``~/LWI/training-cases``, the data folder to pick in LWI
+        Training). Segments are matched to the model's labels by name (case, spaces, ``_`` and
+        ``-`` ignored) and written with the model's label values; others count as background.
+        Neither node is modified. Returns :class:`LWICommon.training_set.AddedCase`
+        (``.message()`` says what was done); raises ValueError when nothing matches.
+        """
+        import shutil
 
-        return model_info(modelPath, env=coreEnvironment())
+        from LWICommon import files, mrml, training_set
+
+        if volumeNode is None or segmentationNode is None:
+            raise ValueError("Select the volume and its segmentation.")
+        metadata = self.modelInfo(modelPath)
+        labels = training_set.model_labels(metadata.get("labels", []))
+        if not folder or folder == ".":
+            folder = files.default_training_folder()
+        modality = (metadata.get("preprocessing") or {}).get("modality")
+        runDir = files.make_run_dir(slicer.app.temporaryPath)
+        try:
+            imagePath = mrml.writeVolumeNode(volumeNode, files.input_volume_path(runDir, volumeNode.GetName()))
+            segmentation = segmentationNode.GetSegmentation()
+            segmentIds = vtk.vtkStringArray()
+            names = []
+            for index in range(segmentation.GetNumberOfSegments()):
+                segmentIds.InsertNextValue(segmentation.GetNthSegmentID(index))
+                names.append(segmentation.GetNthSegment(index).GetName())
+            labelmapNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "LWI export")
+            try:
+                # On the volume's grid; segment i of the list gets label value i + 1.
+                if not slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
+                    segmentationNode, segmentIds, labelmapNode, volumeNode
+                ):
+                    raise RuntimeError("The segmentation could not be exported as a label map.")
+                labelPath = mrml.writeVolumeNode(labelmapNode, os.path.join(runDir, "segmentation.nrrd"))
+            finally:
+                slicer.mrmlScene.RemoveNode(labelmapNode)
+            return training_set.add_to_training_set(
+                folder,
+                caseName or volumeNode.GetName(),
+                imagePath,
+                labelPath,
+                training_set.segment_names_in_order(names),
+                labels,
+                modality=modality,
+            )
+        finally:
+            shutil.rmtree(runDir, ignore_errors=True)
+
+
+def _withCallback(onFinished: Callable, callback: Callable, results: list) -> Callable:
+    """``onFinished`` (which loads the results into ``results``), then ``callback(result, error)``."""
+
+    def finished(job) -> None:
+        try:
+            onFinished(job)
+        except Exception as exc:
+            logging.exception("Loading the results failed")
+            callback(None, f"The results could not be loaded: {exc}")
+            return
+        callback(results[0] if results else None, job.error_message())
+
+    return finished
+
+
+def _pollUntilDone(job, intervalMsec: int = 200) -> None:
+    """Poll a background job from a Qt timer until it is over (console calls with a callback)."""
+    import qt
+
+    timer = qt.QTimer()
+    timer.setInterval(intervalMsec)
+
+    def poll() -> None:
+        job.poll()
+        if job.finished:
+            timer.stop()
+
+    timer.connect("timeout()", poll)
+    timer.start()
+    job._lwiTimer = timer  # keep the timer alive as long as the job
 
 
 class LWISegmentationTest(ScriptedLoadableModuleTest):
-    """Tests run by Slicer (Reload and Test, and the extension's CTest). They need no GPU and no
-    torch: they check the node <-> file round trip and the background process machinery."""
+    """Tests run by Slicer (Reload and Test, and the extension's CTest): the node <-> file round
+    trip and the background process machinery (no torch needed), then, when the core's
+    dependencies are installed, a tiny model made here segments a synthetic volume (on the CPU, and
+    again on the GPU when there is one), the Step-1 preview and Add to training set."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -283,6 +699,10 @@ class LWISegmentationTest(ScriptedLoadableModuleTest):
         self.test_LabelmapImport()
         self.setUp()
         self.test_ProcessRunner()
+        self.setUp()
+        self.test_SegmentSyntheticVolume()
+        self.setUp()
+        self.test_PreviewAndTrainingSet()
 
     def _makeVolume(self, nodeClassName="vtkMRMLScalarVolumeNode", labels=False):
         import numpy as np
@@ -369,3 +789,138 @@ class LWISegmentationTest(ScriptedLoadableModuleTest):
         self.assertEqual([e["fraction"] for e in events[:3]], [1 / 3, 2 / 3, 1.0])
         self.assertTrue(runner.cancelled)
         self.delayDisplay("Process runner passed")
+
+    # -- with the core (torch, MONAI) ------------------------------------------------------
+    def _core(self, code: str) -> str:
+        """Run ``code`` in the core's Python (PythonSlicer) and return its stdout."""
+        import subprocess
+        import sys
+
+        from LWICommon import cli_args
+        from LWICommon.slicer_setup import coreEnvironment
+
+        python = cli_args.python_executable(current=sys.executable)
+        done = subprocess.run(
+            [python, "-c", code], env=coreEnvironment(), capture_output=True, text=True, timeout=600
+        )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed")
+        return done.stdout.strip()
+
+    def _coreStatus(self):
+        """``(ready, cuda)``: whether the core runs here, and whether it sees a CUDA GPU."""
+        try:
+            return True, self._core("import monai, torch; print(int(torch.cuda.is_available()))") == "1"
+        except Exception:
+            return False, False
+
+    def _tinyModel(self, folder: str) -> str:
+        """A tiny SegResNet bundle (labels liver, spleen) whose output favours liver, so every
+        segmentation is non-empty whatever the random weights."""
+        path = os.path.join(folder, "selftest.lwi.safetensors")
+        self._core(
+            "import torch\n"
+            "from lwi.architectures import build\n"
+            "from lwi.bundle import save_bundle\n"
+            "torch.manual_seed(0)\n"
+            "a = build('segresnet', 1, 3, (16, 16, 16), init_filters=8, blocks_down=[1, 1], blocks_up=[1],"
+            " norm=['GROUP', {'num_groups': 4}])\n"
+            "bias = [p for p in a.parameters() if p.ndim == 1 and p.numel() == 3][-1]\n"
+            "bias.data[:] = torch.tensor([0.0, 5.0, 0.0])\n"
+            f"save_bundle({path!r}, a, {{0: 'background', 1: 'liver', 2: 'spleen'}},"
+            " {'orientation': 'RAS', 'spacing': [4.0, 4.0, 4.0], 'modality': 'CT'},"
+            " provenance={'strategy': 'scratch', 'validation_dice': {'liver': 0.5, 'spleen': 0.25}})\n"
+        )
+        return path
+
+    def _syntheticVolume(self):
+        """A CT-like volume with a bright blob on an oblique grid."""
+        import numpy as np
+
+        k, j, i = np.mgrid[0:20, 0:32, 0:28]
+        array = np.full((20, 32, 28), -1000, dtype=np.int16)
+        array[((i - 14) ** 2 + (j - 16) ** 2 + (k - 10) ** 2 * 4) < 100] = 60
+        c, s = np.cos(0.3), np.sin(0.3)
+        ijkToRAS = np.array([[2.0 * c, -2.5 * s, 0, -30], [2.0 * s, 2.5 * c, 0, 10], [0, 0, 3.0, -40], [0, 0, 0, 1]])
+        return slicer.util.addVolumeFromArray(array, ijkToRAS, "LWISyntheticCT")
+
+    def test_SegmentSyntheticVolume(self):
+        """A tiny model segments a synthetic volume: named segments, the input's geometry, non-empty;
+        the second run reuses the loaded model."""
+        import numpy as np
+        from LWICommon import files
+
+        ready, cuda = self._coreStatus()
+        if not ready:
+            self.delayDisplay("Skipped segmentation: the core's dependencies are not installed")
+            return
+        logic = LWISegmentationLogic()
+        folder = files.make_run_dir(slicer.app.temporaryPath)
+        modelPath = self._tinyModel(folder)
+        entries = logic.listModels([folder])
+        self.assertEqual([e.name for e in entries], ["selftest"])
+        self.assertEqual(entries[0].labels, [(1, "liver"), (2, "spleen")])
+
+        volume = self._syntheticVolume()
+        before = slicer.util.arrayFromVolume(volume).copy()
+        devices = ["cpu"] + (["cuda"] if cuda else [])  # GPU steps only when a GPU is present
+        for device in devices:
+            segmentationNode = logic.segment(volume, modelPath, device=device)
+            segmentation = segmentationNode.GetSegmentation()
+            names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+            self.assertIn("liver", names)
+            self.assertTrue(set(names) <= {"liver", "spleen"})
+            labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+            segmentIds = vtk.vtkStringArray()
+            segmentIds.InsertNextValue(segmentation.GetSegmentIdBySegmentName("liver"))
+            self.assertTrue(
+                slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
+                    segmentationNode, segmentIds, labelmap, volume
+                )
+            )
+            m1, m2 = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+            volume.GetIJKToRASMatrix(m1)
+            labelmap.GetIJKToRASMatrix(m2)
+            np.testing.assert_allclose(
+                slicer.util.arrayFromVTKMatrix(m1), slicer.util.arrayFromVTKMatrix(m2), atol=1e-4
+            )
+            labels = slicer.util.arrayFromVolume(labelmap)
+            self.assertEqual(labels.shape, before.shape)
+            self.assertGreater(int((labels > 0).sum()), 0)
+            # A second volume (here: the same one again) does not load the model again.
+            logic.segment(volume, modelPath, device=device)
+            self.assertTrue(logic.lastResult["reused_model"])
+            self.delayDisplay(f"Segmentation on {device} passed")
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), before)  # input untouched
+        logic.shutdownWorker()
+
+    def test_PreviewAndTrainingSet(self):
+        """The Step-1 preview lies on the input's physical space; a segmentation becomes a training case."""
+        import json
+
+        from LWICommon import files
+
+        ready, _ = self._coreStatus()
+        if not ready:
+            self.delayDisplay("Skipped preview: the core's dependencies are not installed")
+            return
+        logic = LWISegmentationLogic()
+        folder = files.make_run_dir(slicer.app.temporaryPath)
+        modelPath = self._tinyModel(folder)
+        volume = self._syntheticVolume()
+        preview = logic.makePreview(volume, numSubvolumes=4, maskRatio=0.4, cubeSize=4, seed=1, device="cpu")
+        self.assertEqual(preview["info"]["num_subvolumes"], 4)
+        self.assertEqual(sorted(preview["info"]["permutation"]), [0, 1, 2, 3])
+        self.assertEqual(int(slicer.util.arrayFromVolume(preview["subvolumes"]).max()), 4)
+
+        segmentationNode = logic.segment(volume, modelPath, device="cpu")
+        segmentationNode.GetSegmentation().GetNthSegment(0).SetName("Liver")  # matched by name
+        trainingFolder = os.path.join(folder, "training")
+        added = logic.addToTrainingSet(volume, segmentationNode, modelPath, folder=trainingFolder)
+        with open(os.path.join(trainingFolder, "dataset.json")) as f:
+            dataset = json.load(f)
+        self.assertEqual(dataset["labels"]["1"], "liver")
+        self.assertEqual(len(dataset["training"]), 1)
+        self.assertTrue(os.path.isfile(os.path.join(trainingFolder, "labelsTr", added.case + ".nrrd")))
+        logic.shutdownWorker()
+        self.delayDisplay("Preview and Add to training set passed")
