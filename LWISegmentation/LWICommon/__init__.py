@@ -12,6 +12,11 @@ imports it from there.
   replacing packages that Slicer ships.
 - :mod:`LWICommon.labels`: segment names, colours and standard terminology for a label map.
 - :mod:`LWICommon.files`: temporary file names and the user's model folder.
+- :mod:`LWICommon.worker`: the client of the segmentation worker (``python -m lwi.worker``) that
+  keeps the model loaded between segmentations.
+- :mod:`LWICommon.models`: the model list, described from each bundle's metadata (no torch).
+- :mod:`LWICommon.preview`: the Step-1 preview's options and geometry.
+- :mod:`LWICommon.training_set`: "Add to training set": segments mapped by name to the model's labels.
 - :mod:`LWICommon.mrml`: node <-> file round trip (needs Slicer; imports it lazily).
 - :mod:`LWICommon.gui`: binds a running process to a progress bar, a status label, a log and an
   Apply/Cancel button (needs Qt; imports it lazily).
