@@ -113,7 +113,7 @@ class Trainer:
         max_iterations: stop after this many iterations (the last epoch may be partial), e.g. to
             give a baseline exactly the same number of iterations as a two-step run.
         device: where training runs; ``amp`` defaults to True on CUDA and is never used on the CPU.
-        seed: seeds the generator handed to ``sample_fn``/``step_fn`` (and saved for resume).
+        seed: seeds the (CPU) generator handed to ``sample_fn``/``step_fn`` (and saved for resume).
         checkpoint_path: the resumable checkpoint, written every ``checkpoint_every`` epochs and at
             the end (atomically: an interruption leaves the previous file intact).
         metadata: JSON fields stored in every checkpoint, or a function returning them.
@@ -190,7 +190,8 @@ class Trainer:
             self.optimizer, warmup_steps=self.warmup_iterations, t_total=self.total_iterations
         )
         self.scaler = _grad_scaler(self.device, self.amp)
-        self.generator = torch.Generator(device=self.device)
+        # A CPU generator: crops and masks are drawn on the CPU without a GPU sync, then moved.
+        self.generator = torch.Generator()
         self.generator.manual_seed(self.seed)
         self.iteration = 0
         self.best: Optional[Dict[str, Any]] = None

@@ -50,7 +50,7 @@ class Progress:
         self._initial = 0
         # Whole-run accounting across stages (``lwi train``: Step 1 then Step 2), see plan().
         self._run_total: Optional[int] = None
-        self._offset = 0
+        self._offset: Optional[int] = None
 
     # -- JSON lines -------------------------------------------------------------------------
     def emit(self, event: str, **fields: Any) -> None:
@@ -76,11 +76,14 @@ class Progress:
         """
         self._run_total = total
 
-    def start(self, stage: str, total: int, unit: str = "it", initial: int = 0, offset: int = 0) -> None:
+    def start(
+        self, stage: str, total: int, unit: str = "it", initial: int = 0, offset: Optional[int] = None
+    ) -> None:
         """Begin a stage of ``total`` steps (closes the previous stage's bar).
 
         ``initial``: steps already done (a resumed run), so the ETA uses only the rate seen now.
-        ``offset``: steps of the planned run (see :meth:`plan`) finished before this stage.
+        ``offset``: steps of the planned run (see :meth:`plan`) finished before this stage; stages
+        started without one (e.g. preprocessing) report their own fraction.
         """
         self.close()
         self._stage = stage
@@ -104,7 +107,7 @@ class Progress:
         seconds_per_step = elapsed / rate_done if rate_done > 0 else None
         eta = seconds_per_step * (total - done) if seconds_per_step is not None else None
         extra = {}
-        if self._run_total:
+        if self._run_total and self._offset is not None:
             extra["stage_fraction"] = fraction
             run_done = self._offset + done
             fraction = min(1.0, run_done / self._run_total)

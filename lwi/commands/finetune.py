@@ -1,0 +1,43 @@
+"""``lwi finetune``: LWI Step 2 (supervised fine-tuning from a Step-1 checkpoint)."""
+
+from __future__ import annotations
+
+import argparse
+
+from lwi.commands import training_options as common
+
+NAME = "finetune"
+HELP = "LWI Step 2: fine-tune a Step-1 checkpoint into a segmentation model (Dice + cross-entropy)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--init", required=True, metavar="CKPT", help="the Step-1 checkpoint from lwi pretrain")
+    parser.add_argument(
+        "--out", required=True, metavar="MODEL", help="the model bundle (e.g. model.lwi.safetensors). " + common.OUTPUT_NOTE
+    )
+    common.add_common(
+        parser,
+        arch_default_text="that of the Step-1 checkpoint; so are the ROI and preprocessing",
+        epochs_help="Step-2 epochs (default 2000)",
+    )
+    common.add_step2(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lwi.engine import sigterm_as_interrupt
+    from lwi.progress import Progress
+    from lwi.strategies import finetune
+
+    progress = Progress(args.progress)
+    with sigterm_as_interrupt():
+        result = finetune(
+            args.data,
+            args.init,
+            args.out,
+            device=args.device,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=progress,
+            **common.settings_from_args(args),
+        )
+    return common.finish(progress, result, f"Model written to {args.out} (last state: {result['last']}).")

@@ -1,0 +1,45 @@
+"""``lwi pretrain``: LWI Step 1 (self-supervised pre-training; labels are not needed)."""
+
+from __future__ import annotations
+
+import argparse
+
+from lwi.commands import training_options as common
+
+NAME = "pretrain"
+HELP = "LWI Step 1: self-supervised pre-training (shuffled sub-volumes + masked cubes) on the images"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out", required=True, metavar="CKPT",
+        help="the Step-1 checkpoint (e.g. step1.safetensors): written every --checkpoint-every epochs and at the "
+        "end, resumable with --resume; never replaced without --overwrite",
+    )
+    common.add_common(parser, epochs_help="Step-1 epochs (default 400)")
+    common.add_step1(parser)
+    parser.add_argument(
+        "--val-fraction", type=float,
+        help="share of cases left out for a later fine-tuning's validation when dataset.json lists none "
+        "(default 0.2; the same split `lwi finetune` makes with the same --seed; 0 = use every case)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from lwi.engine import sigterm_as_interrupt
+    from lwi.progress import Progress
+    from lwi.strategies import pretrain
+
+    progress = Progress(args.progress)
+    with sigterm_as_interrupt():
+        result = pretrain(
+            args.data,
+            args.out,
+            unlabeled=args.unlabeled,
+            device=args.device,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=progress,
+            **common.settings_from_args(args),
+        )
+    return common.finish(progress, result, f"Step-1 checkpoint written to {args.out} ({result['iterations']} iterations).")

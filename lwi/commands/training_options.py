@@ -1,0 +1,138 @@
+"""Options and glue shared by ``lwi pretrain``, ``lwi finetune`` and ``lwi train`` (not a command).
+
+Every training number defaults to None here, meaning "not given": a new run then uses the
+defaults of :class:`lwi.strategies.steps.Settings`, a resumed run keeps its stored value, and
+``lwi finetune`` inherits the network and preprocessing of its Step-1 checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Dict, List, Optional
+
+from lwi.commands import options
+from lwi.errors import LWIError
+
+OUTPUT_NOTE = (
+    "Files: MODEL is the best model (by mean validation Dice; the last one without validation), "
+    "MODEL with a '.last' infix (model.last.lwi.safetensors) holds the last state with the optimizer for "
+    "--resume, and the lwi strategy keeps its Step-1 checkpoint with a '.step1' infix. Existing files are "
+    "never replaced unless --overwrite (or continued with --resume)."
+)
+
+
+def add_common(
+    parser: argparse.ArgumentParser, arch_default_text: str = "unetr", epochs_help: str = "epochs of this stage"
+) -> None:
+    """Data, network, schedule, device and progress options of every training command."""
+    parser.add_argument("--data", required=True, metavar="DIR", help="dataset folder (MSD layout or imagesTr/ + labelsTr/)")
+    net = parser.add_argument_group("network")
+    net.add_argument("--arch", choices=options.ARCHITECTURES, default=None, help=f"architecture (default: {arch_default_text})")
+    options.add_roi(net)
+    net.add_argument("--feature-size", type=int, help="UNETR/SwinUNETR feature size (UNETR default 16)")
+    net.add_argument("--hidden-size", type=int, help="UNETR transformer width (default 768)")
+    net.add_argument("--mlp-dim", type=int, help="UNETR transformer MLP width (default 3072)")
+    net.add_argument("--num-heads", type=int, help="UNETR attention heads (default 12)")
+    net.add_argument("--init-filters", type=int, help="SegResNet/MedNeXt first-stage channels")
+    net.add_argument(
+        "--arch-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other parameter of the architecture (VALUE as JSON, e.g. blocks_down=[1,1,1]); repeatable",
+    )
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, help=epochs_help)
+    opt.add_argument("--batch-size", type=int, help="crops per iteration (default 2)")
+    opt.add_argument(
+        "--iterations-per-epoch", type=int, help="iterations per epoch (default: images / batch size, rounded up)"
+    )
+    opt.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-4)")
+    opt.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-5)")
+    opt.add_argument(
+        "--warmup", type=int, dest="warmup_epochs", metavar="EPOCHS",
+        help="linear warmup epochs before the cosine decay, stepped every iteration (default: 5%% of the epochs)",
+    )
+    opt.add_argument("--checkpoint-every", type=int, metavar="EPOCHS", help="checkpoint interval (default: 1/10 of the epochs)")
+    opt.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no mixed precision on CUDA")
+    pre = parser.add_argument_group("preprocessing")
+    pre.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="target spacing in mm (default: the dataset's median)")
+    pre.add_argument("--modality", choices=("CT", "MR"), type=str.upper, help="intensity normalisation (default: from dataset.json)")
+    run = parser.add_argument_group("run")
+    options.add_device(run)
+    options.add_seed(run)
+    parser.set_defaults(seed=None)  # None: a resumed or fine-tuned run keeps its own seed (0 for new runs)
+    options.add_progress(run)
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def add_step1(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Step 1 (LWI pre-training)")
+    group.add_argument(
+        "--unlabeled", action="append", metavar="DIR", help="a folder of extra images without labels for Step 1; repeatable"
+    )
+    group.add_argument("--mask-ratio", type=float, help="share of masked cubes (default 0.4)")
+    group.add_argument("--cube-size", type=int, help="edge of the masked cubes in voxels (default 16)")
+
+
+def add_step2(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Step 2 (fine-tuning) and validation")
+    group.add_argument("--val-every", type=int, metavar="EPOCHS", help="validation interval (default: 1/20 of the epochs)")
+    group.add_argument(
+        "--val-fraction", type=float,
+        help="share of cases held out when dataset.json lists no 'validation' cases (default 0.2; 0 = none)",
+    )
+    group.add_argument("--overlap", type=float, help="sliding-window overlap in validation (default 0.5)")
+    group.add_argument("--sw-batch-size", type=int, help="sliding windows per batch (default 4)")
+
+
+def _arch_params(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    params: Dict[str, Any] = {}
+    for name in ("feature_size", "hidden_size", "mlp_dim", "num_heads", "init_filters"):
+        value = getattr(args, name, None)
+        if value is not None:
+            params[name] = value
+    for item in getattr(args, "arch_param", None) or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise LWIError(f"--arch-param takes KEY=VALUE, got {item!r}.")
+        try:
+            params[key.strip().replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key.strip().replace("-", "_")] = raw
+    return params or None
+
+
+SETTING_ARGS: List[str] = [
+    "arch", "roi", "batch_size", "iterations_per_epoch", "lr", "weight_decay", "warmup_epochs", "checkpoint_every",
+    "amp", "spacing", "modality", "seed", "mask_ratio", "cube_size", "val_every", "val_fraction", "overlap",
+    "sw_batch_size", "pretrain_epochs",
+]
+
+
+def settings_from_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """The given (non-None) training options as :class:`Settings` keyword arguments."""
+    values = {name: getattr(args, name) for name in SETTING_ARGS if getattr(args, name, None) is not None}
+    if args.epochs is not None:
+        values["epochs"] = args.epochs
+    params = _arch_params(args)
+    if params is not None:
+        values["arch_params"] = params
+    if "roi" in values:
+        values["roi"] = tuple(values["roi"])
+    if "spacing" in values:
+        values["spacing"] = tuple(values["spacing"])
+    return values
+
+
+def finish(progress: Any, result: Dict[str, Any], what: str) -> int:
+    """Report the final result: a sentence on stderr and the ``result`` JSON line."""
+    dice = result.get("validation_dice")
+    if dice:
+        shown = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} n/a" for k, v in dice.items())
+        progress.log(f"Best validation Dice (epoch {result.get('best_epoch')}): {shown}.")
+    progress.log(what)
+    progress.result(**result)
+    return 0

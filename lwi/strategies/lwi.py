@@ -1,0 +1,81 @@
+"""The ``lwi`` strategy (Kunhimon et al.): Step 1 self-supervised pre-training, then Step 2
+fine-tuning from its weights (all but the output layer; the order heads are dropped)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+from lwi.strategies import steps
+
+NAME = "lwi"
+DESCRIPTION = "Learnable Weight Initialization: Step 1 (shuffle + mask pre-training) then Step 2 fine-tuning"
+
+
+def outputs(out: Path) -> List[Path]:
+    """Files this strategy writes: the model, its resumable last state, the Step-1 checkpoint."""
+    return [out, steps.derived_path(out, "last"), steps.derived_path(out, "step1")]
+
+
+def train(run: steps.Run, out: Path, resume: bool = False) -> Dict[str, Any]:
+    """Run both steps; the progress fraction and ETA cover the whole run."""
+    from lwi import checkpoint
+
+    s = run.settings
+    step1_path = steps.derived_path(out, "step1")
+    last = steps.derived_path(out, "last")
+    i1 = steps.step1_iterations(s, run.n_step1_images)
+    _, i2 = steps.step2_iterations(s, len(run.train_cases))
+    # Preprocess everything first: errors surface before hours of Step 1, and the whole-run
+    # fraction then only counts iterations.
+    step1_cache, train_cache, validation = run.step1_cache(), run.train_cache(), run.validation_pairs()
+    run.progress.plan(i1 + i2)
+
+    step2_started = resume and last.exists()
+    step1_done = False
+    if resume and step1_path.exists():
+        training = checkpoint.read_metadata(step1_path).get("training", {})
+        step1_done = bool(training.get("complete")) and int(training.get("iteration", 0)) >= i1
+    if step2_started or step1_done:
+        run.progress.log(f"Step 1 already done ({step1_path}).")
+    else:
+        steps.run_step1(
+            cache=step1_cache,
+            n_images=run.n_step1_images,
+            settings=s,
+            device=run.device,
+            out=step1_path,
+            progress=run.progress,
+            resume=resume and step1_path.exists(),
+            metadata={
+                "preprocessing": run.config.to_dict(),
+                "data": {**run.describe_split(), "unlabeled": len(run.unlabeled)},
+            },
+        )
+    tensors, _ = steps.load_step1(step1_path)
+    summary = steps.run_step2(
+        train_cache=train_cache,
+        n_train=len(run.train_cases),
+        validation_cases=validation,
+        labels=run.labels,
+        settings=s,
+        preprocessing=run.config,
+        device=run.device,
+        out=out,
+        last=last,
+        progress=run.progress,
+        resume=step2_started,
+        init=(tensors, step1_path.name),
+        provenance={
+            "strategy": NAME,
+            "pretrain_epochs": s.pretrain_epochs,
+            **run.describe_split(),
+            "unlabeled_images": len(run.unlabeled),
+            "iterations": {"pretrain": i1},
+            "seed": s.seed,
+        },
+        progress_offset=i1,
+    )
+    summary["step1"] = str(step1_path)
+    summary["iterations"] = {"pretrain": i1, "finetune": summary["iterations"]}
+    return steps._public(summary)

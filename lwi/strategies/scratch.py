@@ -1,0 +1,53 @@
+"""The ``scratch`` baseline: the same network trained by Step 2 alone from random initialisation,
+for the same total number of iterations as an ``lwi`` run (Step 1 + Step 2) with these settings."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, List
+
+from lwi.strategies import steps
+
+NAME = "scratch"
+DESCRIPTION = "Supervised training from random initialisation for the same total iterations (baseline)"
+
+
+def outputs(out: Path) -> List[Path]:
+    return [out, steps.derived_path(out, "last")]
+
+
+def train(run: steps.Run, out: Path, resume: bool = False) -> Dict[str, Any]:
+    s = run.settings
+    last = steps.derived_path(out, "last")
+    i1 = steps.step1_iterations(s, run.n_step1_images)
+    ipe, i2 = steps.step2_iterations(s, len(run.train_cases))
+    total = i1 + i2
+    epochs = s.epochs + math.ceil(i1 / ipe)  # the last epoch may be cut short at `total`
+    train_cache, validation = run.train_cache(), run.validation_pairs()
+    run.progress.plan(total)
+    summary = steps.run_step2(
+        train_cache=train_cache,
+        n_train=len(run.train_cases),
+        validation_cases=validation,
+        labels=run.labels,
+        settings=s,
+        preprocessing=run.config,
+        device=run.device,
+        out=out,
+        last=last,
+        progress=run.progress,
+        resume=resume and last.exists(),
+        epochs=epochs,
+        max_iterations=total,
+        stage="train",
+        provenance={
+            "strategy": NAME,
+            "pretrain_epochs": 0,
+            **run.describe_split(),
+            "seed": s.seed,
+            "matched_iterations": {"pretrain": i1, "finetune": i2},
+        },
+    )
+    summary["iterations"] = {"train": summary["iterations"]}
+    return steps._public(summary)
