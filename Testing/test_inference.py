@@ -15,7 +15,13 @@ import SimpleITK as sitk
 import torch
 
 from lwi.data.preprocessing import PreprocessConfig
-from lwi.inference import Segmenter, keep_largest_components, resample_nearest
+from lwi.inference import (
+    Segmenter,
+    keep_largest_components,
+    resample_argmax,
+    resample_linear,
+    resample_nearest,
+)
 
 # Thresholds on the windowed intensity ([-175, 250] HU -> [0, 1]) halfway between the painted levels:
 # body 0 HU (0.412), label 1 at 100 HU (0.647), label 2 at 240 HU (0.976). Resampling interpolates HU
@@ -160,6 +166,20 @@ def test_resample_nearest_follows_the_affine():
     out = resample_nearest(vol, to_net, (4, 5, 6))
     assert torch.equal(out[:, :, :5], vol.flip(0)[:, :, 1:])
     assert torch.all(out[:, :, 5] == 0)  # beyond the network grid: background
+
+
+def test_resample_argmax_equals_argmax_of_fully_interpolated_logits():
+    """The boundary-only shortcut gives exactly the labels of interpolating every channel everywhere."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.nn.functional.avg_pool3d(torch.randn(1, 4, 14, 12, 10, generator=gen), 3, 1, 1)[0] * 9
+    to_net = np.eye(4)
+    to_net[:3, :3] = _rotation(1, 23) @ np.diag([0.55, 0.7, 0.9])  # oblique, finer input grid
+    to_net[:3, 3] = [1.3, -0.4, 0.8]
+    size = (22, 17, 13)
+    fast = resample_argmax(logits, logits.argmax(0).to(torch.uint8), to_net, size)
+    full = resample_linear(logits, to_net, size).argmax(0)  # grid_sample of every channel
+    assert torch.equal(fast.long(), full)
+    assert 0 < (fast == 0).float().mean() < 1  # some voxels fall outside the network grid
 
 
 def test_largest_component_keeps_one_piece_per_label():

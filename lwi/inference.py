@@ -8,10 +8,12 @@ final label map):
 2. MONAI ``sliding_window_inference`` with the bundle's ROI and overlap and Gaussian blending, under
    float16 autocast on CUDA (the stitched logits stay float32; never float64).
 3. ``argmax`` over channels on the device (output channel ``v`` is label value ``v``).
-4. Back to the input grid by nearest-neighbour lookup through the two affines (input voxel -> world ->
-   network voxel), in slabs, on the device. Taking the argmax first and resampling labels avoids
-   resampling every channel of the logits, which is where a tutorial-style pipeline spends most of
-   its time (DESIGN.md "Performance"); the benchmark reports the agreement with inverted logits.
+4. Back to the input grid through the two affines (input voxel -> world -> network voxel), in slabs,
+   on the device: each input voxel takes the network label of its neighbourhood, and only voxels whose
+   8 surrounding network voxels disagree get their logits interpolated (:func:`resample_argmax`). The
+   result equals the argmax of trilinearly resampled logits (what MONAI's ``Invertd`` of the logits
+   gives) without resampling every channel everywhere, which is where a tutorial-style pipeline spends
+   most of its time (DESIGN.md "Performance").
 5. Optionally keep the largest connected piece of each label, then build the ``sitk.Image`` on the
    input's grid (size, spacing, origin, direction copied from the input).
 
@@ -115,6 +117,9 @@ class Segmenter:
             8x fewer voxels on a large CT on the CPU; less accurate, especially for small structures).
         progress: where progress and messages go (silent by default).
         threads: CPU threads for torch on the CPU (default: the physical cores).
+        interpolation: how labels go back to the input grid: "linear" (the argmax of trilinearly
+            interpolated logits, computed exactly but only near label boundaries) or "nearest"
+            (nearest-neighbour lookup of the network's labels: blockier, slightly faster).
     """
 
     def __init__(
@@ -128,6 +133,7 @@ class Segmenter:
         spacing_scale: float = 1.0,
         progress: Optional[Progress] = None,
         threads: Optional[int] = None,
+        interpolation: str = "linear",
         _model: Optional[torch.nn.Module] = None,
         _metadata: Optional[Dict[str, Any]] = None,
     ):
@@ -168,6 +174,9 @@ class Segmenter:
             raise LWIError(f"The spacing scale must be positive, got {spacing_scale}.")
         self.spacing_scale = float(spacing_scale)
         self.config = PreprocessConfig.from_dict(self.metadata.get("preprocessing", {}))
+        if interpolation not in ("linear", "nearest"):
+            raise LWIError(f"The interpolation must be linear or nearest, got {interpolation!r}.")
+        self.interpolation = interpolation
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, metadata: Dict[str, Any], **kwargs: Any) -> Segmenter:
@@ -305,7 +314,10 @@ class Segmenter:
             to_net = np.linalg.inv(net_affine) @ affine_ras(image)
             size = tuple(int(s) for s in image.GetSize())
             labels_net = logits.argmax(dim=0).to(torch.uint8 if logits.shape[0] <= 256 else torch.int32)
-            label_xyz = resample_nearest(labels_net, to_net, size)
+            if self.interpolation == "linear":
+                label_xyz = resample_argmax(logits, labels_net, to_net, size)
+            else:
+                label_xyz = resample_nearest(labels_net, to_net, size)
             probabilities = None
             if return_probabilities:
                 probs = torch.softmax(logits, dim=0)
@@ -377,6 +389,57 @@ def resample_nearest(volume: torch.Tensor, to_net: np.ndarray, size: Sequence[in
         linear = linear * volume.shape[2] + idx[2].clamp(0, volume.shape[2] - 1)
         values = flat[linear]
         out[:, :, k0:k1] = torch.where(inside, values, torch.zeros((), dtype=values.dtype, device=values.device))
+    return out
+
+
+def _corner_index(corner: int, lo: List[torch.Tensor], hi: List[torch.Tensor], dims: List[int]) -> torch.Tensor:
+    """Flat index of one of the 8 network voxels around each point (bits of ``corner``: x, y, z)."""
+    ix = (hi if corner & 4 else lo)[0]
+    iy = (hi if corner & 2 else lo)[1]
+    iz = (hi if corner & 1 else lo)[2]
+    return (ix * dims[1] + iy) * dims[2] + iz
+
+
+def resample_argmax(
+    logits: torch.Tensor, labels: torch.Tensor, to_net: np.ndarray, size: Sequence[int]
+) -> torch.Tensor:
+    """``argmax`` of the trilinearly interpolated ``logits`` [C, X', Y', Z'] at every voxel of an input grid.
+
+    The same labels as resampling every channel of the logits onto the input grid and taking the argmax
+    there (MONAI's ``Invertd`` of the logits), at the cost of a nearest-neighbour lookup: where the 8
+    network voxels around an input voxel share one argmax (``labels``, [X', Y', Z']), every convex
+    combination of their logits has that argmax too, so only voxels near a label boundary are
+    interpolated. Outside the network grid: 0. Runs on ``logits``' device, slab by slab.
+    """
+    channels = logits.shape[0]
+    dims = [int(n) for n in labels.shape]
+    flat_labels = labels.reshape(-1)
+    flat_logits = logits.reshape(channels, -1)
+    out = torch.zeros(tuple(int(s) for s in size), dtype=labels.dtype, device=labels.device)
+    for k0, k1 in _slabs(size):
+        coords = _slab_coordinates(to_net, size, k0, k1, labels.device)
+        inside = torch.ones_like(coords[0], dtype=torch.bool)
+        lo, hi, frac = [], [], []
+        for c, n in zip(coords, dims):
+            inside &= (c > -0.5) & (c < n - 0.5)
+            f = torch.floor(c)
+            lo.append(f.clamp(0, n - 1).to(torch.int64))
+            hi.append((f + 1).clamp(0, n - 1).to(torch.int64))
+            frac.append(c - f)
+        first = flat_labels[_corner_index(0, lo, hi, dims)]
+        uniform = torch.ones_like(inside)
+        for corner in range(1, 8):
+            uniform &= flat_labels[_corner_index(corner, lo, hi, dims)] == first
+        slab = torch.where(inside, first, torch.zeros((), dtype=first.dtype, device=first.device))
+        edge = inside & ~uniform
+        if bool(edge.any()):
+            mixed = torch.zeros((channels, int(edge.sum())), dtype=torch.float32, device=logits.device)
+            fx, fy, fz = (f[edge] for f in frac)
+            for corner in range(8):
+                w = (fx if corner & 4 else 1 - fx) * (fy if corner & 2 else 1 - fy) * (fz if corner & 1 else 1 - fz)
+                mixed += flat_logits[:, _corner_index(corner, lo, hi, dims)[edge]].float() * w
+            slab[edge] = mixed.argmax(dim=0).to(slab.dtype)
+        out[:, :, k0:k1] = slab
     return out
 
 
