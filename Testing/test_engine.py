@@ -188,3 +188,34 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(LWIError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_step1_run_lowers_reconstruction_and_order_losses():
+    """Short Step-1 run (the real Step-1 model, transformation and losses) on synthetic volumes whose
+    intensity rises along depth, so the sub-volume order is learnable from content in a few steps."""
+    from lwi.pretraining import Step1Model, step1_losses
+    from lwi.transformation import TransformationModule
+
+    torch.manual_seed(0)
+    roi = (16, 16, 64)
+    model = Step1Model.build("unetr", 1, roi, hidden_size=32, mlp_dim=64, num_heads=2, feature_size=4)
+    assert model.num_subvolumes == 4
+    transform = TransformationModule(model.num_subvolumes, mask_ratio=0.25, cube_size=16)
+    ramp = torch.linspace(0, 1, roi[2]).view(1, 1, 1, 1, -1)
+
+    def sample(generator):
+        return ramp + 0.1 * torch.randn(2, 1, *roi, generator=generator)
+
+    def step(net, images, generator):
+        return step1_losses(net, images, transform, generator=generator)
+
+    trainer = Trainer(
+        model, step, sample, stage="pretrain", epochs=8, iterations_per_epoch=4, lr=3e-3, warmup_iterations=2,
+        report_seconds=1e9,
+    )
+    trainer.run()
+    first, last = trainer.history[0], trainer.history[-1]
+    assert len(first["order"]) == 4  # one order loss per encoder level (UNETR z3, z6, z9, z12)
+    assert sum(first["order"]) == pytest.approx(4 * math.log(4), rel=0.1)  # chance level at the start
+    assert last["reconstruction"] < 0.5 * first["reconstruction"]
+    assert sum(last["order"]) < 0.85 * sum(first["order"])

@@ -324,6 +324,37 @@ def load_step1(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     return model_tensors(tensors), meta
 
 
+def build_step2_model(
+    settings: Settings,
+    in_channels: int,
+    out_channels: int,
+    init: Optional[Tuple[Mapping[str, Any], str]] = None,
+    progress: Optional[Progress] = None,
+) -> Tuple[Any, Dict[str, Any]]:
+    """The segmentation network of Step 2 (a plain adapter: no order heads), seeded, with every
+    Step-1 weight but the output layer when ``init = (step1 tensors, name)`` is given.
+
+    Returns ``(adapter, {"init", "loaded_tensors", "new_tensors"} or {})``.
+    """
+    import torch
+
+    from lwi.architectures import build
+    from lwi.pretraining import transfer_step1_weights
+
+    torch.manual_seed(settings.seed)
+    model = build(settings.arch, in_channels, out_channels, settings.roi, **settings.arch_params)
+    if init is None:
+        return model, {}
+    tensors, name = init
+    loaded, new = transfer_step1_weights(tensors, model)
+    if progress is not None:
+        progress.log(
+            f"Initialised from Step 1 ({name}): {len(loaded)} tensors loaded, {len(new)} new "
+            f"(output layer: {', '.join(sorted({k.rsplit('.', 1)[0] for k in new}))}); order heads dropped."
+        )
+    return model, {"init": name, "loaded_tensors": len(loaded), "new_tensors": len(new)}
+
+
 def run_step2(
     *,
     train_cache: Any,
@@ -351,25 +382,12 @@ def run_step2(
     import torch
     from monai.losses import DiceCELoss
 
-    from lwi.architectures import build
     from lwi.bundle import save_bundle
     from lwi.engine import Trainer, Validator
-    from lwi.pretraining import transfer_step1_weights
 
     image, _ = train_cache.full_case(0)
-    in_channels = int(image.shape[0])
     out_channels = max(int(v) for v in labels) + 1
-    torch.manual_seed(settings.seed)
-    model = build(settings.arch, in_channels, out_channels, settings.roi, **settings.arch_params)
-    transfer: Dict[str, Any] = {}
-    if init is not None:
-        tensors, name = init
-        loaded, new = transfer_step1_weights(tensors, model)
-        transfer = {"init": name, "loaded_tensors": len(loaded), "new_tensors": len(new)}
-        progress.log(
-            f"Initialised from Step 1 ({name}): {len(loaded)} tensors loaded, {len(new)} new "
-            f"(output layer: {', '.join(sorted({k.rsplit('.', 1)[0] for k in new}))}); order heads dropped."
-        )
+    model, transfer = build_step2_model(settings, int(image.shape[0]), out_channels, init, progress)
     model = model.to(device)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     roi = tuple(settings.roi)
