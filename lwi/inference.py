@@ -41,8 +41,9 @@ from lwi.progress import Progress
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-# Voxels of the input grid mapped per slab in step 4 (bounds the temporary index tensors).
-_SLAB_VOXELS = 1 << 22
+# Voxels of the input grid mapped per slab in step 4: bounds the temporary index tensors (~70 bytes
+# per voxel) while keeping each step large enough to run at full speed.
+_SLAB_VOXELS = {"cuda": 1 << 22, "cpu": 1 << 20}
 
 
 @dataclass
@@ -356,7 +357,7 @@ def _slab_coordinates(to_net: np.ndarray, size: Sequence[int], k0: int, k1: int,
     k = torch.arange(k0, k1, dtype=torch.float64)
     coords = []
     for row in range(3):
-        # Separable affine: a sum of three 1D ramps, built on the device in float32.
+        # An affine map is a sum of three 1D ramps, built on the device in float32.
         ci = (m[row, 0] * i + m[row, 3]).to(device=device, dtype=torch.float32)
         cj = (m[row, 1] * j).to(device=device, dtype=torch.float32)
         ck = (m[row, 2] * k).to(device=device, dtype=torch.float32)
@@ -364,11 +365,58 @@ def _slab_coordinates(to_net: np.ndarray, size: Sequence[int], k0: int, k1: int,
     return coords
 
 
-def _slabs(size: Sequence[int]):
+def _slabs(size: Sequence[int], device: torch.device):
     per_slice = max(1, int(size[0]) * int(size[1]))
-    step = max(1, _SLAB_VOXELS // per_slice)
+    step = max(1, _SLAB_VOXELS.get(device.type, 1 << 20) // per_slice)
     for k0 in range(0, int(size[2]), step):
         yield k0, min(int(size[2]), k0 + step)
+
+
+class _AxisMap:
+    """The input-to-network map when each network axis follows one input axis (the usual case).
+
+    Reorientation permutes and flips axes and resampling scales them, so the map from the input grid
+    to the network grid is a scaled permutation unless the model resamples to another direction. Then
+    lookups are 1D index vectors and ``index_select``, far cheaper than per-voxel coordinates.
+    """
+
+    def __init__(self, to_net: np.ndarray):
+        m = np.asarray(to_net, dtype=np.float64)
+        tol = 1e-6 * float(np.abs(m[:3, :3]).max())
+        self.axes: List[int] = []  # network axis j follows input axis axes[j]
+        for j in range(3):
+            nonzero = [i for i in range(3) if abs(m[j, i]) > tol]
+            if len(nonzero) != 1 or nonzero[0] in self.axes:
+                raise ValueError("not axis-aligned")
+            self.axes.append(nonzero[0])
+        self.scale = [float(m[j, self.axes[j]]) for j in range(3)]
+        self.offset = [float(m[j, 3]) for j in range(3)]
+        self.order = [self.axes.index(i) for i in range(3)]  # permute network-axis order -> input order
+
+    @classmethod
+    def of(cls, to_net: np.ndarray) -> Optional[_AxisMap]:
+        try:
+            return cls(to_net)
+        except ValueError:
+            return None
+
+    def coords(self, size: Sequence[int], k0: int, k1: int, device: torch.device) -> List[torch.Tensor]:
+        """Per network axis: the 1D coordinates along the input axis it follows (slab k0:k1 along z)."""
+        out = []
+        for j in range(3):
+            i = self.axes[j]
+            ramp = torch.arange(k0, k1) if i == 2 else torch.arange(int(size[i]))
+            out.append((ramp.double() * self.scale[j] + self.offset[j]).to(device=device, dtype=torch.float32))
+        return out
+
+    def gather(self, volume: torch.Tensor, index: List[torch.Tensor]) -> torch.Tensor:
+        """``volume[index[0], index[1], index[2]]`` as an outer product, in input-axis order."""
+        out = volume.index_select(0, index[0]).index_select(1, index[1]).index_select(2, index[2])
+        return out.permute(self.order)
+
+    def outer(self, masks: List[torch.Tensor]) -> torch.Tensor:
+        """The 3D mask of three per-axis 1D masks, in input-axis order."""
+        return (masks[0][:, None, None] & masks[1][None, :, None] & masks[2][None, None, :]).permute(self.order)
 
 
 def resample_nearest(volume: torch.Tensor, to_net: np.ndarray, size: Sequence[int]) -> torch.Tensor:
@@ -378,26 +426,52 @@ def resample_nearest(volume: torch.Tensor, to_net: np.ndarray, size: Sequence[in
     ``volume`` (e.g. cropped away as background) get 0. Runs on ``volume``'s device, slab by slab.
     """
     out = torch.zeros(tuple(int(s) for s in size), dtype=volume.dtype, device=volume.device)
-    shape = torch.tensor(volume.shape, device=volume.device)
+    dims = [int(n) for n in volume.shape]
+    zero = torch.zeros((), dtype=volume.dtype, device=volume.device)
+    axis_map = _AxisMap.of(to_net)
     flat = volume.reshape(-1)
-    for k0, k1 in _slabs(size):
-        coords = _slab_coordinates(to_net, size, k0, k1, volume.device)
-        idx = [torch.floor(c + 0.5).to(torch.int64) for c in coords]
-        inside = (idx[0] >= 0) & (idx[0] < shape[0]) & (idx[1] >= 0) & (idx[1] < shape[1])
-        inside &= (idx[2] >= 0) & (idx[2] < shape[2])
-        linear = (idx[0].clamp(0, volume.shape[0] - 1) * volume.shape[1] + idx[1].clamp(0, volume.shape[1] - 1))
-        linear = linear * volume.shape[2] + idx[2].clamp(0, volume.shape[2] - 1)
-        values = flat[linear]
-        out[:, :, k0:k1] = torch.where(inside, values, torch.zeros((), dtype=values.dtype, device=values.device))
+    for k0, k1 in _slabs(size, volume.device):
+        if axis_map is not None:
+            idx = [torch.floor(c + 0.5).to(torch.int64) for c in axis_map.coords(size, k0, k1, volume.device)]
+            inside = axis_map.outer([(x >= 0) & (x < n) for x, n in zip(idx, dims)])
+            values = axis_map.gather(volume, [x.clamp(0, n - 1) for x, n in zip(idx, dims)])
+        else:
+            coords = _slab_coordinates(to_net, size, k0, k1, volume.device)
+            idx = [torch.floor(c + 0.5).to(torch.int64) for c in coords]
+            inside = torch.ones_like(idx[0], dtype=torch.bool)
+            for x, n in zip(idx, dims):
+                inside &= (x >= 0) & (x < n)
+            x, y, z = (x.clamp(0, n - 1) for x, n in zip(idx, dims))
+            values = flat[(x * dims[1] + y) * dims[2] + z]
+        out[:, :, k0:k1] = torch.where(inside, values, zero)
     return out
 
 
-def _corner_index(corner: int, lo: List[torch.Tensor], hi: List[torch.Tensor], dims: List[int]) -> torch.Tensor:
-    """Flat index of one of the 8 network voxels around each point (bits of ``corner``: x, y, z)."""
-    ix = (hi if corner & 4 else lo)[0]
-    iy = (hi if corner & 2 else lo)[1]
-    iz = (hi if corner & 1 else lo)[2]
-    return (ix * dims[1] + iy) * dims[2] + iz
+def _uniform_cells(labels: torch.Tensor) -> torch.Tensor:
+    """Per network voxel: its label if the 2x2x2 cell it starts (towards +x, +y, +z) has one label, else -1.
+
+    Cells at the far edges repeat the last voxel, as the corner indices are clamped there.
+    """
+    import torch.nn.functional as F
+
+    x = F.pad(labels[None, None].float(), (0, 1, 0, 1, 0, 1), mode="replicate")
+    high = F.max_pool3d(x, 2, stride=1)[0, 0]
+    low = -F.max_pool3d(-x, 2, stride=1)[0, 0]
+    return torch.where(high == low, labels.to(torch.int32), torch.full_like(labels, -1, dtype=torch.int32))
+
+
+def _interpolated_argmax(flat_logits: torch.Tensor, dims: List[int], coords: List[torch.Tensor]) -> torch.Tensor:
+    """Argmax of the trilinear interpolation of ``flat_logits`` [C, X'*Y'*Z'] at points ``coords`` (3 x [N])."""
+    floors = [torch.floor(c) for c in coords]
+    frac = [c - f for c, f in zip(coords, floors)]
+    lo = [f.clamp(0, n - 1).to(torch.int64) for f, n in zip(floors, dims)]
+    hi = [(f + 1).clamp(0, n - 1).to(torch.int64) for f, n in zip(floors, dims)]
+    mixed = torch.zeros((flat_logits.shape[0], coords[0].numel()), dtype=torch.float32, device=flat_logits.device)
+    for corner in range(8):
+        ix, iy, iz = ((hi if corner & bit else lo)[axis] for axis, bit in enumerate((4, 2, 1)))
+        wx, wy, wz = ((f if corner & bit else 1 - f) for f, bit in zip(frac, (4, 2, 1)))
+        mixed += flat_logits[:, (ix * dims[1] + iy) * dims[2] + iz].float() * (wx * wy * wz)
+    return mixed.argmax(dim=0)
 
 
 def resample_argmax(
@@ -406,40 +480,39 @@ def resample_argmax(
     """``argmax`` of the trilinearly interpolated ``logits`` [C, X', Y', Z'] at every voxel of an input grid.
 
     The same labels as resampling every channel of the logits onto the input grid and taking the argmax
-    there (MONAI's ``Invertd`` of the logits), at the cost of a nearest-neighbour lookup: where the 8
-    network voxels around an input voxel share one argmax (``labels``, [X', Y', Z']), every convex
-    combination of their logits has that argmax too, so only voxels near a label boundary are
+    there (MONAI's ``Invertd`` of the logits), at about the cost of a nearest-neighbour lookup: where
+    the 8 network voxels around an input voxel share one argmax (``labels``, [X', Y', Z']), every
+    convex combination of their logits has that argmax too, so only voxels near a label boundary are
     interpolated. Outside the network grid: 0. Runs on ``logits``' device, slab by slab.
     """
-    channels = logits.shape[0]
     dims = [int(n) for n in labels.shape]
-    flat_labels = labels.reshape(-1)
-    flat_logits = logits.reshape(channels, -1)
+    cells = _uniform_cells(labels)
+    flat_cells = cells.reshape(-1)
+    flat_logits = logits.reshape(logits.shape[0], -1)
+    axis_map = _AxisMap.of(to_net)
     out = torch.zeros(tuple(int(s) for s in size), dtype=labels.dtype, device=labels.device)
-    for k0, k1 in _slabs(size):
-        coords = _slab_coordinates(to_net, size, k0, k1, labels.device)
-        inside = torch.ones_like(coords[0], dtype=torch.bool)
-        lo, hi, frac = [], [], []
-        for c, n in zip(coords, dims):
-            inside &= (c > -0.5) & (c < n - 0.5)
-            f = torch.floor(c)
-            lo.append(f.clamp(0, n - 1).to(torch.int64))
-            hi.append((f + 1).clamp(0, n - 1).to(torch.int64))
-            frac.append(c - f)
-        first = flat_labels[_corner_index(0, lo, hi, dims)]
-        uniform = torch.ones_like(inside)
-        for corner in range(1, 8):
-            uniform &= flat_labels[_corner_index(corner, lo, hi, dims)] == first
-        slab = torch.where(inside, first, torch.zeros((), dtype=first.dtype, device=first.device))
-        edge = inside & ~uniform
+    for k0, k1 in _slabs(size, labels.device):
+        if axis_map is not None:
+            coords = axis_map.coords(size, k0, k1, labels.device)
+            inside = axis_map.outer([(c > -0.5) & (c < n - 0.5) for c, n in zip(coords, dims)])
+            code = axis_map.gather(cells, [torch.floor(c).clamp(0, n - 1).to(torch.int64) for c, n in zip(coords, dims)])
+        else:
+            coords = _slab_coordinates(to_net, size, k0, k1, labels.device)
+            inside = torch.ones_like(coords[0], dtype=torch.bool)
+            for c, n in zip(coords, dims):
+                inside &= (c > -0.5) & (c < n - 0.5)
+            x, y, z = (torch.floor(c).clamp(0, n - 1).to(torch.int64) for c, n in zip(coords, dims))
+            code = flat_cells[(x * dims[1] + y) * dims[2] + z]
+        slab = torch.where(inside & (code >= 0), code, torch.zeros_like(code))
+        edge = inside & (code < 0)
         if bool(edge.any()):
-            mixed = torch.zeros((channels, int(edge.sum())), dtype=torch.float32, device=logits.device)
-            fx, fy, fz = (f[edge] for f in frac)
-            for corner in range(8):
-                w = (fx if corner & 4 else 1 - fx) * (fy if corner & 2 else 1 - fy) * (fz if corner & 1 else 1 - fz)
-                mixed += flat_logits[:, _corner_index(corner, lo, hi, dims)[edge]].float() * w
-            slab[edge] = mixed.argmax(dim=0).to(slab.dtype)
-        out[:, :, k0:k1] = slab
+            if axis_map is not None:
+                where = edge.nonzero(as_tuple=True)  # row-major, like boolean-mask indexing below
+                points = [coords[j][where[axis_map.axes[j]]] for j in range(3)]
+            else:
+                points = [c[edge] for c in coords]
+            slab[edge] = _interpolated_argmax(flat_logits, dims, points).to(slab.dtype)
+        out[:, :, k0:k1] = slab.to(out.dtype)
     return out
 
 
@@ -455,7 +528,7 @@ def resample_linear(volume: torch.Tensor, to_net: np.ndarray, size: Sequence[int
     out = torch.zeros((channels,) + tuple(int(s) for s in size), dtype=torch.float32)
     src = volume[None].float()
     dims = volume.shape[1:]
-    for k0, k1 in _slabs(size):
+    for k0, k1 in _slabs(size, volume.device):
         coords = _slab_coordinates(to_net, size, k0, k1, volume.device)
         inside = torch.ones_like(coords[0], dtype=torch.bool)
         norm = []
