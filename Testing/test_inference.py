@@ -182,6 +182,23 @@ def test_resample_argmax_equals_argmax_of_fully_interpolated_logits():
     assert 0 < (fast == 0).float().mean() < 1  # some voxels fall outside the network grid
 
 
+def test_axis_aligned_fast_path_matches_the_general_path(monkeypatch):
+    import lwi.inference as inference
+
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.nn.functional.avg_pool3d(torch.randn(1, 3, 9, 8, 7, generator=gen), 3, 1, 1)[0] * 9
+    labels = logits.argmax(0).to(torch.uint8)
+    to_net = np.zeros((4, 4))
+    to_net[0, 2], to_net[1, 0], to_net[2, 1], to_net[3, 3] = -0.6, 0.45, 0.8, 1.0  # permuted, flipped, scaled
+    to_net[:3, 3] = [6.2, -0.3, 0.4]
+    size = (21, 11, 13)
+    fast = (resample_nearest(labels, to_net, size), resample_argmax(logits, labels, to_net, size))
+    monkeypatch.setattr(inference._AxisMap, "of", classmethod(lambda cls, m: None))
+    slow = (resample_nearest(labels, to_net, size), resample_argmax(logits, labels, to_net, size))
+    assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])
+    assert fast[0].any() and (fast[0] != fast[1]).any()
+
+
 def test_largest_component_keeps_one_piece_per_label():
     lab = np.zeros((20, 20, 20), np.uint8)
     lab[2:8, 2:8, 2:8] = 1
