@@ -15,6 +15,16 @@ from lwi.engine import Trainer, Validator, model_tensors, resolve_device
 from lwi.errors import LWIError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread while these tests run: on the small shared CPUs of CI, two threads per
+    process oversubscribe the cores and make tiny 3D networks many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _toy_problem():
     """A tiny regression: a conv net learns a fixed random linear map of random volumes."""
     torch.manual_seed(0)

@@ -1,0 +1,186 @@
+"""Step 1 -> Step 2: what the transfer loads, that the order heads are gone from Step 2, resume of
+both steps after an interruption, and the scratch baseline's iteration budget (Python API, CPU)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lwi import checkpoint
+from lwi.data.phantoms import write_phantom_dataset
+from lwi.engine import model_tensors
+from lwi.errors import LWIError
+from lwi.progress import Progress
+from lwi.strategies import finetune, pretrain, train
+from lwi.strategies.steps import Settings, build_step2_model, derived_path
+
+ARCH = {"arch": "segresnet", "arch_params": {"init_filters": 8, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]}}
+SMALL = {**ARCH, "roi": (32, 32, 32), "batch_size": 2, "lr": 3e-3, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread while these tests run: on the small shared CPUs of CI, two threads per
+    process oversubscribe the cores and make tiny 3D networks many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    # 3 cases: the automatic split holds one out for validation, 2 train (1 iteration per epoch).
+    return write_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "ds", 3, seed=0, shape=(48, 48, 32))
+
+
+@pytest.fixture(scope="module")
+def step1(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("step1") / "step1.safetensors"
+    pretrain(data, out, epochs=2, **SMALL)
+    return out
+
+
+def _json_lines(stream: io.StringIO):
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_transfer_loads_encoder_and_decoder_but_not_heads_or_output(step1):
+    tensors, meta = checkpoint.load(step1)
+    weights = model_tensors(tensors)
+    assert meta["format"] == "lwi-step1"
+    assert any(k.startswith("order_heads.") for k in weights)  # the heads are in the Step-1 file...
+    settings = Settings(**{**ARCH, "roi": (32, 32, 32)})
+    model, info = build_step2_model(settings, 1, 5, init=(weights, step1.name))
+    fresh, _ = build_step2_model(settings, 1, 5)  # same seed, no transfer
+
+    state = model.state_dict()
+    output = [k for k in state if k.startswith(tuple(model.output_prefixes))]
+    body = [k for k in state if k not in output]
+    assert output and body
+    assert not any("order_heads" in k for k in state)  # ...but not in the Step-2 network
+    for key in body:  # every encoder and decoder tensor comes from Step 1, value for value
+        assert torch.equal(state[key], weights["net." + key]), key
+    for key in output:  # the output layer is new: the fresh initialisation, not Step 1's
+        assert torch.equal(state[key], fresh.state_dict()[key]), key
+        assert state[key].shape != weights["net." + key].shape or not torch.equal(state[key], weights["net." + key])
+    assert info == {"init": step1.name, "loaded_tensors": len(body), "new_tensors": len(output)}
+
+
+def test_order_heads_take_no_part_in_step2(data, step1, tmp_path, monkeypatch):
+    settings = Settings(**{**ARCH, "roi": (32, 32, 32)})
+    weights = model_tensors(checkpoint.load(step1)[0])
+    model, _ = build_step2_model(settings, 1, 5, init=(weights, step1.name))
+    assert not any("order" in name for name, _ in model.named_modules())
+    from monai.losses import DiceCELoss
+
+    x = torch.rand(1, 1, 32, 32, 32)
+    y = torch.randint(0, 5, (1, 1, 32, 32, 32)).float()
+    DiceCELoss(to_onehot_y=True, softmax=True)(model(x), y).backward()
+    assert all(p.grad is not None for p in model.parameters())  # every weight is used, nothing dangles
+
+    # A whole fine-tuning run never calls the order heads (they would raise here).
+    from lwi.order_heads import OrderHeads
+
+    def forbidden(self, levels):
+        raise AssertionError("order heads called in Step 2")
+
+    monkeypatch.setattr(OrderHeads, "forward", forbidden)
+    stream = io.StringIO()
+    result = finetune(data, step1, tmp_path / "m.lwi.safetensors", epochs=2, progress=Progress("json", stream), **SMALL)
+    assert result["loaded_tensors"] > 0 and result["new_tensors"] > 0
+    logs = [e["message"] for e in _json_lines(stream) if e["event"] == "log"]
+    assert any(f"{result['loaded_tensors']} tensors loaded, {result['new_tensors']} new" in m for m in logs)
+
+
+def test_finetune_rejects_checkpoint_of_another_network(data, step1, tmp_path):
+    out = tmp_path / "m.lwi.safetensors"
+    with pytest.raises(LWIError, match="pre-trained for segresnet"):
+        finetune(data, step1, out, arch="unetr", device="cpu")
+    other = {**SMALL, "arch_params": {**ARCH["arch_params"], "init_filters": 16}}
+    with pytest.raises(LWIError, match="another architecture or input size"):
+        finetune(data, step1, out, epochs=1, **other)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(LWIError, match="not a Step-1 checkpoint"):
+        bundle = tmp_path / "x.safetensors"
+        checkpoint.save(bundle, {"w": torch.zeros(1)}, {"format": "lwi-model"})
+        finetune(data, bundle, out, device="cpu")
+
+
+def _stop_after_epoch(n):
+    def hook(trainer):
+        if trainer.epoch == n:
+            raise KeyboardInterrupt
+
+    return hook
+
+
+def test_pretrain_resume_continues_from_saved_iteration(data, tmp_path):
+    options = {**SMALL, "epochs": 4, "iterations_per_epoch": 1, "checkpoint_every": 1}
+    reference = tmp_path / "reference.safetensors"
+    pretrain(data, reference, **options)
+
+    out = tmp_path / "run.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(data, out, on_epoch_end=_stop_after_epoch(2), **options)
+    assert checkpoint.read_metadata(out)["training"]["iteration"] == 2
+    with pytest.raises(LWIError, match="already exists"):
+        pretrain(data, out, **options)  # no silent restart over an interrupted run
+
+    stream = io.StringIO()
+    pretrain(data, out, resume=True, device="cpu", progress=Progress("json", stream))
+    events = _json_lines(stream)
+    iterations = [e["iteration"] for e in events if e.get("stage") == "pretrain"]
+    assert min(iterations) > 2 and iterations[-1] == 4  # continued, not restarted
+    assert any("at iteration 2 of 4" in e.get("message", "") for e in events)
+    resumed, meta = checkpoint.load(out)
+    expected, _ = checkpoint.load(reference)
+    assert meta["training"]["complete"] is True
+    for key, value in model_tensors(expected).items():
+        assert torch.equal(resumed[key], value), key
+
+
+def test_finetune_resume_continues_from_saved_iteration(data, step1, tmp_path):
+    options = {**SMALL, "epochs": 4, "iterations_per_epoch": 2, "checkpoint_every": 1, "val_every": 2}
+    reference = tmp_path / "reference.lwi.safetensors"
+    finetune(data, step1, reference, **options)
+
+    out = tmp_path / "run.lwi.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        finetune(data, step1, out, on_epoch_end=_stop_after_epoch(3), **options)
+    last = derived_path(out, "last")
+    assert last.name == "run.last.lwi.safetensors"
+    assert checkpoint.read_metadata(last)["training"]["iteration"] == 6
+
+    stream = io.StringIO()
+    result = finetune(data, step1, out, resume=True, device="cpu", progress=Progress("json", stream))
+    events = _json_lines(stream)
+    iterations = [e["iteration"] for e in events if e.get("stage") == "finetune"]
+    assert min(iterations) > 6 and iterations[-1] == 8  # continued, not restarted
+    assert any("at iteration 6 of 8" in e.get("message", "") for e in events)
+    assert result["iterations"] == 8
+    resumed, _ = checkpoint.load(last)
+    expected, _ = checkpoint.load(derived_path(reference, "last"))
+    for key, value in model_tensors(expected).items():
+        assert torch.equal(resumed[key], value), key
+    assert out.exists()  # the best model (a bundle) is there too
+
+
+def test_scratch_gets_the_same_total_iterations_as_lwi(data, tmp_path):
+    stream = io.StringIO()
+    result = train(
+        data, tmp_path / "s.lwi.safetensors", strategy="scratch", pretrain_epochs=2, epochs=1,
+        iterations_per_epoch=1, progress=Progress("json", stream), **SMALL,
+    )
+    # lwi would run 2 Step-1 + 1 Step-2 iterations; scratch runs all 3 as supervised training.
+    assert result["iterations"] == {"train": 3}
+    assert result["strategy"] == "scratch"
+    steps = [e for e in _json_lines(stream) if e.get("stage") == "train"]
+    assert steps[-1]["fraction"] == 1.0
+    assert not derived_path(tmp_path / "s.lwi.safetensors", "step1").exists()
+    bundle_meta = checkpoint.read_metadata(tmp_path / "s.lwi.safetensors")
+    assert bundle_meta["provenance"]["strategy"] == "scratch"
