@@ -8,7 +8,7 @@ import sys
 from lwi.commands.options import add_device, add_progress, add_roi
 
 NAME = "evaluate"
-HELP = "segment every case of a labelled dataset and report Dice and 95% Hausdorff distance per label"
+HELP = "segment every case of a labelled dataset and report Dice and 95th-percentile Hausdorff distance (HD95) per label"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
