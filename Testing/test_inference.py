@@ -218,3 +218,30 @@ def test_bad_images_give_clear_errors():
     two_channel = sitk.Image([8, 8, 8], sitk.sitkVectorFloat32, 2)
     with pytest.raises(LWIError, match="channel"):
         seg.segment(two_channel)
+
+
+def test_out_of_memory_retries_with_smaller_batches_then_on_the_cpu(monkeypatch):
+    """The CUDA fallback plan, driven by simulated out-of-memory errors (no GPU needed)."""
+    seg = Segmenter.from_model(ThresholdNet(), _metadata(), device="cpu", sw_batch_size=4)
+    seg.device = torch.device("cuda")  # as if loaded on a GPU
+    calls, messages = [], []
+
+    def fake_once(image, device, batch, stitch, largest_component, probabilities):
+        calls.append((device.type, batch, stitch.type))
+        if device.type == "cuda":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return "segmented"
+
+    monkeypatch.setattr(seg, "_segment_once", fake_once)
+    monkeypatch.setattr(seg.progress, "log", messages.append)
+    image, _ = _oblique_image()
+    assert seg.segment(image) == "segmented"
+    assert calls == [("cuda", 4, "cuda"), ("cuda", 2, "cuda"), ("cuda", 1, "cuda"), ("cuda", 1, "cpu"), ("cpu", 4, "cpu")]
+    assert len(messages) == 4 and "on the CPU" in messages[-1]
+
+    def other_error(*args):
+        raise RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR")
+
+    monkeypatch.setattr(seg, "_segment_once", other_error)
+    with pytest.raises(RuntimeError, match="cuDNN"):  # only memory errors are retried
+        seg.segment(image)
