@@ -250,10 +250,10 @@ class Segmenter:
         if self.spacing_scale != 1.0:
             from dataclasses import replace
 
-            from lwi.data.preprocessing import _ras_spacing
+            from lwi.data.preprocessing import ras_spacing
             from lwi.io import affine_ras
 
-            base = config.spacing if config.spacing is not None else _ras_spacing(affine_ras(image))
+            base = config.spacing if config.spacing is not None else ras_spacing(affine_ras(image))
             config = replace(config, spacing=tuple(float(s) * self.spacing_scale for s in base))
         return config
 
