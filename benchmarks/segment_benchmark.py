@@ -60,7 +60,9 @@ BANDS = [(45.0 + 175) / 425, (85.0 + 175) / 425, (145.0 + 175) / 425, (240.0 + 1
 BAND_NAMES = ["liver", "spleen", "kidney", "vertebra"]
 
 
-def _phantom_model(network: str, channels: int, roi: List[int]) -> Tuple[Any, Dict[str, Any]]:
+def _phantom_model(
+    network: str, channels: int, roi: List[int], spacing: Any = None
+) -> Tuple[Any, Dict[str, Any]]:
     """The default benchmark model (see the module docstring) and its bundle-style metadata."""
     import torch
     import torch.nn.functional as F
@@ -92,7 +94,7 @@ def _phantom_model(network: str, channels: int, roi: List[int]) -> Tuple[Any, Di
     metadata = {
         "architecture": {"arch": "unetr", "in_channels": 1, "out_channels": channels, "roi_size": list(roi)},
         "labels": labels,
-        "preprocessing": dict(PREPROCESSING),
+        "preprocessing": {**PREPROCESSING, **({"spacing": [float(v) for v in spacing]} if spacing else {})},
         "inference": {"roi_size": list(roi), "overlap": 0.5, "sw_batch_size": 4, "blend": "gaussian"},
     }
     return PhantomModel().eval(), metadata
@@ -103,7 +105,7 @@ def _load_model(args: argparse.Namespace, device: Any) -> Tuple[Any, Dict[str, A
         from lwi.bundle import load_bundle
 
         return load_bundle(args.model, device=device)
-    model, metadata = _phantom_model(args.network, args.labels, list(args.roi))
+    model, metadata = _phantom_model(args.network, args.labels, list(args.roi), args.model_spacing)
     return model.to(device), metadata
 
 
@@ -220,6 +222,8 @@ def _child(which: str, args: argparse.Namespace, workdir: Path, output: Path, no
         "--input", str(args.input), "--output", str(output), "--device", args.device,
         "--network", args.network, "--labels", str(args.labels), "--roi", *map(str, args.roi),
     ]
+    if args.model_spacing:
+        cmd += ["--model-spacing", *map(str, args.model_spacing)]
     if args.model:
         cmd += ["--model", str(args.model)]
     if args.sw_batch:
@@ -267,6 +271,9 @@ def main(argv: Any = None) -> int:
                         help="UNETR size of the default model (default: unetr on CUDA, small-unetr on the CPU)")
     parser.add_argument("--labels", type=int, default=14, help="output channels of the default model (default: 14)")
     parser.add_argument("--roi", type=int, nargs=3, default=(96, 96, 96), help="sliding window (default: 96 96 96)")
+    parser.add_argument("--model-spacing", type=float, nargs=3, default=None,
+                        help="network-grid spacing of the default model (default: the paper's 1.5 1.5 2.0); a coarser "
+                        "grid means fewer windows, so a CPU run can afford a full-size CT")
     parser.add_argument("--sw-batch", type=int, default=None, help="windows per batch (default: the model's, 4)")
     parser.add_argument("--model", default=None, help="a model bundle to use instead of the default model")
     parser.add_argument("--input", default=None, help="an image to use instead of a synthetic CT")
@@ -311,7 +318,7 @@ def main(argv: Any = None) -> int:
         meta = read_bundle_metadata(args.model)
         what = f"{args.model} ({meta['architecture'].get('arch')}, {meta['architecture'].get('out_channels')} channels)"
     else:
-        _, meta = _phantom_model(args.network, args.labels, list(args.roi))
+        _, meta = _phantom_model(args.network, args.labels, list(args.roi), args.model_spacing)
         what = f"random-weight {args.network} ({args.labels} channels) + intensity read-out"
     labels = [int(e["value"]) for e in meta["labels"]]
     where = torch.cuda.get_device_name(device) if cuda else f"{torch.get_num_threads()} CPU threads"

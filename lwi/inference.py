@@ -201,21 +201,22 @@ class Segmenter:
         """
         self._check_image(image)
         attempts = self._attempts()
-        last: Optional[BaseException] = None
         for i, (device, batch, stitch) in enumerate(attempts):
             try:
                 return self._segment_once(image, device, batch, stitch, largest_component, return_probabilities)
             except Exception as exc:  # only running out of GPU memory is retried
                 if not _is_oom(exc) or i == len(attempts) - 1:
                     raise
-                last = exc
                 torch.cuda.empty_cache()
-                nxt = attempts[i + 1]
-                where = "on the CPU" if nxt[0].type == "cpu" else f"with {nxt[1]} window(s) per batch"
-                if nxt[0].type != "cpu" and nxt[2].type == "cpu":
-                    where = f"with {nxt[1]} window(s) per batch, stitching on the CPU"
+                nxt_device, nxt_batch, nxt_stitch = attempts[i + 1]
+                if nxt_device.type == "cpu":
+                    where = "on the CPU (slower)"
+                elif nxt_stitch.type == "cpu":
+                    where = f"with {nxt_batch} window per batch, stitching the windows on the CPU"
+                else:
+                    where = f"with {nxt_batch} window(s) per batch"
                 self.progress.log(f"The GPU ran out of memory; retrying {where}.")
-        raise LWIError(f"Segmentation failed: {last}.")  # not reached
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     # -- steps -------------------------------------------------------------------------------
     def _check_image(self, image: sitk.Image) -> None:
