@@ -24,20 +24,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lwi.engine import sigterm_as_interrupt
     from lwi.progress import Progress
     from lwi.strategies import finetune
 
     progress = Progress(args.progress)
-    with sigterm_as_interrupt():
-        result = finetune(
-            args.data,
-            args.init,
-            args.out,
-            device=args.device,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            progress=progress,
-            **common.settings_from_args(args),
-        )
+    result = common.run_training(
+        progress,
+        finetune,
+        args.data,
+        args.init,
+        args.out,
+        device=args.device,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=progress,
+        **common.settings_from_args(args),
+    )
     return common.finish(progress, result, f"Model written to {args.out} (last state: {result['last']}).")

@@ -26,20 +26,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lwi.engine import sigterm_as_interrupt
     from lwi.progress import Progress
     from lwi.strategies import pretrain
 
     progress = Progress(args.progress)
-    with sigterm_as_interrupt():
-        result = pretrain(
-            args.data,
-            args.out,
-            unlabeled=args.unlabeled,
-            device=args.device,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            progress=progress,
-            **common.settings_from_args(args),
-        )
+    result = common.run_training(
+        progress,
+        pretrain,
+        args.data,
+        args.out,
+        unlabeled=args.unlabeled,
+        device=args.device,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=progress,
+        **common.settings_from_args(args),
+    )
     return common.finish(progress, result, f"Step-1 checkpoint written to {args.out} ({result['iterations']} iterations).")

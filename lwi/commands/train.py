@@ -27,21 +27,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lwi.engine import sigterm_as_interrupt
     from lwi.progress import Progress
     from lwi.strategies import train
 
     progress = Progress(args.progress)
-    with sigterm_as_interrupt():
-        result = train(
-            args.data,
-            args.out,
-            strategy=args.strategy,
-            unlabeled=args.unlabeled,
-            device=args.device,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            progress=progress,
-            **common.settings_from_args(args),
-        )
+    result = common.run_training(
+        progress,
+        train,
+        args.data,
+        args.out,
+        strategy=args.strategy,
+        unlabeled=args.unlabeled,
+        device=args.device,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=progress,
+        **common.settings_from_args(args),
+    )
     return common.finish(progress, result, f"Model written to {args.out} (last state: {result['last']}).")

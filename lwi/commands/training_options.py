@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from lwi.commands import options
 from lwi.errors import LWIError
@@ -125,6 +125,18 @@ def settings_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     if "spacing" in values:
         values["spacing"] = tuple(values["spacing"])
     return values
+
+
+def run_training(reporter: Any, function: Callable[..., Dict[str, Any]], *args: Any, **kwargs: Any) -> Dict[str, Any]:
+    """Run a training API function; SIGTERM stops it like Ctrl-C, with a hint on how to go on."""
+    from lwi.engine import sigterm_as_interrupt
+
+    try:
+        with sigterm_as_interrupt():
+            return function(*args, **kwargs)
+    except KeyboardInterrupt:
+        reporter.log("Stopped. The last checkpoint is intact: run the same command with --resume to continue.")
+        raise
 
 
 def finish(progress: Any, result: Dict[str, Any], what: str) -> int:

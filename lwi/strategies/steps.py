@@ -565,7 +565,8 @@ class Run:
 
 def _public(summary: Mapping[str, Any]) -> Dict[str, Any]:
     """A summary without live objects (networks), JSON-able for result lines."""
-    return {k: v for k, v in summary.items() if k not in ("network",) and not hasattr(v, "state_dict")}
+    hidden = ("network", "best", "last_validation")  # objects, and duplicates of validation_dice
+    return {k: v for k, v in summary.items() if k not in hidden and not hasattr(v, "state_dict")}
 
 
 def _stored_settings(path: Path, formats: Sequence[str]) -> Dict[str, Any]:
