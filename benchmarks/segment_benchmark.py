@@ -110,7 +110,16 @@ def _load_model(args: argparse.Namespace, device: Any) -> Tuple[Any, Dict[str, A
 
 
 def _peak_rss_gb() -> float:
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    # Linux: VmHWM of this process's own address space (ru_maxrss would include the parent's
+    # memory at fork, since Linux keeps it across exec).
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
 
 
@@ -144,7 +153,13 @@ def run_ours(args: argparse.Namespace) -> Dict[str, Any]:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     gpu = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None
-    return {"seconds": seconds, "gpu_gb": gpu, "rss_gb": _peak_rss_gb(), "device": result.device}
+    steps = {
+        "read + preprocess": result.seconds["preprocess"],
+        "network": result.seconds["network"],
+        "back to input grid": result.seconds["invert"] + result.seconds["postprocess"],
+    }
+    steps["write"] = seconds - sum(steps.values())  # reading the file is counted with the write here
+    return {"seconds": seconds, "gpu_gb": gpu, "rss_gb": _peak_rss_gb(), "device": result.device, "steps": steps}
 
 
 def run_tutorial(args: argparse.Namespace) -> Dict[str, Any]:
@@ -169,8 +184,7 @@ def run_tutorial(args: argparse.Namespace) -> Dict[str, Any]:
     test_transforms = Compose(
         [LoadImaged(keys=["image"]), EnsureChannelFirstd(keys=["image"]), *model_transforms.transforms]
     )
-    post_transforms = Compose(
-        [
+    invert, discrete, save = (
             Invertd(
                 keys="pred",
                 transform=test_transforms,
@@ -192,11 +206,21 @@ def run_tutorial(args: argparse.Namespace) -> Dict[str, Any]:
                 separate_folder=False,
                 print_log=False,
             ),
-        ]
     )
     loader = DataLoader(Dataset([{"image": str(args.input)}], transform=test_transforms), batch_size=1, num_workers=0)
+    steps: Dict[str, float] = {}
+    lap = [time.perf_counter()]
+
+    def mark(step: str) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        steps[step] = steps.get(step, 0.0) + now - lap[0]
+        lap[0] = now
+
     with torch.no_grad():
         for test_data in loader:
+            mark("read + preprocess")
             inputs = test_data["image"].to(device)
             test_data["pred"] = sliding_window_inference(
                 inputs,
@@ -206,12 +230,17 @@ def run_tutorial(args: argparse.Namespace) -> Dict[str, Any]:
                 overlap=inference.get("overlap", 0.5),
                 mode=inference.get("blend", "gaussian"),
             )
-            test_data = [post_transforms(i) for i in decollate_batch(test_data)]
+            mark("network")
+            for item in decollate_batch(test_data):  # the tutorial's post-transforms, timed one by one
+                item = discrete(invert(item))
+                mark("back to input grid")
+                save(item)
+                mark("write")
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     gpu = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None
-    return {"seconds": seconds, "gpu_gb": gpu, "rss_gb": _peak_rss_gb(), "device": str(device)}
+    return {"seconds": seconds, "gpu_gb": gpu, "rss_gb": _peak_rss_gb(), "device": str(device), "steps": steps}
 
 
 def _child(which: str, args: argparse.Namespace, workdir: Path, output: Path, no_amp: bool = False) -> Dict[str, Any]:
@@ -348,6 +377,8 @@ def main(argv: Any = None) -> int:
         if key == "gpu_gb" and not cuda:
             continue
         print(f"{title:<26}" + "".join(f"{results[n][key]:>{width}.2f}" for n in names))
+    for step in ("read + preprocess", "network", "back to input grid", "write"):
+        print(f"{'  ' + step + ' (s)':<26}" + "".join(f"{results[n]['steps'].get(step, 0.0):>{width}.2f}" for n in names))
     memory_key = "gpu_gb" if cuda else "rss_gb"
     for title, key in (("tutorial / ours: time", "seconds"), ("tutorial / ours: memory", memory_key)):
         print(f"{title:<26}" + "".join(f"{base[key] / results[n][key]:>{width - 1}.2f}x" for n in names))

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -56,12 +56,16 @@ class SegmentationResult:
             component per output channel (channel ``v`` = label value ``v``, 0 = background).
         device: where the segmentation finally ran ("cuda:0", "cpu", ...).
         sw_batch_size: the window batch finally used (smaller than asked after running out of memory).
+        seconds: wall time per step: "preprocess", "network" (sliding window), "invert" (argmax and
+            back to the input grid, with probabilities if asked), "postprocess" (largest component,
+            image assembly).
     """
 
     label: sitk.Image
     probabilities: Optional[sitk.Image] = None
     device: str = "cpu"
     sw_batch_size: int = 1
+    seconds: Dict[str, float] = field(default_factory=dict)
 
 
 def physical_cores() -> int:
@@ -275,8 +279,10 @@ class Segmenter:
         if device.type == "cpu" and self.device.type != "cpu":
             torch.set_num_threads(physical_cores())
         model = self.model.to(device)
+        clock = _StepClock(device)
         with torch.inference_mode():
             x, _ = preprocess(image, None, config=self._preprocess_config(image), device=device)
+            clock.lap("preprocess")
             net_affine = np.asarray(torch.as_tensor(x.affine).detach().cpu().double().numpy())
             x = x.as_tensor()[None].float() if hasattr(x, "as_tensor") else x[None].float()
             amp = self.amp and device.type == "cuda"
@@ -303,6 +309,7 @@ class Segmenter:
                     device=stitch_device,
                 )
             self.progress.close()
+            clock.lap("network")
             del x
             logits = _first_output(logits)
             if hasattr(logits, "as_tensor"):
@@ -330,6 +337,7 @@ class Segmenter:
                 del logits
             label_np = label_xyz.cpu().numpy()
             del label_xyz
+            clock.lap("invert")
         if largest_component:
             label_np = keep_largest_components(label_np)
         label = array_to_image(label_np, image)
@@ -337,7 +345,27 @@ class Segmenter:
 
         top = max([info.value for info in self.labels] + [int(label_np.max()) if label_np.size else 0])
         label = sitk.Cast(label, label_pixel_type(top))
-        return SegmentationResult(label, probabilities, str(device), sw_batch_size)
+        clock.lap("postprocess")
+        return SegmentationResult(label, probabilities, str(device), sw_batch_size, clock.seconds)
+
+
+class _StepClock:
+    """Wall time per step; waits for the GPU at each step so its queued work is counted where it belongs."""
+
+    def __init__(self, device: torch.device):
+        import time
+
+        self._time = time.perf_counter
+        self._cuda = device.type == "cuda"
+        self._last = self._time()
+        self.seconds: Dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        if self._cuda:
+            torch.cuda.synchronize()
+        now = self._time()
+        self.seconds[step] = now - self._last
+        self._last = now
 
 
 def _window_batches(shape: Sequence[int], roi: Sequence[int], overlap: float, batch: int) -> int:
