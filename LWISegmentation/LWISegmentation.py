@@ -801,7 +801,7 @@ class LWISegmentationTest(ScriptedLoadableModuleTest):
 
         python = cli_args.python_executable(current=sys.executable)
         done = subprocess.run(
-            [python, "-c", code], env=coreEnvironment(), capture_output=True, text=True, timeout=600
+            [python, "-c", code], env=coreEnvironment(), capture_output=True, text=True, encoding="utf-8", timeout=600
         )
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed")

@@ -84,7 +84,7 @@ def test_module_import_pulls_in_no_torch_monai_or_core(target, tmp_path):
         [sys.executable, "-c", _CHILD, target, *paths],
         cwd=tmp_path,
         capture_output=True,
-        text=True,
+        text=True, encoding="utf-8",
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
@@ -104,7 +104,7 @@ def test_the_blocker_really_blocks(tmp_path):
         ],
         cwd=tmp_path,
         capture_output=True,
-        text=True,
+        text=True, encoding="utf-8",
         timeout=60,
     )
     assert proc.returncode != 0 and "torch is blocked" in proc.stderr

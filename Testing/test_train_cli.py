@@ -29,7 +29,7 @@ def _lwi(*args: str) -> subprocess.CompletedProcess:
     # One intra-op thread: on small shared CI CPUs, more threads per process only oversubscribe.
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "lwi", *args], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-m", "lwi", *args], capture_output=True, text=True, encoding="utf-8", env=env, timeout=600
     )
 
 

@@ -185,7 +185,7 @@ def query_strategies(
             env=dict(env) if env is not None else None,
             stdin=subprocess.DEVNULL,
             capture_output=True,
-            text=True,
+            text=True, encoding="utf-8",
             timeout=timeout,
         )
         if proc.returncode != 0:
