@@ -69,6 +69,10 @@ def save(path: PathLike, tensors: Dict[str, torch.Tensor], metadata: Dict[str, A
     os.close(fd)
     try:
         save_file(clean, tmp, metadata={METADATA_KEY: json.dumps(metadata)})
+        # mkstemp makes the file private (0600); a model is meant to be shared, so use the umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
