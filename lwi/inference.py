@@ -440,7 +440,10 @@ class _AxisMap:
 
     def gather(self, volume: torch.Tensor, index: List[torch.Tensor]) -> torch.Tensor:
         """``volume[index[0], index[1], index[2]]`` as an outer product, in input-axis order."""
-        out = volume.index_select(0, index[0]).index_select(1, index[1]).index_select(2, index[2])
+        # Select along the slab's axis first (its index is the shortest), so intermediates stay small.
+        out = volume
+        for j in sorted(range(3), key=lambda j: index[j].numel()):
+            out = out.index_select(j, index[j])
         return out.permute(self.order)
 
     def outer(self, masks: List[torch.Tensor]) -> torch.Tensor:
@@ -489,18 +492,87 @@ def _uniform_cells(labels: torch.Tensor) -> torch.Tensor:
     return torch.where(high == low, labels.to(torch.int32), torch.full_like(labels, -1, dtype=torch.int32))
 
 
-def _interpolated_argmax(flat_logits: torch.Tensor, dims: List[int], coords: List[torch.Tensor]) -> torch.Tensor:
-    """Argmax of the trilinear interpolation of ``flat_logits`` [C, X'*Y'*Z'] at points ``coords`` (3 x [N])."""
+def _corner_rows(flat_cell: torch.Tensor, dims: List[int]) -> torch.Tensor:
+    """Flat indices [N, 8] of the 8 corners of the cells starting at ``flat_cell`` (clamped at the far edges)."""
+    x = flat_cell // (dims[1] * dims[2])
+    y = (flat_cell // dims[2]) % dims[1]
+    z = flat_cell % dims[2]
+    corners = []
+    for corner in range(8):
+        cx = (x + (1 if corner & 4 else 0)).clamp(max=dims[0] - 1)
+        cy = (y + (1 if corner & 2 else 0)).clamp(max=dims[1] - 1)
+        cz = (z + (1 if corner & 1 else 0)).clamp(max=dims[2] - 1)
+        corners.append((cx * dims[1] + cy) * dims[2] + cz)
+    return torch.stack(corners, dim=1)
+
+
+class _BoundaryCells:
+    """The network cells whose corners disagree on the label, prepared for cheap exact interpolation.
+
+    Most such cells lie between two structures: only two channels can win anywhere inside (every other
+    channel is below one of them at all 8 corners, hence everywhere in the cell), and the label at a
+    point is the sign of the interpolated difference of those two logits, one 8-value row per cell.
+    Cells where more channels can win are interpolated in full.
+    """
+
+    _CHUNK = 1 << 15  # cells per dominance test ([chunk, 8, C, C] booleans)
+
+    def __init__(self, cells: torch.Tensor, table: torch.Tensor, dims: List[int]):
+        flat = cells.reshape(-1)
+        self.cell = (flat < 0).nonzero(as_tuple=True)[0]  # flat index of each boundary cell
+        # Mark each boundary cell with its number: code -2 - id (uniform cells keep their label >= 0).
+        flat[self.cell] = -2 - torch.arange(self.cell.numel(), dtype=flat.dtype, device=flat.device)
+        n = self.cell.numel()
+        self.pair = torch.zeros(n, dtype=torch.bool, device=table.device)
+        self.first = torch.zeros(n, dtype=torch.int64, device=table.device)
+        self.second = torch.zeros(n, dtype=torch.int64, device=table.device)
+        self.diff = torch.zeros((n, 8), dtype=torch.float32, device=table.device)
+        for c0 in range(0, n, self._CHUNK):
+            part = slice(c0, min(n, c0 + self._CHUNK))
+            corners = table[_corner_rows(self.cell[part], dims)].float()  # [m, 8, C]
+            # Channel k cannot win in the cell when some channel a beats it at all 8 corners.
+            beaten = (corners[:, :, :, None] > corners[:, :, None, :]).all(dim=1).any(dim=1)  # [m, C]
+            candidates = ~beaten
+            two = candidates.sum(dim=1) == 2
+            order = torch.argsort(candidates.to(torch.int8), dim=1, descending=True, stable=True)
+            first, second = order[:, 0], order[:, 1]  # the two candidates, lower channel first
+            rows = torch.arange(corners.shape[0], device=table.device)
+            self.pair[part] = two
+            self.first[part], self.second[part] = first, second
+            self.diff[part] = corners[rows, :, first] - corners[rows, :, second]
+
+    def labels(self, code: torch.Tensor, coords: List[torch.Tensor], table: torch.Tensor, dims: List[int]):
+        """Exact labels at boundary points (``code`` < 0) with network coordinates ``coords`` (3 x [N])."""
+        ids = -2 - code.to(torch.int64)
+        frac = [c - torch.floor(c) for c in coords]
+        # Trilinear weights of the 8 corners, in the bit order x=4, y=2, z=1 of _corner_rows.
+        wx, wy, wz = (torch.stack([1 - f, f], dim=1) for f in frac)
+        weights = (wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]).reshape(-1, 8)
+        out = torch.empty(ids.shape, dtype=torch.int64, device=ids.device)
+        pair = self.pair[ids]
+        if bool(pair.any()):
+            p = ids[pair]
+            value = (weights[pair] * self.diff[p]).sum(dim=1)
+            out[pair] = torch.where(value >= 0, self.first[p], self.second[p])  # ties go to the lower channel
+        if not bool(pair.all()):
+            rest = ~pair
+            out[rest] = _interpolated_argmax(table, dims, [c[rest] for c in coords])
+        return out
+
+
+def _interpolated_argmax(table: torch.Tensor, dims: List[int], coords: List[torch.Tensor]) -> torch.Tensor:
+    """Argmax of the trilinear interpolation of ``table`` [X'*Y'*Z', C] (channels last) at ``coords`` (3 x [N])."""
     floors = [torch.floor(c) for c in coords]
     frac = [c - f for c, f in zip(coords, floors)]
     lo = [f.clamp(0, n - 1).to(torch.int64) for f, n in zip(floors, dims)]
     hi = [(f + 1).clamp(0, n - 1).to(torch.int64) for f, n in zip(floors, dims)]
-    mixed = torch.zeros((flat_logits.shape[0], coords[0].numel()), dtype=torch.float32, device=flat_logits.device)
+    mixed = torch.zeros((coords[0].numel(), table.shape[1]), dtype=torch.float32, device=table.device)
     for corner in range(8):
         ix, iy, iz = ((hi if corner & bit else lo)[axis] for axis, bit in enumerate((4, 2, 1)))
         wx, wy, wz = ((f if corner & bit else 1 - f) for f, bit in zip(frac, (4, 2, 1)))
-        mixed += flat_logits[:, (ix * dims[1] + iy) * dims[2] + iz].float() * (wx * wy * wz)
-    return mixed.argmax(dim=0)
+        # One row of C contiguous logits per point: a cache-friendly gather.
+        mixed.addcmul_(table[(ix * dims[1] + iy) * dims[2] + iz].float(), (wx * wy * wz)[:, None])
+    return mixed.argmax(dim=1)
 
 
 def resample_argmax(
@@ -512,25 +584,30 @@ def resample_argmax(
     there (MONAI's ``Invertd`` of the logits), at about the cost of a nearest-neighbour lookup: where
     the 8 network voxels around an input voxel share one argmax (``labels``, [X', Y', Z']), every
     convex combination of their logits has that argmax too, so only voxels near a label boundary are
-    interpolated. Outside the network grid: 0. Runs on ``logits``' device, slab by slab.
+    interpolated (see :class:`_BoundaryCells`). Outside the network grid: 0. Runs on ``logits``'
+    device, slab by slab.
     """
     dims = [int(n) for n in labels.shape]
+    table = logits.permute(1, 2, 3, 0).reshape(-1, logits.shape[0])  # channels last: one row per voxel
     cells = _uniform_cells(labels)
+    boundary = _BoundaryCells(cells, table, dims)  # also numbers the boundary cells in ``cells``
     flat_cells = cells.reshape(-1)
-    flat_logits = logits.reshape(logits.shape[0], -1)
     axis_map = _AxisMap.of(to_net)
     out = torch.zeros(tuple(int(s) for s in size), dtype=labels.dtype, device=labels.device)
     for k0, k1 in _slabs(size, labels.device):
+        # Points within half a voxel outside the grid take the border value (clamped coordinates).
         if axis_map is not None:
             coords = axis_map.coords(size, k0, k1, labels.device)
             inside = axis_map.outer([(c > -0.5) & (c < n - 0.5) for c, n in zip(coords, dims)])
-            code = axis_map.gather(cells, [torch.floor(c).clamp(0, n - 1).to(torch.int64) for c, n in zip(coords, dims)])
+            coords = [c.clamp(0, n - 1) for c, n in zip(coords, dims)]
+            code = axis_map.gather(cells, [torch.floor(c).to(torch.int64) for c in coords])
         else:
             coords = _slab_coordinates(to_net, size, k0, k1, labels.device)
             inside = torch.ones_like(coords[0], dtype=torch.bool)
             for c, n in zip(coords, dims):
                 inside &= (c > -0.5) & (c < n - 0.5)
-            x, y, z = (torch.floor(c).clamp(0, n - 1).to(torch.int64) for c, n in zip(coords, dims))
+            coords = [c.clamp(0, n - 1) for c, n in zip(coords, dims)]
+            x, y, z = (torch.floor(c).to(torch.int64) for c in coords)
             code = flat_cells[(x * dims[1] + y) * dims[2] + z]
         slab = torch.where(inside & (code >= 0), code, torch.zeros_like(code))
         edge = inside & (code < 0)
@@ -540,7 +617,7 @@ def resample_argmax(
                 points = [coords[j][where[axis_map.axes[j]]] for j in range(3)]
             else:
                 points = [c[edge] for c in coords]
-            slab[edge] = _interpolated_argmax(flat_logits, dims, points).to(slab.dtype)
+            slab[edge] = boundary.labels(code[edge], points, table, dims).to(slab.dtype)
         out[:, :, k0:k1] = slab.to(out.dtype)
     return out
 
