@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from lwi import checkpoint
 from lwi.data.phantoms import make_phantom
 from lwi.data.preprocessing import PreprocessConfig, preprocess
 from lwi.preview import FILES, INFO_FILE, make_preview
@@ -149,6 +150,20 @@ def test_preview_takes_preprocessing_and_n_from_a_model(tmp_path):
     info = json.loads((out / INFO_FILE).read_text())
     assert info["num_subvolumes"] == 3
     assert info["preprocessing"]["spacing"] == [3.0, 3.0, 4.0]
+
+    # A Step-1 checkpoint records the transformation it trained with; the preview uses it.
+    step1 = tmp_path / "step1.safetensors"
+    checkpoint.save(step1, {}, {
+        "format": "lwi-step1", "format_version": 1, "architecture": adapter.spec(), "preprocessing": pre,
+        "step1": {"num_subvolumes": 2, "mask_ratio": 0.25, "cube_size": 4},
+    })
+    result = subprocess.run(
+        [sys.executable, "-m", "lwi", "preview", "--input", str(path), "--out-dir", str(out), "--model", str(step1)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    info = json.loads((out / INFO_FILE).read_text())
+    assert (info["num_subvolumes"], info["mask_ratio"], info["cube_size"]) == (2, 0.25, 4)
 
 
 def test_unreadable_input_is_a_one_line_error(tmp_path):

@@ -165,14 +165,6 @@ def bundle_labels(metadata: Dict[str, Any]) -> List[LabelInfo]:
     return table_from_dicts(metadata.get("labels", []))
 
 
-def _resolve_device(device: Any) -> Any:
-    import torch
-
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def load_bundle(path: Union[str, Path], device: Any = "cpu") -> Tuple[Any, Dict[str, Any]]:
     """Load a model bundle: ``(adapter in eval mode on device, metadata)``. Never unpickles.
 
@@ -182,6 +174,7 @@ def load_bundle(path: Union[str, Path], device: Any = "cpu") -> Tuple[Any, Dict[
     """
     from lwi import checkpoint
     from lwi.architectures import build
+    from lwi.engine import resolve_device
 
     metadata = read_bundle_metadata(path)  # check the format before reading any weights
     tensors, metadata = checkpoint.load(path, device="cpu")
@@ -196,7 +189,7 @@ def load_bundle(path: Union[str, Path], device: Any = "cpu") -> Tuple[Any, Dict[
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise LWIError(f"{path} has weights that do not match its architecture ({first}).") from None
-    adapter.to(_resolve_device(device))
+    adapter.to(resolve_device(device))
     adapter.eval()
     return adapter, metadata
 
@@ -204,14 +197,23 @@ def load_bundle(path: Union[str, Path], device: Any = "cpu") -> Tuple[Any, Dict[
 # -- human-readable description --------------------------------------------------------------
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, depth: int = 0) -> str:
+    """Compact text for a metadata value; deeply nested internals (optimizer state) are elided."""
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) for v in value):
         return " x ".join(_fmt(v) for v in value)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return ", ".join(value) if value else "none"
     if isinstance(value, dict):
-        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+        if depth >= 1:
+            return "{...}"
+        return ", ".join(f"{k}={_fmt(v, depth + 1)}" for k, v in value.items() if v is not None)
     return str(value)
+
+
+def _line(key: str, value: Any) -> str:
+    return f"  {key + ':':<17}{_fmt(value)}" if len(key) < 16 else f"  {key}: {_fmt(value)}"
 
 
 def _hex(color: Sequence[int]) -> str:
@@ -276,6 +278,7 @@ def _describe_provenance(prov: Dict[str, Any], labels: List[Dict[str, Any]]) -> 
     versions = prov.pop("versions", {})
     created = prov.pop("created", None)
     dice = prov.pop("validation_dice", None)
+    mean_dice = prov.pop("mean_validation_dice", None)
     training = []
     if "strategy" in prov:
         training.append(f"strategy {prov.pop('strategy')}")
@@ -291,11 +294,13 @@ def _describe_provenance(prov: Dict[str, Any], labels: List[Dict[str, Any]]) -> 
     if training:
         lines.append("  Training:        " + "; ".join(training))
     for key, value in prov.items():
-        lines.append(f"  {key + ':':<17}{_fmt(value)}")
+        lines.append(_line(key, value))
     if isinstance(dice, dict) and dice:
         names = {str(e["value"]): e["name"] for e in labels}
         values = [v for v in dice.values() if isinstance(v, (int, float))]
-        mean = f" (mean {sum(values) / len(values):.3f})" if values else ""
+        if mean_dice is None and values:
+            mean_dice = sum(values) / len(values)
+        mean = f" (mean {mean_dice:.3f})" if isinstance(mean_dice, (int, float)) else ""
         lines.append(f"  Validation Dice{mean}:")
         for key, value in dice.items():
             shown = f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
@@ -332,7 +337,9 @@ def describe(metadata: Dict[str, Any]) -> str:
     if isinstance(prov, dict):
         lines += _describe_provenance(prov, labels or [])
     for key, value in meta.items():  # anything else (e.g. a Step-1 checkpoint's own fields)
-        lines.append(f"  {key + ':':<17}{_fmt(value)}")
+        if key == "training" and isinstance(value, dict):  # resumable state: only where it stands
+            value = {k: v for k, v in value.items() if k not in ("state", "scheduler")}
+        lines.append(_line(key, value))
     if fmt == STEP1_FORMAT:
         lines.append("  (Step-1 weights: fine-tune with `lwi finetune --init` before segmenting.)")
     return "\n".join(lines)

@@ -27,8 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_arch(parser)
     add_roi(parser, help_text="training crop size that determines N with --arch (default: 96 96 96)")
-    parser.add_argument("--mask-ratio", type=float, default=0.4, help="fraction of cubes masked (default: 0.4)")
-    parser.add_argument("--cube-size", type=int, default=16, help="mask cube edge in voxels (default: 16)")
+    parser.add_argument(
+        "--mask-ratio", type=float, default=None, help="fraction of cubes masked (default: the Step-1 model's, else 0.4)"
+    )
+    parser.add_argument(
+        "--cube-size", type=int, default=None, help="mask cube edge in voxels (default: the Step-1 model's, else 16)"
+    )
     add_seed(parser)
     parser.add_argument(
         "--spacing",
@@ -54,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     image = read_image(args.input)
     arch, roi, params = args.arch, args.roi or [96, 96, 96], None
     pre: dict = {}
+    step1: dict = {}  # a Step-1 checkpoint records N, the mask ratio and the cube size it trained with
     if args.model:
         from lwi.bundle import read_lwi_metadata
 
@@ -61,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         pre = dict(metadata.get("preprocessing") or {})
         spec = metadata.get("architecture") or {}
         arch, roi, params = spec.get("arch", arch), spec.get("roi_size", roi), spec.get("params")
+        step1 = dict(metadata.get("step1") or {})
     if args.spacing is not None:
         pre["spacing"] = list(args.spacing)
     if args.modality != "auto":
@@ -68,9 +74,11 @@ def run(args: argparse.Namespace) -> int:
     elif "modality" not in pre:
         pre["modality"] = guess_modality(image)
     config = PreprocessConfig.from_dict(pre)
-    n = args.subvolumes if args.subvolumes is not None else subvolumes_for(arch, roi, params)
+    n = args.subvolumes or step1.get("num_subvolumes") or subvolumes_for(arch, roi, params)
+    mask_ratio = args.mask_ratio if args.mask_ratio is not None else step1.get("mask_ratio", 0.4)
+    cube_size = args.cube_size or step1.get("cube_size", 16)
     preview = make_preview(
-        image, config, n, mask_ratio=args.mask_ratio, cube_size=args.cube_size, seed=args.seed,
+        image, config, int(n), mask_ratio=mask_ratio, cube_size=int(cube_size), seed=args.seed,
         device=resolve_device(args.device),
     )
     info = write_preview(preview, args.out_dir)
