@@ -515,7 +515,7 @@ class _BoundaryCells:
     Cells where more channels can win are interpolated in full.
     """
 
-    _CHUNK = 1 << 15  # cells per dominance test ([chunk, 8, C, C] booleans)
+    _TEST_BYTES = 1 << 27  # bound on the [cells, 8, C, C] booleans of one dominance test
 
     def __init__(self, cells: torch.Tensor, table: torch.Tensor, dims: List[int]):
         flat = cells.reshape(-1)
@@ -527,8 +527,9 @@ class _BoundaryCells:
         self.first = torch.zeros(n, dtype=torch.int64, device=table.device)
         self.second = torch.zeros(n, dtype=torch.int64, device=table.device)
         self.diff = torch.zeros((n, 8), dtype=torch.float32, device=table.device)
-        for c0 in range(0, n, self._CHUNK):
-            part = slice(c0, min(n, c0 + self._CHUNK))
+        chunk = max(256, self._TEST_BYTES // (8 * table.shape[1] ** 2))
+        for c0 in range(0, n, chunk):
+            part = slice(c0, min(n, c0 + chunk))
             corners = table[_corner_rows(self.cell[part], dims)].float()  # [m, 8, C]
             # Channel k cannot win in the cell when some channel a beats it at all 8 corners.
             beaten = (corners[:, :, :, None] > corners[:, :, None, :]).all(dim=1).any(dim=1)  # [m, C]
