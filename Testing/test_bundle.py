@@ -156,7 +156,7 @@ def test_labels_must_fit_the_output_channels(tmp_path):
 
 
 def _lwi(*args):
-    return subprocess.run([sys.executable, "-m", "lwi", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "lwi", *args], capture_output=True, text=True, encoding="utf-8", timeout=120)
 
 
 def test_cli_info_prints_labels_and_json(saved):

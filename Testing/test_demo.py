@@ -17,7 +17,7 @@ def test_quick_demo_trains_both_models_and_prints_a_dice_table(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "lwi", "demo", "--quick", "--out-dir", str(out), "--device", "cpu", "--progress", "none"],
-        capture_output=True, text=True, timeout=280,
+        capture_output=True, text=True, encoding="utf-8", timeout=280,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()

@@ -73,7 +73,7 @@ def test_evaluate_cli_writes_json_matching_a_hand_computed_dice(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "lwi", "evaluate", "--model", str(model), "--data", str(data), "--json",
          str(out_json), "--predictions", str(preds), "--device", "cpu"],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True, text=True, encoding="utf-8", timeout=240,
     )
     assert proc.returncode == 0, proc.stderr
     assert "liver" in proc.stdout and "mean" in proc.stdout

@@ -49,7 +49,7 @@ def cli_preview(tmp_path_factory):
     out = tmp / "views"
     cmd = [sys.executable, "-m", "lwi", "preview", "--input", str(path), "--out-dir", str(out),
            "--subvolumes", "3", "--cube-size", "8", "--mask-ratio", "0.4", "--seed", "7", "--json"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
     info = json.loads((out / INFO_FILE).read_text())
@@ -144,7 +144,7 @@ def test_preview_takes_preprocessing_and_n_from_a_model(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "lwi", "preview", "--input", str(path), "--out-dir", str(out),
          "--model", str(model), "--cube-size", "8"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, encoding="utf-8", timeout=120,
     )
     assert result.returncode == 0, result.stderr
     info = json.loads((out / INFO_FILE).read_text())
@@ -159,7 +159,7 @@ def test_preview_takes_preprocessing_and_n_from_a_model(tmp_path):
     })
     result = subprocess.run(
         [sys.executable, "-m", "lwi", "preview", "--input", str(path), "--out-dir", str(out), "--model", str(step1)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, encoding="utf-8", timeout=120,
     )
     assert result.returncode == 0, result.stderr
     info = json.loads((out / INFO_FILE).read_text())
@@ -172,7 +172,7 @@ def test_unreadable_input_is_a_one_line_error(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "lwi", "preview", "--input", str(bad), "--out-dir", str(tmp_path / "o"),
          "--subvolumes", "2"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, encoding="utf-8", timeout=120,
     )
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

@@ -44,7 +44,7 @@ def _oblique_phantom(seed: int = 0) -> sitk.Image:
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "lwi", "segment", *args], capture_output=True, text=True, timeout=240
+        [sys.executable, "-m", "lwi", "segment", *args], capture_output=True, text=True, encoding="utf-8", timeout=240
     )
 
 
