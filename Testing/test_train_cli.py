@@ -142,3 +142,21 @@ def test_invalid_dataset_fails_before_writing_anything(trained, tmp_path):
     assert last["event"] == "error" and "phantom_001" in last["message"]
     assert "Traceback" not in proc.stderr
     assert not out.parent.exists()
+
+
+def test_info_reads_every_file_training_writes_and_only_the_model_segments(trained):
+    from lwi.bundle import load_bundle
+    from lwi.errors import LWIError
+
+    out = trained["out"]
+    for name, title, has_labels in [
+        ("phantom.lwi.safetensors", "LWI segmentation model", True),
+        ("phantom.step1.lwi.safetensors", "LWI Step-1 checkpoint", False),
+        ("phantom.last.lwi.safetensors", "LWI fine-tuning state", True),
+    ]:
+        proc = _lwi("info", str(out.parent / name))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(title)
+        assert ("liver" in proc.stdout) == has_labels
+    with pytest.raises(LWIError, match="resumable state"):
+        load_bundle(out.parent / "phantom.last.lwi.safetensors")

@@ -31,6 +31,7 @@ from lwi.labels import LabelInfo, label_table, table_from_dicts
 
 MODEL_FORMAT = "lwi-model"
 STEP1_FORMAT = "lwi-step1"
+STEP2_STATE_FORMAT = "lwi-step2-state"  # the resumable last state of a fine-tuning run
 FORMAT_VERSION = 1
 MODEL_SUFFIX = ".lwi.safetensors"
 
@@ -117,7 +118,8 @@ def save_bundle(
 
 
 def _check_metadata(path: Union[str, Path], metadata: Any, allow_step1: bool = False) -> Dict[str, Any]:
-    """Raise a clear :class:`LWIError` unless ``metadata`` is that of an LWI model (or Step-1 file)."""
+    """Raise a clear :class:`LWIError` unless ``metadata`` is that of an LWI model (or, with
+    ``allow_step1``, any LWI training file: a Step-1 checkpoint or a resumable Step-2 state)."""
     if not isinstance(metadata, dict) or "format" not in metadata:
         raise LWIError(f"{path} is not an LWI model (its metadata has no format field).")
     fmt = metadata["format"]
@@ -126,7 +128,12 @@ def _check_metadata(path: Union[str, Path], metadata: Any, allow_step1: bool = F
             f"{path} is a Step-1 checkpoint, not a segmentation model; fine-tune it first "
             f"(lwi finetune --data DIR --init {path} --out MODEL)."
         )
-    if fmt not in (MODEL_FORMAT, STEP1_FORMAT):
+    if fmt == STEP2_STATE_FORMAT and not allow_step1:
+        raise LWIError(
+            f"{path} is the resumable state of a fine-tuning run, not a segmentation model; "
+            "use the model file written beside it (the same name without '.last')."
+        )
+    if fmt not in (MODEL_FORMAT, STEP1_FORMAT, STEP2_STATE_FORMAT):
         raise LWIError(f"{path} is not an LWI model (format {fmt!r}).")
     version = metadata.get("format_version", 1)
     if not isinstance(version, int) or version > FORMAT_VERSION:
@@ -156,7 +163,8 @@ def read_bundle_metadata(path: Union[str, Path]) -> Dict[str, Any]:
 
 
 def read_lwi_metadata(path: Union[str, Path]) -> Dict[str, Any]:
-    """The metadata of any LWI file: a model bundle or a Step-1 checkpoint (``lwi info`` shows both)."""
+    """The metadata of any LWI file: a model bundle, a Step-1 checkpoint or a resumable Step-2 state
+    (``lwi info`` shows all three)."""
     return _check_metadata(path, _read_metadata(path), allow_step1=True)
 
 
@@ -320,11 +328,17 @@ def describe(metadata: Dict[str, Any]) -> str:
     meta = dict(metadata)
     fmt = meta.pop("format", "?")
     version = meta.pop("format_version", "?")
-    title = {MODEL_FORMAT: "LWI segmentation model", STEP1_FORMAT: "LWI Step-1 checkpoint"}.get(fmt, str(fmt))
+    title = {
+        MODEL_FORMAT: "LWI segmentation model",
+        STEP1_FORMAT: "LWI Step-1 checkpoint",
+        STEP2_STATE_FORMAT: "LWI fine-tuning state (resumable with --resume)",
+    }.get(fmt, str(fmt))
     lines = [f"{title} (format {fmt} v{version})"]
     if "architecture" in meta:
         lines += _describe_architecture(meta.pop("architecture"))
     labels = meta.pop("labels", None)
+    if isinstance(labels, dict):  # training states keep dataset.json's {value: name} form
+        labels = _label_entries({int(k): str(v) for k, v in labels.items()})
     if labels is not None:
         lines.append(f"  Labels ({len(labels)}):")
         for entry in labels:

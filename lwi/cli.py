@@ -41,6 +41,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         return int(args._run(args) or 0)
+    except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         _report_error(args, "Interrupted.")
         return 130

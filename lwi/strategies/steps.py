@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from lwi.bundle import STEP1_FORMAT, STEP2_STATE_FORMAT
 from lwi.errors import LWIError
 from lwi.progress import Progress
 
-STEP1_FORMAT = "lwi-step1"
-STEP2_STATE_FORMAT = "lwi-step2-state"
 FORMAT_VERSION = 1
 
 PathLike = Union[str, Path]
