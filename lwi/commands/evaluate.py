@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lwi.commands.options import add_device, add_progress, add_roi
+from lwi.commands.options import add_progress
+from lwi.commands.segment import add_segmenter_arguments, make_segmenter
 
 NAME = "evaluate"
 HELP = "segment every case of a labelled dataset and report Dice and 95th-percentile Hausdorff distance (HD95) per label"
@@ -20,13 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--predictions", metavar="DIR", default=None, help="also write each prediction as DIR/<case>.seg.nrrd"
     )
-    add_device(parser)
-    add_roi(parser, help_text="sliding-window size in voxels (default: the model's)")
-    parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the model's)")
-    parser.add_argument("--sw-batch", type=int, default=None, help="windows per network call (default: the model's)")
-    parser.add_argument(
-        "--largest-component", action="store_true", help="keep only the largest connected piece of each label"
-    )
+    add_segmenter_arguments(parser)
     parser.add_argument(
         "--spacing-scale", type=float, default=1.0, help="run on a coarser grid (see lwi segment --help)"
     )
@@ -37,21 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lwi.data.dataset import load_dataset
     from lwi.evaluation import evaluate_dataset, format_table, write_json
-    from lwi.inference import Segmenter
     from lwi.progress import Progress
 
     progress = Progress(args.progress)
     dataset = load_dataset(args.data, require_labels=True)  # every problem reported before any work
-    segmenter = Segmenter(
-        args.model,
-        device=args.device,
-        sw_batch_size=args.sw_batch,
-        overlap=args.overlap,
-        amp=not args.no_amp,
-        roi_size=args.roi,
-        spacing_scale=args.spacing_scale,
-        progress=progress,
-    )
+    segmenter = make_segmenter(args, progress)
     results = evaluate_dataset(
         segmenter, dataset, progress, largest_component=args.largest_component, predictions_dir=args.predictions
     )

@@ -19,6 +19,17 @@ NAME = "segment"
 HELP = "segment a volume (or a folder of volumes) with a trained model; the label map is on the input's grid"
 
 
+def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device, --roi, --overlap, --sw-batch and --largest-component, as segment and evaluate read them."""
+    add_device(parser)
+    add_roi(parser, help_text="sliding-window size in voxels (default: the model's)")
+    parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")
+    parser.add_argument("--sw-batch", type=int, default=None, help="windows per network call (default: the model's)")
+    parser.add_argument(
+        "--largest-component", action="store_true", help="keep only the largest connected piece of each label"
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="MODEL", help="the model bundle (.lwi.safetensors)")
     parser.add_argument(
@@ -34,13 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the label map file (.seg.nrrd: named, coloured segments in Slicer; .nii.gz: values only), "
         "or a folder when --input is a folder of images",
     )
-    add_device(parser)
-    add_roi(parser, help_text="sliding-window size in voxels (default: the model's)")
-    parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")
-    parser.add_argument("--sw-batch", type=int, default=None, help="windows per network call (default: the model's)")
-    parser.add_argument(
-        "--largest-component", action="store_true", help="keep only the largest connected piece of each label"
-    )
+    add_segmenter_arguments(parser)
     parser.add_argument(
         "--probabilities",
         metavar="FILE",
@@ -108,9 +113,25 @@ def _is_dicom_series_folder(path: Path) -> bool:
     return _is_dicom_folder(path)
 
 
+def make_segmenter(args: argparse.Namespace, progress):
+    """The Segmenter of ``--model`` with the sliding-window, device and grid options of ``args``."""
+    from lwi.inference import Segmenter
+
+    return Segmenter(
+        args.model,
+        device=args.device,
+        sw_batch_size=args.sw_batch,
+        overlap=args.overlap,
+        amp=not args.no_amp,
+        roi_size=args.roi,
+        spacing_scale=args.spacing_scale,
+        progress=progress,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from lwi.errors import LWIError
-    from lwi.inference import Segmenter, segment_file
+    from lwi.inference import segment_file
     from lwi.labelmap import is_nrrd, write_color_table
     from lwi.progress import Progress
 
@@ -130,16 +151,7 @@ def run(args: argparse.Namespace) -> int:
         if output.resolve() == image.resolve() or (probs is not None and probs.resolve() == image.resolve()):
             raise LWIError(f"The output {output} would overwrite the input image.")
 
-    segmenter = Segmenter(
-        args.model,
-        device=args.device,
-        sw_batch_size=args.sw_batch,
-        overlap=args.overlap,
-        amp=not args.no_amp,
-        roi_size=args.roi,
-        spacing_scale=args.spacing_scale,
-        progress=progress,
-    )
+    segmenter = make_segmenter(args, progress)
     if args.color_table:
         write_color_table(segmenter.labels, args.color_table)
     written, failed = [], []
