@@ -24,20 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lwi.progress import Progress
     from lwi.strategies import finetune
 
-    progress = Progress(args.progress)
-    result = common.run_training(
-        progress,
+    return common.run_command(
+        args,
         finetune,
         args.data,
         args.init,
         args.out,
-        device=args.device,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=progress,
-        **common.settings_from_args(args),
+        done=lambda result: f"Model written to {args.out} (last state: {result['last']}).",
     )
-    return common.finish(progress, result, f"Model written to {args.out} (last state: {result['last']}).")

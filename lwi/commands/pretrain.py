@@ -26,20 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lwi.progress import Progress
     from lwi.strategies import pretrain
 
-    progress = Progress(args.progress)
-    result = common.run_training(
-        progress,
+    return common.run_command(
+        args,
         pretrain,
         args.data,
         args.out,
         unlabeled=args.unlabeled,
-        device=args.device,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=progress,
-        **common.settings_from_args(args),
+        done=lambda result: f"Step-1 checkpoint written to {args.out} ({result['iterations']} iterations).",
     )
-    return common.finish(progress, result, f"Step-1 checkpoint written to {args.out} ({result['iterations']} iterations).")

@@ -148,3 +148,29 @@ def finish(progress: Any, result: Dict[str, Any], what: str) -> int:
     progress.log(what)
     progress.result(**result)
     return 0
+
+
+def run_command(
+    args: argparse.Namespace,
+    function: Callable[..., Dict[str, Any]],
+    *positional: Any,
+    done: Callable[[Dict[str, Any]], str],
+    **kwargs: Any,
+) -> int:
+    """A training command's run: ``function(*positional, **kwargs)`` with the device, resume, overwrite,
+    progress and training settings of ``args``; ``done(result)`` is the closing sentence."""
+    from lwi.progress import Progress
+
+    progress = Progress(args.progress)
+    result = run_training(
+        progress,
+        function,
+        *positional,
+        device=args.device,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=progress,
+        **kwargs,
+        **settings_from_args(args),
+    )
+    return finish(progress, result, done(result))
