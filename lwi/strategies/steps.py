@@ -150,6 +150,21 @@ def every(value: Optional[int], epochs: int, times: int = 20) -> int:
     return int(value) if value else max(1, epochs // times)
 
 
+def trainer_schedule(settings: Settings, epochs: int, iterations_per_epoch: int) -> Dict[str, Any]:
+    """The :class:`lwi.engine.Trainer` keyword arguments that both steps take from ``settings``: length,
+    optimiser, warmup, precision, seed and checkpoint interval."""
+    return {
+        "epochs": epochs,
+        "iterations_per_epoch": iterations_per_epoch,
+        "lr": settings.lr,
+        "weight_decay": settings.weight_decay,
+        "warmup_iterations": warmup_iterations(settings, epochs, iterations_per_epoch),
+        "amp": settings.amp,
+        "seed": settings.seed,
+        "checkpoint_every": every(settings.checkpoint_every, epochs, times=10),
+    }
+
+
 def derived_path(path: PathLike, infix: str) -> Path:
     """``model.lwi.safetensors`` + ``last`` -> ``model.last.lwi.safetensors`` (same folder)."""
     path = Path(path)
@@ -270,16 +285,9 @@ def run_step1(
         step,
         sample,
         stage="pretrain",
-        epochs=epochs,
-        iterations_per_epoch=ipe,
-        lr=settings.lr,
-        weight_decay=settings.weight_decay,
-        warmup_iterations=warmup_iterations(settings, epochs, ipe),
+        **trainer_schedule(settings, epochs, ipe),
         device=device,
-        amp=settings.amp,
-        seed=settings.seed,
         checkpoint_path=out,
-        checkpoint_every=every(settings.checkpoint_every, epochs, times=10),
         metadata=meta,
         progress=progress,
         progress_offset=progress_offset,
@@ -441,17 +449,10 @@ def run_step2(
         step,
         sample,
         stage=stage,
-        epochs=epochs,
-        iterations_per_epoch=ipe,
+        **trainer_schedule(settings, epochs, ipe),
         max_iterations=max_iterations,
-        lr=settings.lr,
-        weight_decay=settings.weight_decay,
-        warmup_iterations=warmup_iterations(settings, epochs, ipe),
         device=device,
-        amp=settings.amp,
-        seed=settings.seed,
         checkpoint_path=last,
-        checkpoint_every=every(settings.checkpoint_every, epochs, times=10),
         metadata=meta,
         validate_fn=validator,
         val_every=every(settings.val_every, epochs),
