@@ -16,13 +16,14 @@ TORCH_REQUIREMENT = "torch>=2.1"
 
 #: The core's other requirements; kept equal to pyproject.toml (a test checks it).
 CORE_REQUIREMENTS: Tuple[str, ...] = (
-    "monai>=1.4",
+    "monai>=1.5",
     "SimpleITK>=2.2",
     "safetensors>=0.4",
     "tqdm>=4.60",
     "numpy>=1.22",
     "scipy>=1.9",
     "nibabel>=4",
+    "einops>=0.6",
 )
 
 #: Distributions that Slicer bundles with its Python (SuperBuild/External_python-*.cmake): pip must
@@ -52,7 +53,7 @@ def canonical_name(name: str) -> str:
 
 
 def split_requirement(requirement: str) -> Tuple[str, str]:
-    """``"monai>=1.4"`` -> ``("monai", ">=1.4")`` (PEP 508, through ``packaging``, which Slicer ships)."""
+    """``"monai>=1.5"`` -> ``("monai", ">=1.4")`` (PEP 508, through ``packaging``, which Slicer ships)."""
     from packaging.requirements import InvalidRequirement, Requirement
 
     try:
