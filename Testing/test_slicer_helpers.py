@@ -155,7 +155,7 @@ def test_missing_requirements_and_version_checks():
         monai="1.3.2", simpleitk="2.3.1", safetensors="0.4.5", tqdm="4.66.0", numpy="1.26.4"
     )
     missing = dependencies.missing_requirements(dependencies.CORE_REQUIREMENTS, version_of)
-    assert missing == ["monai>=1.4", "scipy>=1.9", "nibabel>=4"]
+    assert missing == ["monai>=1.5", "scipy>=1.9", "nibabel>=4", "einops>=0.6"]
     assert dependencies.satisfies("2.5.1+cu121", ">=2.1")
     assert not dependencies.satisfies("2.0.1", ">=2.1,<3")
     assert dependencies.split_requirement("monai >= 1.4") == ("monai", ">=1.4")

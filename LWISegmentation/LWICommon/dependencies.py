@@ -53,7 +53,7 @@ def canonical_name(name: str) -> str:
 
 
 def split_requirement(requirement: str) -> Tuple[str, str]:
-    """``"monai>=1.5"`` -> ``("monai", ">=1.4")`` (PEP 508, through ``packaging``, which Slicer ships)."""
+    """``"monai>=1.5"`` -> ``("monai", ">=1.5")`` (PEP 508, through ``packaging``, which Slicer ships)."""
     from packaging.requirements import InvalidRequirement, Requirement
 
     try:
