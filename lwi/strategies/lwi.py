@@ -28,7 +28,7 @@ def train(run: steps.Run, out: Path, resume: bool = False) -> Dict[str, Any]:
     _, i2 = steps.step2_iterations(s, len(run.train_cases))
     # Preprocess everything first: errors surface before hours of Step 1, and the whole-run
     # fraction then only counts iterations.
-    step1_cache, train_cache, validation = run.step1_cache(), run.train_cache(), run.validation_pairs()
+    step1_cache, _, validation = run.step1_cache(), run.train_cache(), run.validation_pairs()
     run.progress.plan(i1 + i2)
 
     step2_started = resume and last.exists()
@@ -53,17 +53,10 @@ def train(run: steps.Run, out: Path, resume: bool = False) -> Dict[str, Any]:
             },
         )
     tensors, _ = steps.load_step1(step1_path)
-    summary = steps.run_step2(
-        train_cache=train_cache,
-        n_train=len(run.train_cases),
+    summary = run.step2(
+        out,
+        last,
         validation_cases=validation,
-        labels=run.labels,
-        settings=s,
-        preprocessing=run.config,
-        device=run.device,
-        out=out,
-        last=last,
-        progress=run.progress,
         resume=step2_started,
         init=(tensors, step1_path.name),
         provenance={

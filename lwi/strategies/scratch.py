@@ -24,19 +24,12 @@ def train(run: steps.Run, out: Path, resume: bool = False) -> Dict[str, Any]:
     ipe, i2 = steps.step2_iterations(s, len(run.train_cases))
     total = i1 + i2
     epochs = s.epochs + math.ceil(i1 / ipe)  # the last epoch may be cut short at `total`
-    train_cache, validation = run.train_cache(), run.validation_pairs()
+    _, validation = run.train_cache(), run.validation_pairs()  # preprocessed before the progress starts
     run.progress.plan(total)
-    summary = steps.run_step2(
-        train_cache=train_cache,
-        n_train=len(run.train_cases),
+    summary = run.step2(
+        out,
+        last,
         validation_cases=validation,
-        labels=run.labels,
-        settings=s,
-        preprocessing=run.config,
-        device=run.device,
-        out=out,
-        last=last,
-        progress=run.progress,
         resume=resume and last.exists(),
         epochs=epochs,
         max_iterations=total,

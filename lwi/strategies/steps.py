@@ -555,6 +555,26 @@ class Run:
         cache = self._cache("validation", self.held_cases, True)
         return [cache.full_case(i) for i in range(len(self.held_cases))]
 
+    def step2(
+        self, out: Path, last: Path, *, validation_cases: Sequence[Tuple[Any, Any]], resume: bool, **options: Any
+    ) -> Dict[str, Any]:
+        """:func:`run_step2` on this run's training cache, labels, settings, preprocessing, device and
+        progress; ``options`` are run_step2's other keyword arguments."""
+        return run_step2(
+            train_cache=self.train_cache(),
+            n_train=len(self.train_cases),
+            validation_cases=validation_cases,
+            labels=self.labels,
+            settings=self.settings,
+            preprocessing=self.config,
+            device=self.device,
+            out=out,
+            last=last,
+            progress=self.progress,
+            resume=resume,
+            **options,
+        )
+
     def describe_split(self) -> Dict[str, Any]:
         return {
             "cases": len(self.train_cases),
@@ -691,17 +711,10 @@ def finetune(
             f"{init} was pre-trained on images with {pretrained_channels} channel(s); these have {channels}."
         )
     ipe, total = step2_iterations(settings, len(run.train_cases))
-    summary = run_step2(
-        train_cache=train_cache,
-        n_train=len(run.train_cases),
+    summary = run.step2(
+        out,
+        last,
         validation_cases=run.validation_pairs(),
-        labels=run.labels,
-        settings=settings,
-        preprocessing=run.config,
-        device=run.device,
-        out=out,
-        last=last,
-        progress=progress,
         resume=resume,
         init=(tensors, Path(init).name),
         provenance={
