@@ -194,6 +194,38 @@ def kill_process_tree(proc: subprocess.Popen, grace_seconds: float = 3.0) -> Non
         pass
 
 
+def read_events(stream: Any, put: Callable[[Event], None]) -> None:
+    """Pass each JSON event line of a binary stdout pipe to ``put`` until the pipe closes."""
+    stream = io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
+    for line in iter(stream.readline, ""):
+        event = parse_line(line)
+        if event is not None:
+            put(event)
+    stream.close()
+
+
+def read_stderr_lines(stream: Any, append: Callable[[str], None]) -> None:
+    """Pass each non-empty line of a binary stderr pipe to ``append`` until the pipe closes."""
+    # tqdm redraws its bar with carriage returns: split on newlines only, and keep the last
+    # state of each line.
+    stream = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="\n")
+    for line in iter(stream.readline, ""):
+        text = line.rstrip("\n").split("\r")[-1].strip()
+        if text:
+            append(text)
+    stream.close()
+
+
+def poll_until_finished(run: Any, timeout: Optional[float], interval: float, timeout_message: str) -> None:
+    """Call ``run.poll()`` every ``interval`` seconds until ``run.finished``; TimeoutError after ``timeout``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not run.finished:
+        run.poll()
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(timeout_message)
+        time.sleep(interval)
+
+
 class ProcessRunner:
     """A background ``lwi`` process whose JSON progress lines are read without blocking.
 
@@ -286,12 +318,7 @@ class ProcessRunner:
 
     def wait(self, timeout: Optional[float] = None, interval: float = 0.05) -> Optional[int]:
         """Block until the run is over (for scripts and tests); returns :attr:`returncode`."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._finished:
-            self.poll()
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"{self.command_name()} did not finish within {timeout} s.")
-            time.sleep(interval)
+        poll_until_finished(self, timeout, interval, f"{self.command_name()} did not finish within {timeout} s.")
         return self.returncode
 
     def cancel(self, grace_seconds: float = 3.0) -> None:
@@ -330,22 +357,10 @@ class ProcessRunner:
 
     # -- internals -------------------------------------------------------------------------
     def _read_stdout(self, stream) -> None:
-        stream = io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
-        for line in iter(stream.readline, ""):
-            event = parse_line(line)
-            if event is not None:
-                self._events.put(event)
-        stream.close()
+        read_events(stream, self._events.put)
 
     def _read_stderr(self, stream) -> None:
-        # tqdm redraws its bar with carriage returns: split on newlines only, and keep the last
-        # state of each line.
-        stream = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="\n")
-        for line in iter(stream.readline, ""):
-            text = line.rstrip("\n").split("\r")[-1].strip()
-            if text:
-                self.stderr_tail.append(text)
-        stream.close()
+        read_stderr_lines(stream, self.stderr_tail.append)
 
     def _drain(self) -> List[Event]:
         events: List[Event] = []

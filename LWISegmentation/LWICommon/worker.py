@@ -10,7 +10,6 @@ alive, so the model stays loaded on the GPU between segmentations. Each request 
 from __future__ import annotations
 
 import collections
-import io
 import itertools
 import json
 import queue
@@ -26,8 +25,10 @@ from LWICommon.process import (
     Event,
     failure_message,
     kill_process_tree,
-    parse_line,
+    poll_until_finished,
     popen_platform_kwargs,
+    read_events,
+    read_stderr_lines,
 )
 
 WORKER_MODULE = "lwi.worker"
@@ -117,12 +118,7 @@ class WorkerJob:
 
     def wait(self, timeout: Optional[float] = None, interval: float = 0.05) -> Optional[int]:
         """Block until the request is answered; returns :attr:`returncode`."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._finished:
-            self.poll()
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"The worker did not answer within {timeout} s.")
-            time.sleep(interval)
+        poll_until_finished(self, timeout, interval, f"The worker did not answer within {timeout} s.")
         return self.returncode
 
     def cancel(self, grace_seconds: float = 5.0) -> None:
@@ -340,19 +336,9 @@ class WorkerClient:
                 job._finish(returncode if returncode not in (0, None) else 1)
 
     def _read_stdout(self, proc: subprocess.Popen, closed: threading.Event) -> None:
-        stream = io.TextIOWrapper(proc.stdout, encoding="utf-8", errors="replace")
-        for line in iter(stream.readline, ""):
-            event = parse_line(line)
-            if event is not None:
-                self._events.put(event)
-        stream.close()
+        read_events(proc.stdout, self._events.put)
         closed.set()
 
     def _read_stderr(self, proc: subprocess.Popen) -> None:
-        stream = io.TextIOWrapper(proc.stderr, encoding="utf-8", errors="replace", newline="\n")
-        for line in iter(stream.readline, ""):
-            text = line.rstrip("\n").split("\r")[-1].strip()
-            if text:
-                self.stderr_tail.append(text)
-        stream.close()
+        read_stderr_lines(proc.stderr, self.stderr_tail.append)
 
