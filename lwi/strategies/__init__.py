@@ -25,7 +25,6 @@ from lwi.strategies.steps import (
     Settings,
     derived_path,
     finetune,
-    make_settings,
     pretrain,
 )
 
@@ -77,15 +76,8 @@ def train(
                 break
         if stored is None:
             raise LWIError(f"Nothing to resume: no checkpoint of a {module.NAME} run next to {out}.")
-    settings = make_settings(options, stored["settings"] if stored else None)
-    run = Run(
-        data,
-        settings,
-        device=device,
-        progress=progress,
-        unlabeled=unlabeled,
-        require_labels=True,
-        stored_preprocessing=stored["preprocessing"] if stored else None,
+    run = Run.from_options(
+        data, options, stored, device=device, progress=progress, unlabeled=unlabeled, require_labels=True
     )
     if not resume:
         from lwi.strategies.steps import check_outputs

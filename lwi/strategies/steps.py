@@ -495,6 +495,24 @@ class Run:
     Creating it validates the dataset (every problem at once) before anything is written.
     """
 
+    @classmethod
+    def from_options(
+        cls,
+        data: PathLike,
+        options: Mapping[str, Any],
+        stored: Optional[Mapping[str, Any]] = None,
+        *,
+        stage_epochs: Optional[str] = None,
+        stored_preprocessing: Optional[Mapping[str, Any]] = None,
+        **kwargs: Any,
+    ) -> Run:
+        """A run whose settings are ``options`` on top of a resumed run's ``stored`` settings (see
+        :func:`make_settings`), preprocessed as the stored run was."""
+        settings = make_settings(options, stored["settings"] if stored else None, stage_epochs=stage_epochs)
+        if stored_preprocessing is None and stored:
+            stored_preprocessing = stored["preprocessing"]
+        return cls(data, settings, stored_preprocessing=stored_preprocessing, **kwargs)
+
     def __init__(
         self,
         data: PathLike,
@@ -625,16 +643,11 @@ def pretrain(
         if not out.exists():
             raise LWIError(f"Nothing to resume: {out} does not exist.")
         stored = _stored_settings(out, (STEP1_FORMAT,))
-    settings = make_settings(options, stored["settings"] if stored else None, stage_epochs="pretrain_epochs")
-    run = Run(
-        data,
-        settings,
-        device=device,
-        progress=progress,
-        unlabeled=unlabeled,
-        require_labels=False,
-        stored_preprocessing=stored["preprocessing"] if stored else None,
+    run = Run.from_options(
+        data, options, stored, stage_epochs="pretrain_epochs", device=device, progress=progress,
+        unlabeled=unlabeled, require_labels=False,
     )
+    settings = run.settings
     if not resume:
         check_outputs([out], overwrite)
     if run.held_cases:
@@ -691,15 +704,11 @@ def finetune(
         base = {k: v for k, v in base.items() if k in ("arch", "arch_params", "roi", "seed", "val_fraction", "spacing", "modality", "pretrain_epochs")}
         base.update({k: v for k, v in options.items() if v is not None})
         options = base
-    settings = make_settings(options, stored["settings"] if stored else None)
-    run = Run(
-        data,
-        settings,
-        device=device,
-        progress=progress,
-        require_labels=True,
-        stored_preprocessing=(stored or init_meta).get("preprocessing"),
+    run = Run.from_options(
+        data, options, stored, stored_preprocessing=(stored or init_meta).get("preprocessing"),
+        device=device, progress=progress, require_labels=True,
     )
+    settings = run.settings
     if not resume:
         check_outputs([out, last], overwrite)
     progress.log(run.split_message)
