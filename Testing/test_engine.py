@@ -14,15 +14,7 @@ from lwi import checkpoint
 from lwi.engine import Trainer, Validator, model_tensors, resolve_device
 from lwi.errors import LWIError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread while these tests run: on the small shared CPUs of CI, two threads per
-    process oversubscribe the cores and make tiny 3D networks many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _toy_problem():

@@ -22,14 +22,7 @@ ARCH = {"arch": "segresnet", "arch_params": {"init_filters": 8, "blocks_down": [
 SMALL = {**ARCH, "roi": (32, 32, 32), "batch_size": 2, "lr": 3e-3, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread while these tests run: on the small shared CPUs of CI, two threads per
-    process oversubscribe the cores and make tiny 3D networks many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
