@@ -226,7 +226,37 @@ def poll_until_finished(run: Any, timeout: Optional[float], interval: float, tim
         time.sleep(interval)
 
 
-class ProcessRunner:
+class RunEnd:
+    """The end of a run shared by :class:`ProcessRunner` and the worker's jobs: the one-sentence
+    error, the temporary folder's removal and the single ``on_finished`` call.
+
+    Subclasses set ``returncode``, ``cancelled``, ``error``, ``stderr_tail``, ``temp_dir``,
+    ``keep_temp_dir``, ``on_finished`` and ``_finished``, and define ``command_name()``.
+    """
+
+    def error_message(self) -> Optional[str]:
+        """None after success; otherwise one sentence (or a few lines) saying what went wrong."""
+        return failure_message(
+            self.returncode, self.error, list(self.stderr_tail), self.cancelled, self.command_name()
+        )
+
+    def cleanup(self) -> None:
+        """Remove the run's temporary folder (safe to call more than once)."""
+        if self.temp_dir and os.path.isdir(self.temp_dir):
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def _finish(self, returncode: Optional[int]) -> None:
+        self._finished = True
+        self.returncode = CANCELLED if self.cancelled else returncode
+        try:
+            if self.on_finished is not None:
+                self.on_finished(self)
+        finally:
+            if self.cancelled or not self.keep_temp_dir:
+                self.cleanup()
+
+
+class ProcessRunner(RunEnd):
     """A background ``lwi`` process whose JSON progress lines are read without blocking.
 
     Args:
@@ -337,23 +367,12 @@ class ProcessRunner:
         if not self._finished:  # never started
             self._finish(CANCELLED)
 
-    def error_message(self) -> Optional[str]:
-        """None after success; otherwise one sentence (or a few lines) saying what went wrong."""
-        return failure_message(
-            self.returncode, self.error, list(self.stderr_tail), self.cancelled, self.command_name()
-        )
-
     def command_name(self) -> str:
         """``"lwi segment"`` for ``[python, "-m", "lwi", "segment", ...]``, else the program name."""
         args = self.args
         if len(args) >= 4 and args[1] == "-m":
             return f"{args[2]} {args[3]}"
         return os.path.basename(args[0]) if args else "process"
-
-    def cleanup(self) -> None:
-        """Remove the run's temporary folder (safe to call more than once)."""
-        if self.temp_dir and os.path.isdir(self.temp_dir):
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     # -- internals -------------------------------------------------------------------------
     def _read_stdout(self, stream) -> None:
@@ -380,16 +399,6 @@ class ProcessRunner:
             if self.on_event is not None:
                 self.on_event(event)
         return events
-
-    def _finish(self, returncode: Optional[int]) -> None:
-        self._finished = True
-        self.returncode = CANCELLED if self.cancelled else returncode
-        try:
-            if self.on_finished is not None:
-                self.on_finished(self)
-        finally:
-            if self.cancelled or not self.keep_temp_dir:
-                self.cleanup()
 
 
 def model_info(

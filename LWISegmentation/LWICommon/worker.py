@@ -13,7 +13,6 @@ import collections
 import itertools
 import json
 import queue
-import shutil
 import subprocess
 import threading
 import time
@@ -21,9 +20,8 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional
 
 from LWICommon.cli_args import python_executable
 from LWICommon.process import (
-    CANCELLED,
     Event,
-    failure_message,
+    RunEnd,
     kill_process_tree,
     poll_until_finished,
     popen_platform_kwargs,
@@ -60,7 +58,7 @@ def segment_request(
     }
 
 
-class WorkerJob:
+class WorkerJob(RunEnd):
     """One request to the worker, followed like a :class:`~LWICommon.process.ProcessRunner`.
 
     ``returncode`` is 0 after a ``result`` event, 1 after an ``error`` event or when the worker died,
@@ -139,16 +137,8 @@ class WorkerJob:
         if not self._finished:
             self._finish(None)
 
-    def error_message(self) -> Optional[str]:
-        """None after success; otherwise one sentence saying what went wrong."""
-        return failure_message(self.returncode, self.error, self.stderr_tail, self.cancelled, self.command_name())
-
     def command_name(self) -> str:
         return f"lwi {self.request.get('command', 'worker')}"
-
-    def cleanup(self) -> None:
-        if self.temp_dir:
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     # -- called by the client ---------------------------------------------------------------
     def _deliver(self, event: Event) -> None:
@@ -165,16 +155,6 @@ class WorkerJob:
         elif kind == "error":
             self.error = event
             self._finish(1)
-
-    def _finish(self, returncode: Optional[int]) -> None:
-        self._finished = True
-        self.returncode = CANCELLED if self.cancelled else returncode
-        try:
-            if self.on_finished is not None:
-                self.on_finished(self)
-        finally:
-            if self.cancelled or not self.keep_temp_dir:
-                self.cleanup()
 
 
 class WorkerClient:
