@@ -21,8 +21,7 @@ from lwi.bundle import MODEL_SUFFIX, save_bundle
 from lwi.data.phantoms import make_phantom
 from lwi.labelmap import read_segment_names
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "LWISegmentation"))
+ROOT = Path(__file__).resolve().parents[2]
 
 from LWICommon.cli_args import subprocess_env  # noqa: E402
 from LWICommon.process import CANCELLED  # noqa: E402

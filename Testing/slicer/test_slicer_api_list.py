@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Dict, Set, Tuple
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "slicer-api.md"
 MINIMUM_SLICER = (5, 6)
 ROOTS = {"slicer", "qt", "ctk", "vtk", "PyTorchUtils"}

@@ -4,7 +4,6 @@ model's label values, cases appended to a training folder the core reads; real f
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,7 @@ import SimpleITK as sitk
 
 from lwi.data.dataset import load_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "LWISegmentation"))
+ROOT = Path(__file__).resolve().parents[2]
 
 from LWICommon import files, training_set  # noqa: E402
 

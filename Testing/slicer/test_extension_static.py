@@ -13,7 +13,7 @@ from typing import Dict, List, Set
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODULES = ["LWISegmentation", "LWITraining"]
 ICON_SUFFIXES = {".png", ".svg", ".jpg", ".jpeg"}
 

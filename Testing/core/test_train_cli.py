@@ -16,7 +16,7 @@ import torch
 
 from lwi.data.phantoms import make_phantom, write_phantom_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHAPE = (48, 48, 32)
 N_CASES = 4  # 3 train + 1 held out automatically
 NET = [

@@ -4,7 +4,6 @@ without torch from the safetensors header, described by their metadata."""
 from __future__ import annotations
 
 import struct
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,7 @@ from lwi.architectures import build
 from lwi.bundle import MODEL_SUFFIX, read_bundle_metadata, save_bundle
 from lwi.checkpoint import save as save_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "LWISegmentation"))
+ROOT = Path(__file__).resolve().parents[2]
 
 from LWICommon import models  # noqa: E402
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "LWISegmentation"))
+ROOT = Path(__file__).resolve().parents[2]
 
 from LWICommon import cli_args  # noqa: E402
 from LWICommon.process import (  # noqa: E402

@@ -13,8 +13,7 @@ import SimpleITK as sitk
 
 from lwi.data.phantoms import make_phantom
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "LWISegmentation"))
+ROOT = Path(__file__).resolve().parents[2]
 
 from LWICommon import cli_args, preview  # noqa: E402
 from LWICommon.process import ProcessRunner  # noqa: E402
