@@ -29,7 +29,15 @@ PAPER_CITATION = (
     "Kunhimon S., Shaker A., Naseer M., Khan S., Khan F. S. Learnable Weight Initialization for "
     "Volumetric Medical Image Segmentation. Artificial Intelligence in Medicine, 2024 (arXiv:2306.09320)."
 )
-DEVICES = ["auto", "cuda", "cpu"]
+
+def _vocabulary():
+    """The core's names (lwi/names.py, through LWICommon: torch-free), needed at load time."""
+    from LWICommon.vocabulary import names
+
+    return names
+
+
+DEVICES = list(_vocabulary().DEVICE_CHOICES)
 
 
 class LWISegmentation(ScriptedLoadableModule):
@@ -370,12 +378,13 @@ class LWISegmentationLogic(ScriptedLoadableModuleLogic):
 
     # -- models ---------------------------------------------------------------------------
     def listModels(self, folders=None, extra=()) -> list:
-        """The models the user trained (``~/LWI/models`` unless ``folders`` is given) and the
-        ``extra`` files, as :class:`LWICommon.models.ModelEntry` (``.name``, ``.path``, ``.labels``,
+        """The models the user trained (the models folder LWI Training publishes to:
+        :func:`LWICommon.files.models_folder`, unless ``folders`` is given) and the ``extra`` files,
+        as :class:`LWICommon.models.ModelEntry` (``.name``, ``.path``, ``.labels``,
         ``.architecture``, ``.strategy``, ``.validation_dice``, ``.description()``)."""
         from LWICommon import files, models
 
-        return models.list_models(folders if folders is not None else [files.default_models_folder()], extra)
+        return models.list_models(folders if folders is not None else [files.models_folder()], extra)
 
     def modelInfo(self, modelPath: str) -> dict:
         """A model bundle's metadata (labels, architecture, preprocessing, provenance), read from the

@@ -31,14 +31,7 @@ PAPER_CITATION = (
     "Kunhimon S., Shaker A., Naseer M., Khan S., Khan F. S. Learnable Weight Initialization for "
     "Volumetric Medical Image Segmentation. Artificial Intelligence in Medicine, 2024 (arXiv:2306.09320)."
 )
-STRATEGIES = ["lwi", "scratch", "medcontext", "anatomask"]
-ARCHITECTURES = ["unetr", "swinunetr", "mednext", "segresnet"]
-DEVICES = ["auto", "cuda", "cpu"]
 ROI_SIZES = [32, 64, 96, 128, 160]
-INTENSITY_PRESETS = ["auto", "CT", "MR"]
-#: Application setting (Edit > Application Settings is not needed: qt.QSettings) for the models folder,
-#: shared with LWISegmentation's model list.
-MODELS_FOLDER_SETTING = "LWI/ModelsFolder"
 #: Sub-folder of the models folder where each model's training run lives (data, checkpoints).
 RUNS_FOLDER = "training-runs"
 CASE_COLUMNS = ["Case", "Source", "Segments", "Status"]
@@ -53,6 +46,21 @@ def _ensureCommonImportable() -> None:
             if candidate not in sys.path:
                 sys.path.insert(0, candidate)
             return
+
+
+def _vocabulary():
+    """The core's names (lwi/names.py, through LWICommon: torch-free), needed at load time."""
+    _ensureCommonImportable()
+    from LWICommon.vocabulary import names
+
+    return names
+
+
+_names = _vocabulary()
+STRATEGIES = list(_names.STRATEGY_NAMES)  # exactly the core's registry
+ARCHITECTURES = list(_names.ARCHITECTURE_NAMES)
+DEVICES = list(_names.DEVICE_CHOICES)
+INTENSITY_PRESETS = list(_names.MODALITY_CHOICES)
 
 
 class LWITraining(ScriptedLoadableModule):
@@ -119,7 +127,6 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.task = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._offeredStrategies: Optional[List[str]] = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -182,22 +189,12 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            offered = self._strategies()
-            if self._parameterNode.strategy not in offered:
-                self._parameterNode.strategy = "lwi"
+            if self._parameterNode.strategy not in STRATEGIES:  # a scene saved with a strategy now gone
+                self._parameterNode.strategy = _names.DEFAULT_STRATEGY
             # Widgets are bound through their SlicerParameterName property in the .ui file.
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            # STRATEGIES lists the ones the core may not have yet last: hiding them keeps the indexes.
-            for index in reversed(range(len(STRATEGIES))):
-                if STRATEGIES[index] not in offered:
-                    self.ui.strategyComboBox.removeItem(index)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
             self._updateButtons()
-
-    def _strategies(self) -> List[str]:
-        if self._offeredStrategies is None:
-            self._offeredStrategies = self.logic.availableStrategies()
-        return self._offeredStrategies
 
     def _updateButtons(self, caller=None, event=None) -> None:
         p = self._parameterNode
@@ -369,21 +366,13 @@ class LWITrainingLogic(ScriptedLoadableModuleLogic):
 
         return installDependencies(askConfirmation)
 
-    def availableStrategies(self) -> List[str]:
-        """The strategies the bundled core offers (LWI and from scratch, plus any it has added)."""
-        from LWICommon import training_settings
-        from LWICommon.slicer_setup import coreEnvironment
-
-        return training_settings.offered_strategies(training_settings.query_strategies(env=coreEnvironment()))
-
     # -- folders -----------------------------------------------------------------------------
     def modelsFolder(self, folder: Optional[str] = None) -> str:
         """Where models go: ``folder`` if given, else the ``LWI/ModelsFolder`` application setting,
         else ``~/LWI/models`` (created)."""
         from LWICommon import files
 
-        if not folder:
-            folder = str(qt.QSettings().value(MODELS_FOLDER_SETTING) or "") or files.default_models_folder()
+        folder = files.models_folder(folder)
         os.makedirs(folder, exist_ok=True)
         return folder
 
@@ -399,10 +388,10 @@ class LWITrainingLogic(ScriptedLoadableModuleLogic):
 
         run = self.runFolder(modelName, modelsFolder)
         out = files.model_path(run, modelName)
-        stem = out[: -len(files.MODEL_SUFFIX)]
         settingsFile = os.path.join(run, "settings.json")
+        # The core's naming of a run's resumable files (lwi.names.derived_path).
         return os.path.isfile(settingsFile) and any(
-            os.path.isfile(stem + f".{infix}{files.MODEL_SUFFIX}") for infix in ("last", "step1")
+            _names.derived_path(out, infix).is_file() for infix in (_names.LAST_INFIX, _names.STEP1_INFIX)
         )
 
     # -- cases -------------------------------------------------------------------------------

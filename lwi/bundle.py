@@ -1,4 +1,4 @@
-"""The model bundle: ONE file a user can copy and share (DESIGN.md "Contracts").
+"""The model bundle: ONE file a user can copy and share (docs/contracts.md, "Model bundles").
 
 A bundle is a safetensors file written with :func:`lwi.checkpoint.save`: the tensors are the
 adapter's ``state_dict()`` (keys exactly as the adapter names them, no prefix) and the JSON metadata
@@ -12,7 +12,7 @@ is::
      "provenance": {"strategy": ..., "pretrain_epochs": ..., "epochs": ..., "cases": ...,
                     "validation_dice": {name: dice}, ..., "versions": {...}, "created": ISO time}}
 
-The recommended file name ends in ``.lwi.safetensors`` (:data:`MODEL_SUFFIX`); loading does not
+The recommended file name ends in ``.lwi.safetensors`` (:data:`lwi.names.MODEL_SUFFIX`); loading does not
 depend on the name. Loading never unpickles anything: weights come from safetensors, the network is
 rebuilt from the JSON architecture spec.
 """
@@ -28,12 +28,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from lwi import __version__
 from lwi.errors import LWIError
 from lwi.labels import LabelInfo, label_table, table_from_dicts
+from lwi.names import MODEL_FORMAT, STEP1_FORMAT, STEP2_STATE_FORMAT
 
-MODEL_FORMAT = "lwi-model"
-STEP1_FORMAT = "lwi-step1"
-STEP2_STATE_FORMAT = "lwi-step2-state"  # the resumable last state of a fine-tuning run
 FORMAT_VERSION = 1
-MODEL_SUFFIX = ".lwi.safetensors"
 
 INFERENCE_DEFAULTS: Dict[str, Any] = {"overlap": 0.5, "sw_batch_size": 4, "blend": "gaussian"}
 
@@ -147,10 +144,7 @@ def _check_metadata(path: Union[str, Path], metadata: Any, allow_step1: bool = F
 def _read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
     from lwi import checkpoint
 
-    try:
-        return checkpoint.read_metadata(path)
-    except json.JSONDecodeError:
-        raise LWIError(f"{path} has corrupt LWI metadata.") from None
+    return checkpoint.read_metadata(path)
 
 
 def read_bundle_metadata(path: Union[str, Path]) -> Dict[str, Any]:
@@ -184,9 +178,8 @@ def load_bundle(path: Union[str, Path], device: Any = "cpu") -> Tuple[Any, Dict[
     from lwi.architectures import build
     from lwi.engine import resolve_device
 
-    metadata = read_bundle_metadata(path)  # check the format before reading any weights
+    read_bundle_metadata(path)  # check the format before reading any weights
     tensors, metadata = checkpoint.load(path, device="cpu")
-    metadata = _check_metadata(path, metadata)
     spec = dict(metadata["architecture"])
     try:
         adapter = build(**spec)

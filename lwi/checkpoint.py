@@ -19,8 +19,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lwi.errors import LWIError
+from lwi.names import METADATA_KEY, read_header_metadata
 
-METADATA_KEY = "lwi"
 _TENSOR_REF = "__tensor__"
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -85,38 +85,17 @@ def load(path: PathLike, device: Union[str, torch.device] = "cpu") -> Tuple[Dict
 
     Raises :class:`LWIError` for a missing, truncated or foreign file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise LWIError(f"File not found: {path}.")
+    metadata = read_metadata(path)
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            header = f.metadata() or {}
         tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise LWIError(f"{path} is not a readable LWI file (truncated or another format): {exc}.") from None
-    if METADATA_KEY not in header:
-        raise LWIError(f"{path} is a safetensors file but not one written by LWI (no LWI metadata).")
-    try:
-        metadata = json.loads(header[METADATA_KEY])
-    except json.JSONDecodeError:
-        raise LWIError(f"{path} has corrupt LWI metadata.") from None
     return tensors, metadata
 
 
 def read_metadata(path: PathLike) -> Dict[str, Any]:
     """Only the JSON metadata, without reading the tensors (fast, for model lists and ``lwi info``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise LWIError(f"File not found: {path}.")
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            header = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise LWIError(f"{path} is not a readable LWI file (truncated or another format): {exc}.") from None
-    if METADATA_KEY not in header:
-        raise LWIError(f"{path} is a safetensors file but not one written by LWI (no LWI metadata).")
-    return json.loads(header[METADATA_KEY])
+        return read_header_metadata(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise LWIError(str(exc)) from None

@@ -11,7 +11,9 @@ imports it from there.
 - :mod:`LWICommon.dependencies`: what the core needs, what is missing, how to install it without
   replacing packages that Slicer ships.
 - :mod:`LWICommon.labels`: segment names, colours and standard terminology for a label map.
-- :mod:`LWICommon.files`: temporary file names and the user's model folder.
+- :mod:`LWICommon.vocabulary`: the core's names (``lwi/names.py``: architectures, strategies,
+  devices, file formats), loaded from its file without importing the core.
+- :mod:`LWICommon.files`: temporary file names and the models folder (one rule for both modules).
 - :mod:`LWICommon.worker`: the client of the segmentation worker (``python -m lwi.worker``) that
   keeps the model loaded between segmentations.
 - :mod:`LWICommon.models`: the model list, described from each bundle's metadata (no torch).

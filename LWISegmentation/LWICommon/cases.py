@@ -239,31 +239,17 @@ def _named(labels: Dict[int, str]) -> Dict[int, str]:
 
 
 def _folder_labels(folder: str) -> Dict[int, str]:
-    path = os.path.join(folder, DATASET_JSON)
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
-        if isinstance(meta, dict) and "labels" in meta:
-            from lwi.data.dataset import parse_labels
+    from lwi.data.dataset import parse_labels, read_dataset_json
 
-            return parse_labels(meta["labels"])
-    return {}
+    meta = read_dataset_json(folder)
+    return parse_labels(meta["labels"]) if "labels" in meta else {}
 
 
 def _folder_pairs(folder: str) -> List[Any]:
     """The core's list of (image, label) pairs of a folder, before validation."""
-    from pathlib import Path
+    from lwi.data.dataset import list_cases
 
-    from lwi.data import dataset as core_dataset
-
-    root = Path(folder)
-    meta = {}
-    if (root / DATASET_JSON).is_file():
-        meta = json.loads((root / DATASET_JSON).read_text())
-    ignored: List[str] = []
-    if isinstance(meta, dict) and isinstance(meta.get("training"), list) and meta["training"]:
-        return core_dataset._cases_from_json(root, meta["training"], True, ignored)
-    return core_dataset._cases_from_folders(root, True, ignored)
+    return list_cases(folder, require_labels=True)
 
 
 # -- matching -------------------------------------------------------------------------------------

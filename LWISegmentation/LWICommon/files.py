@@ -7,8 +7,13 @@ import re
 import tempfile
 from typing import List, Optional
 
-#: Model bundles are single files with this suffix (lwi/bundle.py MODEL_SUFFIX).
-MODEL_SUFFIX = ".lwi.safetensors"
+from LWICommon.vocabulary import names
+
+#: Model bundles are single files with this suffix (defined in lwi/names.py).
+MODEL_SUFFIX = names.MODEL_SUFFIX
+#: Application setting (``qt.QSettings``) naming the folder where LWITraining publishes models and
+#: from which LWISegmentation lists them.
+MODELS_FOLDER_SETTING = "LWI/ModelsFolder"
 
 #: Uncompressed NRRD keeps the exact geometry (origin, spacing, direction) and is fast to write.
 VOLUME_EXTENSION = ".nrrd"
@@ -62,6 +67,25 @@ def list_models(folder: Optional[str]) -> List[str]:
 def default_models_folder(home: Optional[str] = None) -> str:
     """Where models go unless the user picks a folder: ``~/LWI/models``."""
     return os.path.join(home or os.path.expanduser("~"), "LWI", "models")
+
+
+def models_folder(folder: Optional[str] = None, setting: Optional[str] = None, home: Optional[str] = None) -> str:
+    """The one rule for where models live: ``folder`` if given, else the ``LWI/ModelsFolder``
+    application setting (``setting``; read from Qt when None), else :func:`default_models_folder`."""
+    if folder and folder != ".":
+        return folder
+    if setting is None:
+        setting = models_folder_setting()
+    return setting or default_models_folder(home)
+
+
+def models_folder_setting() -> str:
+    """The ``LWI/ModelsFolder`` application setting ("" when unset or outside Slicer)."""
+    try:
+        import qt
+    except ImportError:  # plain Python (tests, the CLI): no application settings
+        return ""
+    return str(qt.QSettings().value(MODELS_FOLDER_SETTING) or "")
 
 
 def default_training_folder(home: Optional[str] = None) -> str:

@@ -141,18 +141,18 @@ def color_to_float(color: Any) -> Optional[RGBFloat]:
 def normalize_labels(labels: Any) -> Dict[int, str]:
     """``{value: name}`` from any label description the project uses.
 
-    Accepts ``{"0": "background", "1": "liver"}``, ``{"background": 0, "liver": 1}`` (both
-    dataset.json styles) and the bundle's list of ``{"value", "name", ...}``.
+    Accepts ``{"0": "background", "1": "liver"}`` and ``{"background": 0, "liver": 1}`` (both
+    dataset.json styles, read by the core's one parser :func:`lwi.data.dataset.parse_labels`, which
+    adds background) and the bundle's list of ``{"value", "name", ...}``.
     """
+    if isinstance(labels, Mapping) and labels and not any(isinstance(v, Mapping) for v in labels.values()):
+        from lwi.data.dataset import parse_labels
+
+        return parse_labels(dict(labels))
     result: Dict[int, str] = {}
     if isinstance(labels, Mapping):
         for key, val in labels.items():
-            if isinstance(val, Mapping):
-                result[int(val.get("value", key))] = str(val["name"])
-            elif str(key).strip().lstrip("-").isdigit():
-                result[int(key)] = str(val)
-            else:
-                result[int(val)] = str(key)
+            result[int(val.get("value", key))] = str(val["name"])
     else:
         for entry in labels:
             result[int(entry["value"])] = str(entry["name"])

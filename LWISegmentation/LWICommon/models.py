@@ -1,26 +1,19 @@
 """The models a user can pick: bundles in the models folders, each described from its metadata.
 
 Plain Python without torch: Slicer lists the models at start-up, before the core's requirements are
-installed, so the bundle's JSON metadata is read straight from the safetensors header (8-byte
-little-endian header length, then a JSON header whose ``__metadata__["lwi"]`` is the JSON string
-written by ``lwi.checkpoint.save``). No weights are read.
+installed, so the bundle's JSON metadata is read straight from the safetensors header
+(:func:`lwi.names.read_header_metadata`). No weights are read.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from LWICommon.files import list_models as files_in_folder
 from LWICommon.files import model_name_from_path
-
-#: The metadata key and format name of lwi.checkpoint / lwi.bundle.
-METADATA_KEY = "lwi"
-MODEL_FORMAT = "lwi-model"
-_MAX_HEADER = 100 * 1024 * 1024  # a safetensors header larger than this is not one of ours
+from LWICommon.vocabulary import names
 
 
 def read_bundle_metadata(path: str) -> Dict[str, Any]:
@@ -29,22 +22,14 @@ def read_bundle_metadata(path: str) -> Dict[str, Any]:
     Raises ValueError with one clear sentence for a missing, truncated or foreign file, or a Step-1
     checkpoint (which cannot segment).
     """
-    if not os.path.isfile(path):
-        raise ValueError(f"The model file {path} does not exist.")
     try:
-        with open(path, "rb") as f:
-            raw = f.read(8)
-            if len(raw) < 8:
-                raise ValueError("too short")
-            (length,) = struct.unpack("<Q", raw)
-            if length > _MAX_HEADER:
-                raise ValueError("header too large")
-            header = json.loads(f.read(length).decode("utf-8"))
-        metadata = json.loads(header["__metadata__"][METADATA_KEY])
-    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        metadata = names.read_header_metadata(path)
+    except FileNotFoundError:
+        raise ValueError(f"The model file {path} does not exist.") from None
+    except ValueError:
         raise ValueError(f"{path} is not an LWI model file (unreadable or another format).") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != MODEL_FORMAT:
-        if isinstance(metadata, dict) and str(metadata.get("format", "")).startswith("lwi-step1"):
+    if metadata.get("format") != names.MODEL_FORMAT:
+        if metadata.get("format") == names.STEP1_FORMAT:
             raise ValueError(f"{path} is a Step-1 checkpoint, not a segmentation model; fine-tune it first.")
         raise ValueError(f"{path} is not an LWI segmentation model.")
     return metadata

@@ -11,33 +11,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import subprocess
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from LWICommon import cli_args
+from LWICommon.vocabulary import names
 
-#: Every strategy the GUI knows how to describe; only those the core lists are offered.
-KNOWN_STRATEGIES: Tuple[str, ...] = ("lwi", "scratch", "medcontext", "anatomask")
-#: Offered when the core cannot be asked (the two it has always had).
-BASE_STRATEGIES: Tuple[str, ...] = ("lwi", "scratch")
-STRATEGY_DESCRIPTIONS = {
-    "lwi": "LWI: self-supervised initialisation (Step 1), then fine-tuning (Step 2), as in the paper.",
-    "scratch": "From scratch: fine-tuning only, from random weights, for the same number of iterations.",
-    "medcontext": "MedContext: one-stage training with a masked-image consistency term (EMA teacher).",
-    "anatomask": "AnatoMask: reconstruction pre-training that masks the hardest patches, then fine-tuning.",
-}
-ARCHITECTURES: Tuple[str, ...] = ("unetr", "swinunetr", "mednext", "segresnet")
-INTENSITY_PRESETS: Tuple[str, ...] = ("auto", "CT", "MR")
-DEVICES: Tuple[str, ...] = ("auto", "cuda", "cpu")
+#: The names the panel offers: exactly the core's (lwi/names.py, the registries' keys).
+STRATEGIES: Tuple[str, ...] = names.STRATEGY_NAMES
+STRATEGY_DESCRIPTIONS: Dict[str, str] = names.STRATEGY_DESCRIPTIONS
+ARCHITECTURES: Tuple[str, ...] = names.ARCHITECTURE_NAMES
+INTENSITY_PRESETS: Tuple[str, ...] = names.MODALITY_CHOICES
+DEVICES: Tuple[str, ...] = names.DEVICE_CHOICES
 
 
 @dataclass
 class TrainingSettings:
     """What the LWITraining panel sets, with the defaults it starts from."""
 
-    architecture: str = "unetr"
-    strategy: str = "lwi"
+    architecture: str = names.DEFAULT_ARCHITECTURE
+    strategy: str = names.DEFAULT_STRATEGY
     pretrain_epochs: int = 100
     epochs: int = 300
     roi: Tuple[int, int, int] = (96, 96, 96)
@@ -56,7 +49,7 @@ class TrainingSettings:
         found = []
         if self.architecture not in ARCHITECTURES:
             found.append(f"Unknown network '{self.architecture}'.")
-        if self.strategy not in KNOWN_STRATEGIES:
+        if self.strategy not in STRATEGIES:
             found.append(f"Unknown strategy '{self.strategy}'.")
         if len(self.roi) != 3 or min(self.roi) < 16:
             found.append("The ROI needs three sizes of at least 16 voxels.")
@@ -161,36 +154,3 @@ def train_args(
     return cli_args.train_command(
         data_dir, output_model, strategy=settings.strategy, device=settings.device, options=options, python=python
     )
-
-
-#: Prints the core's strategy registry as JSON (run with Slicer's Python, where the core lives).
-STRATEGY_QUERY = "import json, lwi.strategies as s; print(json.dumps(sorted(s.STRATEGIES)))"
-
-
-def offered_strategies(registry: Optional[Sequence[str]]) -> List[str]:
-    """The strategies to offer, in the GUI's order: the known ones the core lists (the base two
-    when the core could not be asked)."""
-    available = {str(s).lower() for s in (registry if registry is not None else BASE_STRATEGIES)}
-    return [s for s in KNOWN_STRATEGIES if s in available] or list(BASE_STRATEGIES)
-
-
-def query_strategies(
-    python: Optional[str] = None, env: Optional[Mapping[str, str]] = None, timeout: float = 60.0
-) -> Optional[List[str]]:
-    """The core's strategy registry (``lwi.strategies.STRATEGIES``) from a short subprocess, or
-    None when it cannot be read (dependencies not installed yet)."""
-    try:
-        proc = subprocess.run(
-            [python or cli_args.python_executable(), "-c", STRATEGY_QUERY],
-            env=dict(env) if env is not None else None,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True, encoding="utf-8",
-            timeout=timeout,
-        )
-        if proc.returncode != 0:
-            return None
-        names = json.loads(proc.stdout.strip().splitlines()[-1])
-        return [str(n) for n in names] if isinstance(names, list) else None
-    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
-        return None

@@ -14,7 +14,6 @@ import torch
 from lwi import checkpoint
 from lwi.architectures import build
 from lwi.bundle import (
-    MODEL_SUFFIX,
     bundle_labels,
     describe,
     load_bundle,
@@ -23,6 +22,7 @@ from lwi.bundle import (
     save_bundle,
 )
 from lwi.errors import LWIError
+from lwi.names import MODEL_SUFFIX
 
 ROI = (32, 32, 32)
 SMALL_UNETR = dict(feature_size=8, hidden_size=48, mlp_dim=96, num_heads=4)

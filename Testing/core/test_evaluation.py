@@ -57,8 +57,9 @@ def test_summary_means_skip_undefined_values_and_table_lists_them():
 
 def test_evaluate_cli_writes_json_matching_a_hand_computed_dice(tmp_path):
     from lwi.architectures import build
-    from lwi.bundle import MODEL_SUFFIX, save_bundle
+    from lwi.bundle import save_bundle
     from lwi.data.phantoms import PHANTOM_LABELS, write_phantom_dataset
+    from lwi.names import MODEL_SUFFIX
 
     data = write_phantom_dataset(tmp_path / "data", 2, seed=3, shape=(20, 20, 12), spacing=(4.0, 4.0, 6.0))
     torch.manual_seed(1)

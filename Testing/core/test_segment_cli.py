@@ -13,9 +13,10 @@ import SimpleITK as sitk
 import torch
 
 from lwi.architectures import build
-from lwi.bundle import MODEL_SUFFIX, save_bundle
+from lwi.bundle import save_bundle
 from lwi.data.phantoms import make_phantom
 from lwi.labelmap import read_segment_names
+from lwi.names import MODEL_SUFFIX
 
 ROI = (16, 16, 16)
 TINY = dict(init_filters=8, blocks_down=[1, 1], blocks_up=[1], norm=["GROUP", {"num_groups": 4}])

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from lwi.architectures import build
-from lwi.bundle import MODEL_SUFFIX, read_bundle_metadata, save_bundle
+from lwi.bundle import read_bundle_metadata, save_bundle
 from lwi.checkpoint import save as save_checkpoint
+from lwi.names import MODEL_SUFFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 

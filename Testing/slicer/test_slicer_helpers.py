@@ -256,3 +256,15 @@ def test_file_names(tmp_path):
     ]
     assert files.list_models(str(tmp_path / "missing")) == []
     assert files.model_path(str(tmp_path), "my model") == str(tmp_path / "my_model.lwi.safetensors")
+
+
+def test_one_models_folder_rule_for_both_modules(tmp_path):
+    """LWI Training publishes to, and LWI Segmentation lists, the same folder: the chosen one, else
+    the LWI/ModelsFolder application setting, else ~/LWI/models."""
+    home = str(tmp_path)
+    assert files.models_folder("/chosen", setting="/set", home=home) == "/chosen"
+    assert files.models_folder(None, setting="/set", home=home) == "/set"
+    assert files.models_folder("", setting="", home=home) == os.path.join(home, "LWI", "models")
+    assert files.models_folder(".", setting="/set", home=home) == "/set"  # an unset path widget
+    # Outside Slicer there is no application setting: the default.
+    assert files.models_folder_setting() == ""

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import io
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -87,19 +85,6 @@ def test_spacing_text():
     for bad in ("1 2", "a b c", "1 -1 1"):
         with pytest.raises(ValueError):
             training_settings.parse_spacing(bad)
-
-
-def test_strategies_offered_follow_the_core_registry():
-    assert training_settings.offered_strategies(["scratch", "lwi"]) == ["lwi", "scratch"]
-    assert training_settings.offered_strategies(["lwi", "scratch", "anatomask"]) == ["lwi", "scratch", "anatomask"]
-    assert training_settings.offered_strategies(None) == ["lwi", "scratch"]
-    # The real registry, read the way the module reads it (a subprocess of the core's Python).
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    registry = training_settings.query_strategies(python=sys.executable, env=env)
-    from lwi.strategies import STRATEGIES
-
-    assert registry == sorted(STRATEGIES)
-    assert training_settings.query_strategies(python=str(ROOT / "no-such-python")) is None
 
 
 def test_the_command_line_parses_with_the_core_train_command():

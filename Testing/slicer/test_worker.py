@@ -17,9 +17,10 @@ import SimpleITK as sitk
 import torch
 
 from lwi.architectures import build
-from lwi.bundle import MODEL_SUFFIX, save_bundle
+from lwi.bundle import save_bundle
 from lwi.data.phantoms import make_phantom
 from lwi.labelmap import read_segment_names
+from lwi.names import MODEL_SUFFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,7 @@
 """Network architectures for LWI: one adapter per MONAI network (see :class:`~lwi.architectures.base.Adapter`).
 
-Adding an architecture means writing one adapter module and listing its class in ``ARCHITECTURES``.
+Adding an architecture means writing one adapter module, listing its class in ``ARCHITECTURES`` and
+its name in :data:`lwi.names.ARCHITECTURE_NAMES` (the torch-free list the CLI and the GUI offer).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from lwi.architectures.segresnet import SegResNetAdapter
 from lwi.architectures.swinunetr import SwinUNETRAdapter
 from lwi.architectures.unetr import UNETRAdapter
 from lwi.errors import LWIError
+from lwi.names import DEFAULT_ARCHITECTURE
 
 ARCHITECTURES: Dict[str, Type[Adapter]] = {
     cls.name: cls for cls in (UNETRAdapter, SwinUNETRAdapter, MedNeXtAdapter, SegResNetAdapter)
 }
-DEFAULT_ARCH = "unetr"
+DEFAULT_ARCH = DEFAULT_ARCHITECTURE
 
 
 def build(

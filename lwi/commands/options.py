@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-ARCHITECTURES = ("unetr", "swinunetr", "mednext", "segresnet")
+from lwi.names import ARCHITECTURE_NAMES, DEFAULT_ARCHITECTURE, DEVICE_CHOICES
 
 
 def add_progress(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_progress(parser: argparse.ArgumentParser) -> None:
 
 def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)"
+        "--device", default=DEVICE_CHOICES[0], help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)"
     )
 
 
@@ -26,9 +26,9 @@ def add_seed(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
 
-def add_arch(parser: argparse.ArgumentParser, default: str = "unetr") -> None:
+def add_arch(parser: argparse.ArgumentParser, default: str = DEFAULT_ARCHITECTURE) -> None:
     parser.add_argument(
-        "--arch", choices=ARCHITECTURES, default=default, help=f"network architecture (default: {default})"
+        "--arch", choices=ARCHITECTURE_NAMES, default=default, help=f"network architecture (default: {default})"
     )
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from lwi.commands.options import add_arch, add_device, add_roi, add_seed
+from lwi.names import MODALITY_CHOICES
 
 NAME = "preview"
 HELP = "write the Step-1 shuffled and shuffled-and-masked views of an image (they overlay the original)"
@@ -43,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="resample to this spacing in mm, as in training (default: the image's own spacing)",
     )
     parser.add_argument(
-        "--modality", choices=("auto", "CT", "MR"), default="auto", help="intensity normalisation (default: auto)"
+        "--modality", choices=MODALITY_CHOICES, default="auto", help="intensity normalisation (default: auto)"
     )
     add_device(parser)
     parser.add_argument("--json", action="store_true", help="print the preview info as JSON on stdout")

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from lwi.commands import options
 from lwi.errors import LWIError
+from lwi.names import ARCHITECTURE_NAMES, MODALITIES
 
 OUTPUT_NOTE = (
     "Files: MODEL is the best model (by mean validation Dice; the last one without validation), "
@@ -28,7 +29,7 @@ def add_common(
     """Data, network, schedule, device and progress options of every training command."""
     parser.add_argument("--data", required=True, metavar="DIR", help="dataset folder (MSD layout or imagesTr/ + labelsTr/)")
     net = parser.add_argument_group("network")
-    net.add_argument("--arch", choices=options.ARCHITECTURES, default=None, help=f"architecture (default: {arch_default_text})")
+    net.add_argument("--arch", choices=ARCHITECTURE_NAMES, default=None, help=f"architecture (default: {arch_default_text})")
     options.add_roi(net)
     net.add_argument("--feature-size", type=int, help="UNETR/SwinUNETR feature size (UNETR default 16)")
     net.add_argument("--hidden-size", type=int, help="UNETR transformer width (default 768)")
@@ -58,7 +59,7 @@ def add_common(
     opt.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no mixed precision on CUDA")
     pre = parser.add_argument_group("preprocessing")
     pre.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="target spacing in mm (default: the dataset's median)")
-    pre.add_argument("--modality", choices=("CT", "MR"), type=str.upper, help="intensity normalisation (default: from dataset.json)")
+    pre.add_argument("--modality", choices=MODALITIES, type=str.upper, help="intensity normalisation (default: from dataset.json)")
     run = parser.add_argument_group("run")
     options.add_device(run)
     options.add_seed(run)

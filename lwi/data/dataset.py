@@ -177,22 +177,10 @@ def load_dataset(data_dir: PathLike, require_labels: bool = True) -> Dataset:
     root = Path(data_dir)
     if not root.is_dir():
         raise LWIError(f"The dataset folder {root} does not exist.")
-    meta: dict = {}
-    json_path = root / "dataset.json"
-    if json_path.is_file():
-        try:
-            meta = json.loads(json_path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise LWIError(f"{json_path} is not valid JSON ({exc}).") from None
-        if not isinstance(meta, dict):
-            raise LWIError(f"{json_path} must hold a JSON object.")
-
+    meta = read_dataset_json(root)
     declared = parse_labels(meta["labels"]) if "labels" in meta else None
     problems: List[str] = []
-    if isinstance(meta.get("training"), list) and meta["training"]:
-        cases = _cases_from_json(root, meta["training"], require_labels, problems)
-    else:
-        cases = _cases_from_folders(root, require_labels, problems)
+    cases = list_cases(root, require_labels, problems, meta)
     if not cases and not problems:
         raise LWIError(f"The dataset folder {root} contains no cases (expected imagesTr/ and labelsTr/).")
 
@@ -221,6 +209,44 @@ def load_dataset(data_dir: PathLike, require_labels: bool = True) -> Dataset:
         validation=validation,
         name=str(meta.get("name", root.name)),
     )
+
+
+def read_dataset_json(root: PathLike) -> dict:
+    """The folder's ``dataset.json`` as a dict ({} when there is none).
+
+    Raises:
+        LWIError: the file is not valid JSON or not an object.
+    """
+    json_path = Path(root) / "dataset.json"
+    if not json_path.is_file():
+        return {}
+    try:
+        meta = json.loads(json_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise LWIError(f"{json_path} is not valid JSON ({exc}).") from None
+    if not isinstance(meta, dict):
+        raise LWIError(f"{json_path} must hold a JSON object.")
+    return meta
+
+
+def list_cases(
+    data_dir: PathLike,
+    require_labels: bool = True,
+    problems: Optional[List[str]] = None,
+    meta: Optional[dict] = None,
+) -> List[Case]:
+    """The cases of a dataset folder as its layout pairs them, before the files are checked: the
+    ``dataset.json`` training list, else ``imagesTr/`` (+ ``labelsTr/``) matched by case name.
+
+    Entries that cannot be paired are left out with one line each in ``problems`` (when given);
+    ``meta`` is the folder's ``dataset.json`` if already read. :func:`load_dataset` checks the cases.
+    """
+    root = Path(data_dir)
+    meta = read_dataset_json(root) if meta is None else meta
+    found = problems if problems is not None else []
+    if isinstance(meta.get("training"), list) and meta["training"]:
+        return _cases_from_json(root, meta["training"], require_labels, found)
+    return _cases_from_folders(root, require_labels, found)
 
 
 def _cases_from_json(root: Path, entries: list, require_labels: bool, problems: List[str]) -> List[Case]:

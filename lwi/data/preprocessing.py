@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Tuple, Union
 import numpy as np
 
 from lwi.errors import LWIError
+from lwi.names import MODALITIES
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
     from lwi.data.dataset import Case
 
-MODALITIES = ("CT", "MR")
 _AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 

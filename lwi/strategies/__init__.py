@@ -5,8 +5,8 @@
   (the paper's baseline).
 
 A strategy is one module with ``NAME``, ``DESCRIPTION``, ``outputs(out) -> [paths]`` and
-``train(run, out, resume) -> summary``; list it in :data:`STRATEGIES` (MedContext or AnatoMask
-would be one more module each). The Python API used by the commands and the demo:
+``train(run, out, resume) -> summary`` whose name is listed in :data:`lwi.names.STRATEGY_NAMES`
+(MedContext or AnatoMask would be one more module and name each). The Python API used by the commands and the demo:
 :func:`pretrain`, :func:`finetune`, :func:`train`.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from lwi.errors import LWIError
+from lwi.names import STRATEGY_NAMES
 from lwi.progress import Progress
 from lwi.strategies.steps import (
     STEP1_FORMAT,
@@ -29,10 +30,8 @@ from lwi.strategies.steps import (
 )
 
 # name -> module path; modules are imported on use so adding one cannot slow the others down.
-STRATEGIES: Dict[str, str] = {
-    "lwi": "lwi.strategies.lwi",
-    "scratch": "lwi.strategies.scratch",
-}
+# The names are lwi.names.STRATEGY_NAMES (what the CLI and the GUI offer): one module each.
+STRATEGIES: Dict[str, str] = {name: f"lwi.strategies.{name}" for name in STRATEGY_NAMES}
 
 
 def get_strategy(name: str) -> Any:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
+from lwi.names import STRATEGY_DESCRIPTIONS
 from lwi.strategies import steps
 
 NAME = "lwi"
-DESCRIPTION = "Learnable Weight Initialization: Step 1 (shuffle + mask pre-training) then Step 2 fine-tuning"
+DESCRIPTION = STRATEGY_DESCRIPTIONS[NAME]
 
 
 def outputs(out: Path) -> List[Path]:

@@ -7,10 +7,11 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List
 
+from lwi.names import STRATEGY_DESCRIPTIONS
 from lwi.strategies import steps
 
 NAME = "scratch"
-DESCRIPTION = "Supervised training from random initialisation for the same total iterations (baseline)"
+DESCRIPTION = STRATEGY_DESCRIPTIONS[NAME]
 
 
 def outputs(out: Path) -> List[Path]:

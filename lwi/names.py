@@ -1,0 +1,96 @@
+"""The vocabulary shared by the core, the CLI and the Slicer modules, defined once.
+
+Plain Python with no import beyond the standard library: the Slicer modules load this file at
+start-up (by file path, through ``LWICommon.vocabulary``) before torch is installed, and the core
+imports it as ``lwi.names``. The torch registries (``lwi.architectures.ARCHITECTURES``,
+``lwi.strategies.STRATEGIES``) are keyed by exactly these names; a test checks that they agree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, Dict, Tuple, Union
+
+#: Network architectures (``lwi.architectures``), in the order the GUI offers them.
+ARCHITECTURE_NAMES: Tuple[str, ...] = ("unetr", "swinunetr", "mednext", "segresnet")
+DEFAULT_ARCHITECTURE = "unetr"
+
+#: Training strategies (``lwi.strategies``) with the one line the GUI shows for each.
+STRATEGY_DESCRIPTIONS: Dict[str, str] = {
+    "lwi": "LWI: self-supervised initialisation (Step 1), then fine-tuning (Step 2), as in the paper.",
+    "scratch": "From scratch: fine-tuning only, from random weights, for the same number of iterations.",
+}
+STRATEGY_NAMES: Tuple[str, ...] = tuple(STRATEGY_DESCRIPTIONS)
+DEFAULT_STRATEGY = "lwi"
+
+#: Devices a user can pick (the CLI also takes ``cuda:N``).
+DEVICE_CHOICES: Tuple[str, ...] = ("auto", "cuda", "cpu")
+
+#: Intensity normalisations: "CT" (HU window scaled to [0, 1]) or "MR" (per-volume z-score).
+MODALITIES: Tuple[str, ...] = ("CT", "MR")
+#: What a user may choose: a modality, or "auto" (from the dataset / the image).
+MODALITY_CHOICES: Tuple[str, ...] = ("auto",) + MODALITIES
+
+#: Model bundles (and the checkpoints beside them) are single files with this suffix.
+MODEL_SUFFIX = ".lwi.safetensors"
+#: The ``format`` field of each kind of LWI file's metadata.
+MODEL_FORMAT = "lwi-model"
+STEP1_FORMAT = "lwi-step1"
+STEP2_STATE_FORMAT = "lwi-step2-state"  # the resumable last state of a fine-tuning run
+#: The safetensors header entry (``__metadata__[METADATA_KEY]``) that holds LWI's JSON metadata.
+METADATA_KEY = "lwi"
+#: Infixes of the files a training run writes beside its model (``model.last.lwi.safetensors``).
+LAST_INFIX = "last"
+STEP1_INFIX = "step1"
+
+_MAX_HEADER = 100 * 1024 * 1024  # a safetensors header larger than this is not one of ours
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def derived_path(path: PathLike, infix: str) -> Path:
+    """``model.lwi.safetensors`` + ``last`` -> ``model.last.lwi.safetensors`` (same folder)."""
+    path = Path(path)
+    stem, dot, suffixes = path.name.partition(".")
+    return path.with_name(f"{stem}.{infix}{dot}{suffixes}" if dot else f"{stem}.{infix}")
+
+
+def read_header_metadata(path: PathLike) -> Dict[str, Any]:
+    """The LWI metadata of a safetensors file, read from its header only (no torch, no weights).
+
+    A safetensors file starts with an 8-byte little-endian header length, then a JSON header whose
+    ``__metadata__[METADATA_KEY]`` is the JSON string written by ``lwi.checkpoint.save``.
+    Raises FileNotFoundError for a missing file and ValueError (one sentence) for a truncated or
+    foreign file or corrupt metadata; the ``format`` field is not checked here.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"File not found: {path}.")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise ValueError("too short")
+            (length,) = struct.unpack("<Q", raw)
+            if length > _MAX_HEADER:
+                raise ValueError("header too large")
+            text = f.read(length)
+            if len(text) < length:
+                raise ValueError("truncated header")
+            header = json.loads(text.decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("not a safetensors header")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a readable LWI file (truncated or another format): {exc}.") from None
+    entry = (header.get("__metadata__") or {}).get(METADATA_KEY)
+    if entry is None:
+        raise ValueError(f"{path} is a safetensors file but not one written by LWI (no LWI metadata).")
+    try:
+        metadata = json.loads(entry)
+    except (ValueError, TypeError):
+        raise ValueError(f"{path} has corrupt LWI metadata.") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path} has corrupt LWI metadata.")
+    return metadata
