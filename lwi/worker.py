@@ -35,14 +35,16 @@ import time
 import traceback
 from typing import Any, Dict, Optional, TextIO, Tuple
 
+from lwi import segment_options
 from lwi.errors import LWIError
 from lwi.progress import Progress
 
 PROTOCOL_VERSION = 1
 
-#: Per-request options a ``segment`` request may carry (Segmenter arguments, plus writing options).
-SEGMENTER_OPTIONS = ("sw_batch_size", "overlap", "amp", "roi_size", "spacing_scale")
-WRITE_OPTIONS = ("largest_component", "compress")
+#: Per-request options a ``segment`` request may carry: the keys of :mod:`lwi.segment_options`
+#: (Segmenter arguments, plus writing options), the same the ``lwi segment`` flags set.
+SEGMENTER_OPTIONS = segment_options.SEGMENTER_KEYS
+WRITE_OPTIONS = segment_options.WRITE_KEYS
 
 
 class Cancelled(Exception):

@@ -87,11 +87,13 @@ def lwi_command(
     options: Optional[Mapping[str, Any]] = None,
     python: Optional[str] = None,
     progress_json: bool = True,
+    extra: Sequence[str] = (),
 ) -> List[str]:
-    """``[python, "-m", "lwi", command, *positional, *options, "--progress", "json"]``."""
+    """``[python, "-m", "lwi", command, *positional, *options, *extra, "--progress", "json"]``."""
     args = [python or python_executable(), "-m", CORE_PACKAGE, command]
     args += [str(p) for p in positional]
     args += options_to_args(options)
+    args += list(extra)
     if progress_json:
         args += ["--progress", "json"]
     return args
@@ -105,10 +107,13 @@ def segment_command(
     options: Optional[Mapping[str, Any]] = None,
     python: Optional[str] = None,
 ) -> List[str]:
-    """``lwi segment --model MODEL --input IMAGE --output LABELMAP --device DEVICE``."""
+    """``lwi segment --model MODEL --input IMAGE --output LABELMAP --device DEVICE`` plus the flags of
+    ``options``, given as a worker request's (``sw_batch_size``, ``roi_size``, ``amp``, ...: the keys
+    of ``lwi/segment_options.py``, whose table gives each one's flag)."""
+    from LWICommon.vocabulary import segment_options
+
     merged: Dict[str, Any] = {"model": model, "input": input_path, "output": output_path, "device": device}
-    merged.update(options or {})
-    return lwi_command("segment", options=merged, python=python)
+    return lwi_command("segment", options=merged, python=python, extra=segment_options.to_args(options))
 
 
 def train_command(

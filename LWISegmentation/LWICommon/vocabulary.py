@@ -1,9 +1,10 @@
-"""The core's shared vocabulary (``lwi/names.py``) for the Slicer modules, without importing ``lwi``.
+"""The core's shared vocabulary for the Slicer modules, without importing ``lwi``: ``lwi/names.py``
+(names, file formats) and ``lwi/segment_options.py`` (the segmentation options and their flags).
 
 The module files need the architecture, strategy and device names when Slicer loads them, before
 the core's requirements (torch) are installed, and in a source checkout the core's folder is not on
-Slicer's ``sys.path``. ``lwi/names.py`` imports only the standard library, so it is loaded here
-from its file (found like the core itself, :func:`LWICommon.cli_args.core_dir`): the names are
+Slicer's ``sys.path``. Both files import only the standard library, so they are loaded here
+from their files (found like the core itself, :func:`LWICommon.cli_args.core_dir`): the names are
 defined once, in the core, and the ``lwi`` package is not imported.
 """
 
@@ -16,21 +17,23 @@ from types import ModuleType
 
 from LWICommon.cli_args import CORE_PACKAGE, core_dir
 
-_MODULE_NAME = "LWICommon._core_names"
 
-
-def _load() -> ModuleType:
-    if _MODULE_NAME in sys.modules:
-        return sys.modules[_MODULE_NAME]
+def _load(name: str) -> ModuleType:
+    """``lwi/<name>.py`` as the module ``LWICommon._core_<name>``."""
+    module_name = f"LWICommon._core_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
     root = core_dir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if root is None:
-        raise ImportError("The LWI core (lwi/names.py) is not installed next to the LWI modules.")
-    spec = importlib.util.spec_from_file_location(_MODULE_NAME, os.path.join(root, CORE_PACKAGE, "names.py"))
+        raise ImportError(f"The LWI core (lwi/{name}.py) is not installed next to the LWI modules.")
+    spec = importlib.util.spec_from_file_location(module_name, os.path.join(root, CORE_PACKAGE, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
-    sys.modules[_MODULE_NAME] = module
+    sys.modules[module_name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
 
 
 #: ``lwi.names``: ARCHITECTURE_NAMES, STRATEGY_NAMES, DEVICE_CHOICES, MODALITIES, MODEL_SUFFIX, ...
-names = _load()
+names = _load("names")
+#: ``lwi.segment_options``: SEGMENT_OPTIONS, to_args, ...
+segment_options = _load("segment_options")

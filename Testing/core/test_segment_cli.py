@@ -10,29 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
-from lwi.architectures import build
-from lwi.bundle import save_bundle
 from lwi.data.phantoms import make_phantom
 from lwi.labelmap import read_segment_names
 from lwi.names import MODEL_SUFFIX
 
-ROI = (16, 16, 16)
-TINY = dict(init_filters=8, blocks_down=[1, 1], blocks_up=[1], norm=["GROUP", {"num_groups": 4}])
-LABELS = {0: "background", 1: "liver", 2: "left kidney"}
-PREPROCESSING = {"orientation": "RAS", "spacing": [4.0, 4.0, 4.0], "modality": "CT", "ct_window": [-175, 250]}
-
-
-def _bundle(path: Path, in_channels: int = 1) -> Path:
-    torch.manual_seed(0)
-    adapter = build("segresnet", in_channels, 3, ROI, **TINY)
-    return save_bundle(path, adapter, LABELS, PREPROCESSING, {"overlap": 0.25, "sw_batch_size": 2})
-
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    return _bundle(tmp_path_factory.mktemp("model") / f"tiny{MODEL_SUFFIX}")
+def model(tmp_path_factory, make_bundle) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("model") / f"tiny{MODEL_SUFFIX}")
 
 
 def _oblique_phantom(seed: int = 0) -> sitk.Image:
@@ -107,28 +93,28 @@ def test_folder_input_segments_every_image_under_the_same_names(model, tmp_path)
     assert np.allclose(sitk.GetArrayFromImage(p).sum(-1), 1.0, atol=1e-3)
 
 
-def _bad_2d(tmp_path: Path, model: Path):
+def _bad_2d(tmp_path: Path, model: Path, make_bundle):
     path = tmp_path / "slice.nrrd"
     sitk.WriteImage(sitk.Image([16, 16], sitk.sitkInt16), str(path))
     return model, path, "2D"
 
 
-def _bad_unreadable(tmp_path: Path, model: Path):
+def _bad_unreadable(tmp_path: Path, model: Path, make_bundle):
     path = tmp_path / "broken.nii.gz"
     path.write_bytes(b"this is not an image")
     return model, path, "could not be read"
 
 
-def _bad_channels(tmp_path: Path, model: Path):
+def _bad_channels(tmp_path: Path, model: Path, make_bundle):
     path = tmp_path / "ct.nii.gz"
     sitk.WriteImage(_oblique_phantom(), str(path))
-    two = _bundle(tmp_path / f"two{MODEL_SUFFIX}", in_channels=2)
+    two = make_bundle(tmp_path / f"two{MODEL_SUFFIX}", in_channels=2)
     return two, path, "2 input channel"
 
 
 @pytest.mark.parametrize("make", [_bad_2d, _bad_unreadable, _bad_channels], ids=["2d", "unreadable", "channels"])
-def test_bad_input_is_one_clear_line_nonzero_exit_and_no_output(model, tmp_path, make):
-    bundle, source, reason = make(tmp_path, model)
+def test_bad_input_is_one_clear_line_nonzero_exit_and_no_output(model, tmp_path, make, make_bundle):
+    bundle, source, reason = make(tmp_path, model, make_bundle)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     proc = _run("--model", str(bundle), "--input", str(source), "--output", str(out_dir / "x.seg.nrrd"), "--device", "cpu")

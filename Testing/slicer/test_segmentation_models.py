@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lwi.architectures import build
-from lwi.bundle import read_bundle_metadata, save_bundle
+from lwi.bundle import read_bundle_metadata
 from lwi.checkpoint import save as save_checkpoint
 from lwi.names import MODEL_SUFFIX
 
@@ -18,27 +17,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 from LWICommon import models  # noqa: E402
 
-ROI = (16, 16, 16)
-TINY = dict(init_filters=8, blocks_down=[1, 1], blocks_up=[1], norm=["GROUP", {"num_groups": 4}])
-PRE = {"orientation": "RAS", "spacing": [4.0, 4.0, 4.0], "modality": "CT"}
-
-
-def _bundle(path: Path, labels, provenance=None) -> Path:
-    adapter = build("segresnet", 1, max(labels) + 1, ROI, **TINY)
-    return save_bundle(path, adapter, labels, PRE, provenance=provenance)
-
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
+def folder(tmp_path_factory, make_bundle) -> Path:
     root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    _bundle(
+    make_bundle(
         root / f"liver{MODEL_SUFFIX}",
         {0: "background", 1: "liver", 2: "spleen"},
-        {"strategy": "lwi", "epochs": 5, "validation_dice": {"liver": 0.9, "spleen": 0.7}},
+        provenance={"strategy": "lwi", "epochs": 5, "validation_dice": {"liver": 0.9, "spleen": 0.7}},
     )
-    _bundle(root / f"kidneys{MODEL_SUFFIX}", {0: "background", 1: "left kidney", 3: "right kidney"},
-            {"strategy": "scratch", "validation_dice": {"1": 0.5, "3": 0.25}})
+    make_bundle(root / f"kidneys{MODEL_SUFFIX}", {0: "background", 1: "left kidney", 3: "right kidney"},
+                provenance={"strategy": "scratch", "validation_dice": {"1": 0.5, "3": 0.25}})
     (root / f"broken{MODEL_SUFFIX}").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     (root / "notes.txt").write_text("not a model")
     return root
@@ -69,8 +58,8 @@ def test_models_are_listed_with_labels_architecture_strategy_and_dice(folder):
     assert kidneys.validation_dice == {"left kidney": 0.5, "right kidney": 0.25}
 
 
-def test_browsed_files_join_the_list_once(folder, tmp_path):
-    other = _bundle(tmp_path / f"aorta{MODEL_SUFFIX}", {0: "background", 1: "aorta"})
+def test_browsed_files_join_the_list_once(folder, tmp_path, make_bundle):
+    other = make_bundle(tmp_path / f"aorta{MODEL_SUFFIX}", {0: "background", 1: "aorta"})
     entries = models.list_models([str(folder)], extra=[str(other), str(other), str(folder / f"liver{MODEL_SUFFIX}")])
     names = [e.name for e in entries]
     assert names == ["aorta", "broken", "kidneys", "liver"]

@@ -14,10 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
-from lwi.architectures import build
-from lwi.bundle import save_bundle
 from lwi.data.phantoms import make_phantom
 from lwi.labelmap import read_segment_names
 from lwi.names import MODEL_SUFFIX
@@ -28,23 +25,13 @@ from LWICommon.cli_args import subprocess_env  # noqa: E402
 from LWICommon.process import CANCELLED  # noqa: E402
 from LWICommon.worker import WorkerClient, segment_request, worker_command  # noqa: E402
 
-ROI = (16, 16, 16)
-TINY = dict(init_filters=8, blocks_down=[1, 1], blocks_up=[1], norm=["GROUP", {"num_groups": 4}])
-PREPROCESSING = {"orientation": "RAS", "spacing": [4.0, 4.0, 4.0], "modality": "CT", "ct_window": [-175, 250]}
-
-
-def _bundle(path: Path, labels, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    adapter = build("segresnet", 1, 3, ROI, **TINY)
-    return save_bundle(path, adapter, labels, PREPROCESSING, {"overlap": 0.25, "sw_batch_size": 2})
-
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, make_bundle):
     root = tmp_path_factory.mktemp("worker")
     models = {
-        "a": _bundle(root / f"a{MODEL_SUFFIX}", {0: "background", 1: "liver", 2: "spleen"}),
-        "b": _bundle(root / f"b{MODEL_SUFFIX}", {0: "background", 1: "left kidney", 2: "right kidney"}, seed=1),
+        "a": make_bundle(root / f"a{MODEL_SUFFIX}", {0: "background", 1: "liver", 2: "spleen"}),
+        "b": make_bundle(root / f"b{MODEL_SUFFIX}", {0: "background", 1: "left kidney", 2: "right kidney"}, seed=1),
     }
     image, _ = make_phantom(0, shape=(24, 20, 12), spacing=(3.0, 3.5, 5.0))
     oblique, _ = make_phantom(1, shape=(20, 22, 14), spacing=(2.5, 3.0, 4.0))
@@ -117,7 +104,7 @@ def test_segments_on_the_input_grid_and_keeps_the_model_loaded(client, files):
     assert client.request("ping")["model"] == os.path.realpath(files["models"]["a"])
 
 
-def test_a_changed_model_is_reloaded(client, files, tmp_path):
+def test_a_changed_model_is_reloaded(client, files, tmp_path, make_bundle):
     out = tmp_path / "b.seg.nrrd"
     job = client.segment(str(files["models"]["b"]), str(files["images"]["plain"]), str(out), "cpu")
     assert job.wait(120) == 0, job.error_message()
@@ -130,7 +117,7 @@ def test_a_changed_model_is_reloaded(client, files, tmp_path):
     shutil.copy(files["models"]["b"], copy)
     assert client.segment(str(copy), str(files["images"]["plain"]), str(out), "cpu").wait(120) == 0
     time.sleep(0.01)
-    _bundle(copy, {0: "background", 1: "pancreas", 2: "stomach"}, seed=3)
+    make_bundle(copy, {0: "background", 1: "pancreas", 2: "stomach"}, seed=3)
     job = client.segment(str(copy), str(files["images"]["plain"]), str(out), "cpu")
     assert job.wait(120) == 0, job.error_message()
     assert job.result["reused_model"] is False

@@ -22,10 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--predictions", metavar="DIR", default=None, help="also write each prediction as DIR/<case>.seg.nrrd"
     )
     add_segmenter_arguments(parser)
-    parser.add_argument(
-        "--spacing-scale", type=float, default=1.0, help="run on a coarser grid (see lwi segment --help)"
-    )
-    parser.add_argument("--no-amp", action="store_true", help="full float32 on CUDA (default: float16 autocast)")
     add_progress(parser)
 
 

@@ -13,21 +13,18 @@ import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from lwi.commands.options import add_device, add_progress, add_roi
+from lwi import segment_options
+from lwi.commands.options import add_device, add_progress
 
 NAME = "segment"
 HELP = "segment a volume (or a folder of volumes) with a trained model; the label map is on the input's grid"
 
 
 def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:
-    """--device, --roi, --overlap, --sw-batch and --largest-component, as segment and evaluate read them."""
+    """--device, the Segmenter options (--roi, --overlap, --sw-batch, --spacing-scale, --no-amp) and
+    --largest-component, as segment and evaluate read them (:mod:`lwi.segment_options`)."""
     add_device(parser)
-    add_roi(parser, help_text="sliding-window size in voxels (default: the model's)")
-    parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")
-    parser.add_argument("--sw-batch", type=int, default=None, help="windows per network call (default: the model's)")
-    parser.add_argument(
-        "--largest-component", action="store_true", help="keep only the largest connected piece of each label"
-    )
+    segment_options.add_arguments(parser, segment_options.SEGMENTER_KEYS + ("largest_component",))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,15 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "grid; a folder when --input is a folder. Large: 4 bytes x labels x voxels",
     )
     parser.add_argument(
-        "--spacing-scale",
-        type=float,
-        default=1.0,
-        help="run on a grid this many times coarser than the model's spacing (2 = 8x fewer voxels: a large "
-        "CT on a CPU in a fraction of the time, less accurate on small structures); the output is still "
-        "on the input's grid",
-    )
-    parser.add_argument("--no-amp", action="store_true", help="full float32 on CUDA (default: float16 autocast)")
-    parser.add_argument(
         "--output-suffix",
         default=None,
         metavar="EXT",
@@ -74,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="also write the labels as a Slicer colour table (.ctbl), for outputs without names (NIfTI)",
     )
-    parser.add_argument("--no-compress", action="store_true", help="write uncompressed files")
+    segment_options.add_arguments(parser, ("compress",))
     add_progress(parser)
 
 
@@ -117,16 +105,8 @@ def make_segmenter(args: argparse.Namespace, progress):
     """The Segmenter of ``--model`` with the sliding-window, device and grid options of ``args``."""
     from lwi.inference import Segmenter
 
-    return Segmenter(
-        args.model,
-        device=args.device,
-        sw_batch_size=args.sw_batch,
-        overlap=args.overlap,
-        amp=not args.no_amp,
-        roi_size=args.roi,
-        spacing_scale=args.spacing_scale,
-        progress=progress,
-    )
+    options = segment_options.from_args(args, segment_options.SEGMENTER_KEYS)
+    return Segmenter(args.model, device=args.device, progress=progress, **options)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
                 output,
                 largest_component=args.largest_component,
                 probabilities_path=probs,
-                compress=not args.no_compress,
+                compress=args.compress,
             )
         except LWIError as exc:
             if not batch:
