@@ -14,9 +14,11 @@ from lwi import checkpoint
 from lwi.data.phantoms import write_phantom_dataset
 from lwi.engine import model_tensors
 from lwi.errors import LWIError
+from lwi.names import derived_path
 from lwi.progress import Progress
 from lwi.strategies import finetune, pretrain, train
-from lwi.strategies.steps import Settings, build_step2_model, derived_path
+from lwi.strategies.settings import Settings
+from lwi.strategies.step2 import build_step2_model
 
 ARCH = {"arch": "segresnet", "arch_params": {"init_filters": 8, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]}}
 SMALL = {**ARCH, "roi": (32, 32, 32), "batch_size": 2, "lr": 3e-3, "device": "cpu"}

@@ -1,7 +1,7 @@
 """Options and glue shared by ``lwi pretrain``, ``lwi finetune`` and ``lwi train`` (not a command).
 
 Every training number defaults to None here, meaning "not given": a new run then uses the
-defaults of :class:`lwi.strategies.steps.Settings`, a resumed run keeps its stored value, and
+defaults of :class:`lwi.strategies.settings.Settings`, a resumed run keeps its stored value, and
 ``lwi finetune`` inherits the network and preprocessing of its Step-1 checkpoint.
 """
 

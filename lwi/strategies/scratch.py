@@ -7,22 +7,23 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List
 
-from lwi.names import STRATEGY_DESCRIPTIONS
-from lwi.strategies import steps
+from lwi.names import LAST_INFIX, STRATEGY_DESCRIPTIONS, derived_path
+from lwi.strategies.run import Run, public_summary
+from lwi.strategies.settings import step1_iterations, step2_iterations
 
 NAME = "scratch"
 DESCRIPTION = STRATEGY_DESCRIPTIONS[NAME]
 
 
 def outputs(out: Path) -> List[Path]:
-    return [out, steps.derived_path(out, "last")]
+    return [out, derived_path(out, LAST_INFIX)]
 
 
-def train(run: steps.Run, out: Path, resume: bool = False) -> Dict[str, Any]:
+def train(run: Run, out: Path, resume: bool = False) -> Dict[str, Any]:
     s = run.settings
-    last = steps.derived_path(out, "last")
-    i1 = steps.step1_iterations(s, run.n_step1_images)
-    ipe, i2 = steps.step2_iterations(s, len(run.train_cases))
+    last = derived_path(out, LAST_INFIX)
+    i1 = step1_iterations(s, run.n_step1_images)
+    ipe, i2 = step2_iterations(s, len(run.train_cases))
     total = i1 + i2
     epochs = s.epochs + math.ceil(i1 / ipe)  # the last epoch may be cut short at `total`
     _, validation = run.train_cache(), run.validation_pairs()  # preprocessed before the progress starts
@@ -44,4 +45,4 @@ def train(run: steps.Run, out: Path, resume: bool = False) -> Dict[str, Any]:
         },
     )
     summary["iterations"] = {"train": summary["iterations"]}
-    return steps._public(summary)
+    return public_summary(summary)

@@ -1,0 +1,175 @@
+"""The Python API behind ``lwi pretrain``, ``lwi finetune`` and ``lwi train`` (and the demo):
+:func:`pretrain` (Step 1 alone), :func:`finetune` (Step 2 from a Step-1 checkpoint) and
+:func:`train` (a whole strategy). Each validates the data first, then reads the run to resume or
+refuses to replace earlier results, then trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+from lwi.errors import LWIError
+from lwi.names import DEFAULT_STRATEGY, LAST_INFIX, STEP1_FORMAT, STEP2_STATE_FORMAT, derived_path
+from lwi.progress import Progress
+from lwi.strategies.run import PathLike, Run, check_outputs, public_summary, resumed_settings
+from lwi.strategies.step1 import run_step1
+from lwi.strategies.step2 import load_step1
+
+
+def pretrain(
+    data: PathLike,
+    out: PathLike,
+    *,
+    unlabeled: Optional[Sequence[PathLike]] = None,
+    device: Any = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Optional[Progress] = None,
+    on_epoch_end: Any = None,
+    **options: Any,
+) -> Dict[str, Any]:
+    """LWI Step 1 on the images of ``data`` (labels not needed) plus ``unlabeled`` image folders.
+
+    ``options`` are :class:`Settings` fields; ``epochs`` means Step 1's epochs here. Writes the
+    resumable Step-1 checkpoint ``out`` (every ``checkpoint_every`` epochs and at the end);
+    ``resume=True`` continues it from its last saved iteration with its own settings.
+    Returns a summary (iterations, last losses, checkpoint path).
+    """
+    progress = progress or Progress("none")
+    out = Path(out)
+    stored = resumed_settings([out], (STEP1_FORMAT,), f"Nothing to resume: {out} does not exist.") if resume else None
+    run = Run.from_options(
+        data, options, stored, stage_epochs="pretrain_epochs", device=device, progress=progress,
+        unlabeled=unlabeled, require_labels=False,
+    )
+    settings = run.settings
+    if not resume:
+        check_outputs([out], overwrite)
+    if run.held_cases:
+        progress.log(run.split_message.replace("for validation", "for Step 2's validation (not used in Step 1)"))
+    summary = run_step1(
+        cache=run.step1_cache(),
+        n_images=run.n_step1_images,
+        settings=settings,
+        device=run.device,
+        out=out,
+        progress=progress,
+        resume=resume,
+        metadata={"preprocessing": run.config.to_dict(), "data": {**run.describe_split(), "unlabeled": len(run.unlabeled)}},
+        on_epoch_end=on_epoch_end,
+    )
+    return public_summary(summary)
+
+
+def finetune(
+    data: PathLike,
+    init: PathLike,
+    out: PathLike,
+    *,
+    device: Any = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Optional[Progress] = None,
+    on_epoch_end: Any = None,
+    **options: Any,
+) -> Dict[str, Any]:
+    """LWI Step 2: fine-tune the Step-1 checkpoint ``init`` on the labelled cases of ``data``.
+
+    The network (architecture, parameters, ROI) and preprocessing come from ``init``; every Step-1
+    weight except the output layer and the order heads is loaded. ``options`` are :class:`Settings`
+    fields (``epochs`` = Step 2's). The best model (mean validation Dice) is written to ``out`` as a
+    bundle, the last resumable state to ``derived_path(out, "last")``.
+    """
+    from lwi.strategies import lwi as lwi_strategy
+
+    progress = progress or Progress("none")
+    out = Path(out)
+    last = derived_path(out, LAST_INFIX)
+    tensors, init_meta = load_step1(init)
+    stored = None
+    if resume:
+        stored = resumed_settings([last], (STEP2_STATE_FORMAT,), f"Nothing to resume: {last} does not exist.")
+    if stored is None:
+        spec = init_meta.get("architecture", {})
+        arch = options.get("arch")
+        if arch is not None and str(arch).lower() != spec.get("arch"):
+            raise LWIError(f"{init} was pre-trained for {spec.get('arch')}, not {arch}; fine-tune it as {spec.get('arch')}.")
+        base = {**init_meta.get("settings", {}), "arch": spec.get("arch"), "arch_params": spec.get("params", {})}
+        base = {k: v for k, v in base.items() if k in ("arch", "arch_params", "roi", "seed", "val_fraction", "spacing", "modality", "pretrain_epochs")}
+        base.update({k: v for k, v in options.items() if v is not None})
+        options = base
+    run = Run.from_options(
+        data, options, stored, stored_preprocessing=(stored or init_meta).get("preprocessing"),
+        device=device, progress=progress, require_labels=True,
+    )
+    settings = run.settings
+    if not resume:
+        check_outputs([out, last], overwrite)
+    progress.log(run.split_message)
+    train_cache = run.train_cache()
+    channels = int(train_cache.full_case(0)[0].shape[0])
+    pretrained_channels = int(init_meta.get("architecture", {}).get("in_channels", channels))
+    if channels != pretrained_channels:
+        raise LWIError(
+            f"{init} was pre-trained on images with {pretrained_channels} channel(s); these have {channels}."
+        )
+    summary = run.step2(
+        out,
+        last,
+        validation_cases=run.validation_pairs(),
+        resume=resume,
+        init=(tensors, Path(init).name),
+        provenance=lwi_strategy.provenance(
+            run,
+            (init_meta.get("training") or {}).get("epochs", settings.pretrain_epochs),
+            (init_meta.get("training") or {}).get("iteration"),
+        ),
+        on_epoch_end=on_epoch_end,
+    )
+    return public_summary(summary)
+
+
+def train(
+    data: Any,
+    out: Any,
+    *,
+    strategy: str = DEFAULT_STRATEGY,
+    unlabeled: Optional[Sequence[Any]] = None,
+    device: Any = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Optional[Progress] = None,
+    **options: Any,
+) -> Dict[str, Any]:
+    """Train a segmentation model on ``data`` with ``strategy`` and write its bundle to ``out``.
+
+    ``options`` are :class:`Settings` fields (``pretrain_epochs`` for Step 1, ``epochs`` for Step 2).
+    Files: ``out`` (best model), ``out`` with a ``.last`` infix (resumable), and for ``lwi`` the
+    Step-1 checkpoint with a ``.step1`` infix. ``resume=True`` continues an interrupted run with its
+    stored settings (only the numbers of epochs and reporting intervals may change).
+    Returns a summary (paths, iterations, validation Dice per label).
+    """
+    from lwi.strategies import get_strategy
+
+    progress = progress or Progress("none")
+    module = get_strategy(strategy)
+    out = Path(out)
+    stored = None
+    if resume:
+        stored = resumed_settings(
+            [p for p in module.outputs(out) if p != out],
+            (STEP1_FORMAT, STEP2_STATE_FORMAT),
+            f"Nothing to resume: no checkpoint of a {module.NAME} run next to {out}.",
+        )
+    run = Run.from_options(
+        data, options, stored, device=device, progress=progress, unlabeled=unlabeled, require_labels=True
+    )
+    if not resume:
+        check_outputs(module.outputs(out), overwrite)
+    progress.log(run.split_message)
+    try:
+        summary = module.train(run, out, resume=resume)
+    finally:
+        progress.plan(None)
+    summary["strategy"] = module.NAME
+    return summary

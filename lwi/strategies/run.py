@@ -1,0 +1,268 @@
+"""One training run: its validated dataset, the split into training and held-out cases, its
+preprocessing and case caches (:class:`Run`), and what every run does the same way: refuse to
+replace earlier results or read the run to resume (:func:`resumed_settings`), build the
+:class:`lwi.engine.Trainer` (:func:`make_trainer`) and summarise the result (:func:`public_summary`).
+
+Held-out cases: the ``validation`` list of dataset.json, else an automatic split by ``seed``
+(``val_fraction`` of the cases, at least one) when there are 3 or more cases; with 1 or 2 cases
+everything is trained on and the last model is the result. The held-out cases are also left out
+of Step 1, so validation Dice is measured on images the network has never seen.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from lwi.errors import LWIError
+from lwi.progress import Progress
+from lwi.strategies.settings import Settings, make_settings, trainer_schedule
+
+#: Version of the metadata layout of the training checkpoints (Step 1 and the resumable Step 2 state).
+FORMAT_VERSION = 1
+
+PathLike = Union[str, Path]
+
+
+def split_cases(dataset: Any, seed: int, val_fraction: float) -> Tuple[List[Any], List[Any], str]:
+    """``(training cases, held-out cases, a sentence saying how)`` (see the module docstring)."""
+    cases = list(dataset.cases)
+    if dataset.validation:
+        train, held = dataset.split()
+        if not train:
+            raise LWIError("Every case is listed under 'validation' in dataset.json; nothing is left to train on.")
+        return train, held, f"Validating on the {len(held)} case(s) listed in dataset.json."
+    if len(cases) <= 2 or val_fraction <= 0:
+        why = "only 1 or 2 cases" if len(cases) <= 2 else "no validation split asked for"
+        return cases, [], (
+            f"Training on all {len(cases)} case(s) without validation ({why}); the result is the last model."
+        )
+    n_held = min(len(cases) - 1, max(1, round(val_fraction * len(cases))))
+    names = sorted(c.name for c in cases)
+    held_names = set(random.Random(seed).sample(names, n_held))
+    train = [c for c in cases if c.name not in held_names]
+    held = [c for c in cases if c.name in held_names]
+    return train, held, (
+        f"Holding out {len(held)} of {len(cases)} cases for validation ({', '.join(sorted(held_names))}); "
+        "add a 'validation' list to dataset.json to choose them."
+    )
+
+
+def check_outputs(paths: Sequence[Path], overwrite: bool) -> None:
+    """Refuse to replace earlier results silently."""
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        raise LWIError(
+            f"{existing[0]} already exists; pass --resume to continue that run, --overwrite to replace it, "
+            "or choose another --out."
+        )
+
+
+def preprocess_config(dataset: Any, settings: Settings, stored: Optional[Mapping[str, Any]] = None) -> Any:
+    """The run's preprocessing: stored (resume, fine-tuning from Step 1) or from the dataset."""
+    from lwi.data.preprocessing import PreprocessConfig, median_spacing
+
+    if stored is not None:
+        config = PreprocessConfig.from_dict(dict(stored))
+        if settings.spacing is not None:
+            config.spacing = tuple(float(s) for s in settings.spacing)
+        if settings.modality is not None:
+            config.modality = settings.modality.upper()
+        return config
+    spacing = settings.spacing or median_spacing(dataset.cases)
+    modality = (settings.modality or dataset.modality or "MR").upper()
+    return PreprocessConfig(spacing=tuple(float(s) for s in spacing), modality=modality)
+
+
+def make_cache(cases: Sequence[Any], config: Any, device: Any, progress: Progress, with_labels: bool) -> Any:
+    from lwi.data.cache import CaseCache
+
+    return CaseCache(list(cases), config, device, progress=progress, with_labels=with_labels)
+
+
+class Run:
+    """A training run's validated dataset, split, preprocessing, device and (lazily) case caches.
+
+    Creating it validates the dataset (every problem at once) before anything is written.
+    """
+
+    @classmethod
+    def from_options(
+        cls,
+        data: PathLike,
+        options: Mapping[str, Any],
+        stored: Optional[Mapping[str, Any]] = None,
+        *,
+        stage_epochs: Optional[str] = None,
+        stored_preprocessing: Optional[Mapping[str, Any]] = None,
+        **kwargs: Any,
+    ) -> Run:
+        """A run whose settings are ``options`` on top of a resumed run's ``stored`` settings (see
+        :func:`make_settings`), preprocessed as the stored run was."""
+        settings = make_settings(options, stored["settings"] if stored else None, stage_epochs=stage_epochs)
+        if stored_preprocessing is None and stored:
+            stored_preprocessing = stored["preprocessing"]
+        return cls(data, settings, stored_preprocessing=stored_preprocessing, **kwargs)
+
+    def __init__(
+        self,
+        data: PathLike,
+        settings: Settings,
+        *,
+        device: Any = "auto",
+        progress: Optional[Progress] = None,
+        unlabeled: Optional[Sequence[PathLike]] = None,
+        require_labels: bool = True,
+        stored_preprocessing: Optional[Mapping[str, Any]] = None,
+    ):
+        from lwi.data.dataset import Case, case_name, list_images, load_dataset
+        from lwi.engine import resolve_device
+
+        self.settings = settings
+        self.progress = progress or Progress("none")
+        self.dataset = load_dataset(data, require_labels=require_labels)
+        self.unlabeled = [
+            Case(name=case_name(p), image=Path(p), label=None) for folder in (unlabeled or []) for p in list_images(folder)
+        ]
+        self.train_cases, self.held_cases, self.split_message = split_cases(
+            self.dataset, settings.seed, settings.val_fraction
+        )
+        self.config = preprocess_config(self.dataset, settings, stored_preprocessing)
+        self.device = resolve_device(device)
+        self._caches: Dict[str, Any] = {}
+
+    @property
+    def labels(self) -> Dict[int, str]:
+        return dict(self.dataset.labels)
+
+    @property
+    def n_step1_images(self) -> int:
+        return len(self.train_cases) + len(self.unlabeled)
+
+    def _cache(self, key: str, cases: Sequence[Any], with_labels: bool) -> Any:
+        if key not in self._caches:
+            self._caches[key] = make_cache(cases, self.config, self.device, self.progress, with_labels)
+        return self._caches[key]
+
+    def train_cache(self) -> Any:
+        """The training cases with their labels (Step 2)."""
+        return self._cache("train", self.train_cases, True)
+
+    def step1_cache(self) -> Any:
+        """The Step-1 images: the training cases (their labels unused) plus any unlabelled images."""
+        if not self.unlabeled and all(c.label is not None for c in self.train_cases):
+            return self.train_cache()  # preprocess once for both steps
+        from lwi.data.dataset import Case
+
+        images = [Case(name=c.name, image=c.image, label=None) for c in self.train_cases] + self.unlabeled
+        return self._cache("step1", images, False)
+
+    def validation_pairs(self) -> List[Tuple[Any, Any]]:
+        """``(image, label)`` tensors of the held-out cases, on the device."""
+        if not self.held_cases:
+            return []
+        cache = self._cache("validation", self.held_cases, True)
+        return [cache.full_case(i) for i in range(len(self.held_cases))]
+
+    def step2(
+        self, out: Path, last: Path, *, validation_cases: Sequence[Tuple[Any, Any]], resume: bool, **options: Any
+    ) -> Dict[str, Any]:
+        """:func:`run_step2` on this run's training cache, labels, settings, preprocessing, device and
+        progress; ``options`` are run_step2's other keyword arguments."""
+        from lwi.strategies.step2 import run_step2
+
+        return run_step2(
+            train_cache=self.train_cache(),
+            n_train=len(self.train_cases),
+            validation_cases=validation_cases,
+            labels=self.labels,
+            settings=self.settings,
+            preprocessing=self.config,
+            device=self.device,
+            out=out,
+            last=last,
+            progress=self.progress,
+            resume=resume,
+            **options,
+        )
+
+    def describe_split(self) -> Dict[str, Any]:
+        return {
+            "cases": len(self.train_cases),
+            "validation_cases": len(self.held_cases),
+            "held_out": sorted(c.name for c in self.held_cases),
+        }
+
+
+def public_summary(summary: Mapping[str, Any]) -> Dict[str, Any]:
+    """A summary without live objects (networks), JSON-able for result lines."""
+    hidden = ("network", "best", "last_validation")  # objects, and duplicates of validation_dice
+    return {k: v for k, v in summary.items() if k not in hidden and not hasattr(v, "state_dict")}
+
+
+def stored_settings(path: Path, formats: Sequence[str]) -> Dict[str, Any]:
+    """The metadata of a resumable checkpoint (its ``settings`` and ``preprocessing``), checked to
+    be one of ``formats``."""
+    from lwi import checkpoint
+
+    meta = checkpoint.read_metadata(path)
+    if meta.get("format") not in formats or "settings" not in meta:
+        raise LWIError(f"{path} is not a resumable LWI training checkpoint.")
+    return meta
+
+
+def resumed_settings(candidates: Sequence[Path], formats: Sequence[str], missing: str) -> Dict[str, Any]:
+    """The stored metadata of the run to resume: the first of ``candidates`` that exists (one of
+    ``formats``); ``missing`` is the sentence when none does."""
+    for path in candidates:
+        if Path(path).exists():
+            return stored_settings(Path(path), formats)
+    raise LWIError(missing)
+
+
+def make_trainer(
+    model: Any,
+    step: Callable[..., Any],
+    sample: Callable[..., Any],
+    *,
+    settings: Settings,
+    epochs: int,
+    iterations_per_epoch: int,
+    stage: str,
+    title: str,
+    device: Any,
+    checkpoint_path: Path,
+    metadata: Mapping[str, Any],
+    progress: Progress,
+    resume: bool,
+    progress_offset: int = 0,
+    on_epoch_end: Any = None,
+    **extra: Any,
+) -> Any:
+    """The :class:`lwi.engine.Trainer` of one step with the schedule of ``settings``
+    (:func:`trainer_schedule`); with ``resume`` it continues from ``checkpoint_path`` (and says so,
+    naming the step by ``title``). ``extra``:
+    the Trainer's other arguments (validation, ``on_best``, ``max_iterations``)."""
+    from lwi.engine import Trainer
+
+    trainer = Trainer(
+        model,
+        step,
+        sample,
+        stage=stage,
+        **trainer_schedule(settings, epochs, iterations_per_epoch),
+        device=device,
+        checkpoint_path=checkpoint_path,
+        metadata=dict(metadata),
+        progress=progress,
+        progress_offset=progress_offset,
+        on_epoch_end=on_epoch_end,
+        **extra,
+    )
+    if resume:
+        trainer.load_checkpoint(checkpoint_path)
+        progress.log(
+            f"Resuming {title} from {checkpoint_path} at iteration {trainer.iteration} of {trainer.total_iterations}."
+        )
+    return trainer

@@ -1,0 +1,159 @@
+"""The settings of a training run: every number, its defaults, what a resumed run may change, and the
+:class:`lwi.engine.Trainer` schedule both steps take from them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from lwi.errors import LWIError
+from lwi.names import MODALITIES
+
+
+@dataclass
+class Settings:
+    """Every number of a training run; all have defaults meant for a few cases on one GPU.
+
+    ``pretrain_epochs`` is Step 1's length and ``epochs`` Step 2's; an epoch is
+    ``iterations_per_epoch`` iterations (default: the stage's number of images / batch size,
+    rounded up). ``warmup_epochs`` defaults to 5% of the stage's epochs.
+    """
+
+    arch: str = "unetr"
+    arch_params: Dict[str, Any] = field(default_factory=dict)
+    roi: Tuple[int, int, int] = (96, 96, 96)
+    pretrain_epochs: int = 400
+    epochs: int = 2000
+    batch_size: int = 2
+    iterations_per_epoch: Optional[int] = None
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    warmup_epochs: Optional[int] = None
+    mask_ratio: float = 0.4
+    cube_size: int = 16
+    w_rec: float = 1.0
+    w_order: float = 1.0
+    val_every: Optional[int] = None
+    checkpoint_every: Optional[int] = None
+    val_fraction: float = 0.2
+    overlap: float = 0.5
+    sw_batch_size: int = 4
+    pos_fraction: float = 0.5
+    spacing: Optional[Tuple[float, float, float]] = None
+    modality: Optional[str] = None
+    seed: int = 0
+    amp: Optional[bool] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Settings:
+        known = {f.name for f in dataclasses.fields(cls)}
+        clean = {k: v for k, v in values.items() if k in known}
+        for key in ("roi", "spacing"):
+            if clean.get(key) is not None:
+                clean[key] = tuple(clean[key])
+        return cls(**clean)
+
+
+# Settings a resumed run may change (the others define the run and come from its checkpoint).
+RESUMABLE_CHANGES = ("pretrain_epochs", "epochs", "val_every", "checkpoint_every", "sw_batch_size", "amp")
+
+
+def make_settings(
+    options: Mapping[str, Any], stored: Optional[Mapping[str, Any]] = None, *, stage_epochs: Optional[str] = None
+) -> Settings:
+    """Settings from keyword options (None = not given), on top of a resumed run's stored ones.
+
+    ``stage_epochs`` names the field that a plain ``epochs`` option means (``"pretrain_epochs"``
+    for ``pretrain()``, whose own stage is Step 1).
+    """
+    options = {k: v for k, v in options.items() if v is not None}
+    if stage_epochs and "epochs" in options:
+        options[stage_epochs] = options.pop("epochs")
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"unknown training option(s): {', '.join(unknown)}")
+    for key in ("roi", "spacing"):
+        if key in options:
+            options[key] = tuple(options[key])
+    if stored is None:
+        settings = Settings(**options)
+    else:
+        settings = Settings.from_dict(stored)
+        for key, value in options.items():
+            if key in RESUMABLE_CHANGES:
+                setattr(settings, key, value)
+            elif _normalise(value) != _normalise(getattr(settings, key)):
+                raise LWIError(
+                    f"A resumed run keeps its settings: {key} was {getattr(settings, key)!r}, not {value!r} "
+                    "(leave it out, or start a new run)."
+                )
+    _check_settings(settings)
+    return settings
+
+
+def _normalise(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def _check_settings(s: Settings) -> None:
+    if len(s.roi) != 3 or min(s.roi) < 1:
+        raise LWIError(f"The ROI must be three positive sizes, got {list(s.roi)}.")
+    for name in ("pretrain_epochs", "epochs", "batch_size"):
+        if int(getattr(s, name)) < 1:
+            raise LWIError(f"{name.replace('_', ' ').capitalize()} must be at least 1.")
+    if s.lr <= 0:
+        raise LWIError("The learning rate must be positive.")
+    if not 0.0 <= s.mask_ratio < 1.0:
+        raise LWIError("The mask ratio must be in [0, 1).")
+    if not 0.0 <= s.val_fraction < 1.0:
+        raise LWIError("The validation fraction must be in [0, 1).")
+    if s.modality is not None and s.modality.upper() not in MODALITIES:
+        raise LWIError(f"Unknown modality {s.modality!r}; use CT or MR.")
+
+
+def warmup_iterations(settings: Settings, epochs: int, iterations_per_epoch: int) -> int:
+    warmup = settings.warmup_epochs if settings.warmup_epochs is not None else max(1, round(0.05 * epochs))
+    return int(warmup) * iterations_per_epoch
+
+
+def every(value: Optional[int], epochs: int, times: int = 20) -> int:
+    """An explicit interval, or one that gives about ``times`` events over the stage."""
+    return int(value) if value else max(1, epochs // times)
+
+
+def trainer_schedule(settings: Settings, epochs: int, iterations_per_epoch: int) -> Dict[str, Any]:
+    """The :class:`lwi.engine.Trainer` keyword arguments that both steps take from ``settings``: length,
+    optimiser, warmup, precision, seed and checkpoint interval."""
+    return {
+        "epochs": epochs,
+        "iterations_per_epoch": iterations_per_epoch,
+        "lr": settings.lr,
+        "weight_decay": settings.weight_decay,
+        "warmup_iterations": warmup_iterations(settings, epochs, iterations_per_epoch),
+        "amp": settings.amp,
+        "seed": settings.seed,
+        "checkpoint_every": every(settings.checkpoint_every, epochs, times=10),
+    }
+
+
+def epoch_iterations(settings: Settings, n_images: int) -> int:
+    """Iterations per epoch of a stage on ``n_images``: the setting, else one pass over the images."""
+    return settings.iterations_per_epoch or math.ceil(n_images / settings.batch_size)
+
+
+def step1_iterations(settings: Settings, n_images: int) -> int:
+    """Total iterations of Step 1."""
+    return settings.pretrain_epochs * epoch_iterations(settings, n_images)
+
+
+def step2_iterations(settings: Settings, n_cases: int, epochs: Optional[int] = None) -> Tuple[int, int]:
+    """``(iterations per epoch, total iterations)`` of Step 2."""
+    ipe = epoch_iterations(settings, n_cases)
+    return ipe, (epochs or settings.epochs) * ipe

@@ -1,0 +1,91 @@
+"""LWI Step 1: self-supervised pre-training of the network with the transformation module's shuffled
+and masked sub-volumes (order heads + reconstruction). Writes one resumable checkpoint
+(``format: lwi-step1``): ``net.`` + ``order_heads.`` weights, optimizer state, settings and
+preprocessing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Mapping
+
+from lwi.names import STEP1_FORMAT
+from lwi.progress import Progress
+from lwi.strategies.run import FORMAT_VERSION, make_trainer
+from lwi.strategies.settings import Settings, epoch_iterations
+
+
+def run_step1(
+    *,
+    cache: Any,
+    n_images: int,
+    settings: Settings,
+    device: Any,
+    out: Path,
+    progress: Progress,
+    resume: bool,
+    metadata: Mapping[str, Any],
+    progress_offset: int = 0,
+    on_epoch_end: Any = None,
+) -> Dict[str, Any]:
+    """Train the Step-1 model on ``cache`` (images only); the checkpoint ``out`` is written every
+    K epochs and at the end. Returns the trainer's summary plus the checkpoint path."""
+    import torch
+
+    from lwi.pretraining import Step1Model, step1_losses
+    from lwi.transformation import TransformationModule
+
+    image, _ = cache.full_case(0)
+    torch.manual_seed(settings.seed)
+    model = Step1Model.build(settings.arch, int(image.shape[0]), settings.roi, **settings.arch_params).to(device)
+    transform = TransformationModule(
+        model.num_subvolumes, mask_ratio=settings.mask_ratio, cube_size=settings.cube_size
+    )
+    roi = tuple(settings.roi)
+
+    def sample(generator):
+        images, _ = cache.sample(settings.batch_size, roi, generator=generator, labelled=False)
+        return images
+
+    def step(net, images, generator):
+        return step1_losses(net, images, transform, generator=generator, w_rec=settings.w_rec, w_order=settings.w_order)
+
+    epochs = settings.pretrain_epochs
+    ipe = epoch_iterations(settings, n_images)
+    meta = {
+        "format": STEP1_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": model.spec(),
+        "step1": {
+            "num_subvolumes": model.num_subvolumes,
+            "mask_ratio": settings.mask_ratio,
+            "cube_size": settings.cube_size,
+            "level_channels": list(model.net.level_channels),
+        },
+        **metadata,
+        "settings": settings.to_dict(),
+    }
+    trainer = make_trainer(
+        model,
+        step,
+        sample,
+        settings=settings,
+        epochs=epochs,
+        iterations_per_epoch=ipe,
+        stage="pretrain",
+        title="Step 1",
+        device=device,
+        checkpoint_path=out,
+        metadata=meta,
+        progress=progress,
+        resume=resume,
+        progress_offset=progress_offset,
+        on_epoch_end=on_epoch_end,
+    )
+    progress.log(
+        f"Step 1: {settings.arch} at ROI {list(roi)}, {model.num_subvolumes} sub-volumes, mask ratio "
+        f"{settings.mask_ratio}, {trainer.total_iterations} iterations ({epochs} epochs x {ipe}) on {device}."
+    )
+    summary = trainer.run()
+    summary["checkpoint"] = str(out)
+    summary["model"] = model
+    return summary

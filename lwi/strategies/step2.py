@@ -1,0 +1,187 @@
+"""LWI Step 2: supervised fine-tuning (DiceCE) of the segmentation network, from a Step-1
+checkpoint's weights (all but the output layer; the order heads are dropped) or from random
+initialisation. Writes the best model (by mean validation Dice) as a bundle (:mod:`lwi.bundle`) and
+the last, resumable state (``format: lwi-step2-state``) beside it with a ``.last`` infix."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+from lwi.errors import LWIError
+from lwi.names import STEP1_FORMAT, STEP2_STATE_FORMAT
+from lwi.progress import Progress
+from lwi.strategies.run import FORMAT_VERSION, PathLike, make_trainer
+from lwi.strategies.settings import Settings, every, step2_iterations
+
+
+def load_step1(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The model tensors and metadata of a Step-1 checkpoint (clear error for any other file)."""
+    from lwi import checkpoint
+    from lwi.engine import model_tensors
+
+    tensors, meta = checkpoint.load(path)
+    if meta.get("format") != STEP1_FORMAT:
+        raise LWIError(
+            f"{path} is not a Step-1 checkpoint (format {meta.get('format')!r}); make one with lwi pretrain."
+        )
+    return model_tensors(tensors), meta
+
+
+def build_step2_model(
+    settings: Settings,
+    in_channels: int,
+    out_channels: int,
+    init: Optional[Tuple[Mapping[str, Any], str]] = None,
+    progress: Optional[Progress] = None,
+) -> Tuple[Any, Dict[str, Any]]:
+    """The segmentation network of Step 2 (a plain adapter: no order heads), seeded, with every
+    Step-1 weight but the output layer when ``init = (step1 tensors, name)`` is given.
+
+    Returns ``(adapter, {"init", "loaded_tensors", "new_tensors"} or {})``.
+    """
+    import torch
+
+    from lwi.architectures import build
+    from lwi.pretraining import transfer_step1_weights
+
+    torch.manual_seed(settings.seed)
+    model = build(settings.arch, in_channels, out_channels, settings.roi, **settings.arch_params)
+    if init is None:
+        return model, {}
+    tensors, name = init
+    loaded, new = transfer_step1_weights(tensors, model)
+    if progress is not None:
+        progress.log(
+            f"Initialised from Step 1 ({name}): {len(loaded)} tensors loaded, {len(new)} new "
+            f"(output layer: {', '.join(sorted({k.rsplit('.', 1)[0] for k in new}))}); order heads dropped."
+        )
+    return model, {"init": name, "loaded_tensors": len(loaded), "new_tensors": len(new)}
+
+
+def run_step2(
+    *,
+    train_cache: Any,
+    n_train: int,
+    validation_cases: Sequence[Tuple[Any, Any]],
+    labels: Mapping[int, str],
+    settings: Settings,
+    preprocessing: Any,
+    device: Any,
+    out: Path,
+    last: Path,
+    progress: Progress,
+    resume: bool,
+    init: Optional[Tuple[Mapping[str, Any], str]] = None,
+    epochs: Optional[int] = None,
+    max_iterations: Optional[int] = None,
+    provenance: Optional[Mapping[str, Any]] = None,
+    metadata: Optional[Mapping[str, Any]] = None,
+    progress_offset: int = 0,
+    stage: str = "finetune",
+    on_epoch_end: Any = None,
+) -> Dict[str, Any]:
+    """Supervised training (DiceCE) of a segmentation network: from Step-1 weights (``init`` =
+    (tensors, name)) or from random initialisation. Best model -> ``out`` (bundle), last -> ``last``."""
+    import torch
+    from monai.losses import DiceCELoss
+
+    from lwi.bundle import save_bundle
+    from lwi.engine import Validator
+
+    image, _ = train_cache.full_case(0)
+    out_channels = max(int(v) for v in labels) + 1
+    model, transfer = build_step2_model(settings, int(image.shape[0]), out_channels, init, progress)
+    model = model.to(device)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    roi = tuple(settings.roi)
+    epochs = epochs or settings.epochs
+    ipe, _ = step2_iterations(settings, n_train, epochs)
+
+    def sample(generator):
+        return train_cache.sample(
+            settings.batch_size, roi, generator=generator, labelled=True, pos_fraction=settings.pos_fraction
+        )
+
+    def step(net, batch, generator):
+        images, targets = batch
+        logits = net(images)
+        loss = loss_fn(logits.float(), targets)  # the loss in float32 even under autocast
+        return {"total": loss}
+
+    use_amp = settings.amp if settings.amp is not None else torch.device(device).type == "cuda"
+    validator = None
+    if validation_cases:
+        validator = Validator(
+            validation_cases, labels, roi, overlap=settings.overlap, sw_batch_size=settings.sw_batch_size, amp=use_amp
+        )
+    inference = {"roi_size": list(roi), "overlap": settings.overlap, "sw_batch_size": settings.sw_batch_size}
+    base_provenance = {**dict(provenance or {}), "epochs": epochs, **transfer}
+
+    def bundle_provenance(trainer: Any, metrics: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+        prov = dict(base_provenance)
+        prov["iterations"] = {**prov.get("iterations", {}), stage: trainer.iteration}
+        if metrics is not None:
+            prov["validation_dice"] = metrics.get("dice")
+            prov["mean_validation_dice"] = _finite(metrics.get("mean_dice"))
+            prov["best_epoch"] = metrics.get("epoch")
+        return prov
+
+    def write_best(net, metrics):
+        save_bundle(out, net, labels, preprocessing.to_dict(), inference, bundle_provenance(trainer, metrics))
+
+    meta = {
+        "format": STEP2_STATE_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": model.spec(),
+        "labels": {str(k): v for k, v in labels.items()},
+        "preprocessing": preprocessing.to_dict(),
+        "inference": inference,
+        **dict(metadata or {}),
+        "provenance": base_provenance,
+        "settings": settings.to_dict(),
+    }
+    trainer = make_trainer(
+        model,
+        step,
+        sample,
+        settings=settings,
+        epochs=epochs,
+        iterations_per_epoch=ipe,
+        stage=stage,
+        title="Step 2",
+        device=device,
+        checkpoint_path=last,
+        metadata=meta,
+        progress=progress,
+        resume=resume,
+        progress_offset=progress_offset,
+        on_epoch_end=on_epoch_end,
+        max_iterations=max_iterations,
+        validate_fn=validator,
+        val_every=every(settings.val_every, epochs),
+        on_best=write_best,
+    )
+    progress.log(
+        f"Step 2 ({stage}): {settings.arch} at ROI {list(roi)}, {out_channels} output channels, "
+        f"{trainer.total_iterations} iterations on {device}, "
+        f"{'validating on ' + str(len(validation_cases)) + ' case(s)' if validator else 'no validation'}."
+    )
+    summary = trainer.run()
+    if validator is None or trainer.best is None:
+        write_best(model, None)  # nothing to choose by: the result is the last model
+    summary.update(model=str(out), last=str(last), **transfer)
+    best = trainer.best or {}
+    summary["validation_dice"] = best.get("dice")
+    summary["mean_validation_dice"] = _finite(best.get("mean_dice"))
+    summary["best_epoch"] = best.get("epoch")
+    summary["network"] = model
+    return summary
+
+
+def _finite(value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) or math.isinf(value) else value
