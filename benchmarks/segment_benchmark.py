@@ -138,7 +138,7 @@ def run_ours(args: argparse.Namespace) -> Dict[str, Any]:
     """Our pipeline, timed from reading the file to the written label map."""
     import torch
 
-    from lwi.engine import resolve_device
+    from lwi.devices import resolve_device
     from lwi.inference import Segmenter, segment_file
 
     device = resolve_device(args.device)
@@ -170,7 +170,7 @@ def run_tutorial(args: argparse.Namespace) -> Dict[str, Any]:
     from monai.transforms import AsDiscreted, Compose, EnsureChannelFirstd, Invertd, LoadImaged, SaveImaged
 
     from lwi.data.preprocessing import PreprocessConfig, build_transforms
-    from lwi.engine import resolve_device
+    from lwi.devices import resolve_device
 
     device = resolve_device(args.device)
     model, metadata = _load_model(args, device)
@@ -322,7 +322,7 @@ def main(argv: Any = None) -> int:
     import SimpleITK as sitk
     import torch
 
-    from lwi.engine import resolve_device
+    from lwi.devices import resolve_device
 
     device = resolve_device(args.device)
     args.device = str(device)

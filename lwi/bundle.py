@@ -176,7 +176,7 @@ def load_bundle(path: Union[str, Path], device: Any = "cpu") -> Tuple[Any, Dict[
     """
     from lwi import checkpoint
     from lwi.architectures import build
-    from lwi.engine import resolve_device
+    from lwi.devices import resolve_device
 
     read_bundle_metadata(path)  # check the format before reading any weights
     tensors, metadata = checkpoint.load(path, device="cpu")

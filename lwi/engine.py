@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from lwi import checkpoint
+from lwi.devices import resolve_device
 from lwi.errors import LWIError
 from lwi.progress import Progress
 
@@ -35,25 +36,6 @@ TRAIN_STATE = "train_state"  # key prefix of optimizer/RNG tensors in a checkpoi
 SampleFn = Callable[[torch.Generator], Any]
 StepFn = Callable[[nn.Module, Any, torch.Generator], Dict[str, Any]]
 ValidateFn = Callable[[nn.Module], Dict[str, Any]]
-
-
-def resolve_device(spec: Union[str, torch.device, None] = "auto") -> torch.device:
-    """``"auto"`` -> the first CUDA GPU when PyTorch sees one, else the CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"``."""
-    if isinstance(spec, torch.device):
-        return spec
-    text = (spec or "auto").strip().lower()
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    if text == "cuda" or text.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise LWIError(f"Device {spec!r} was requested but PyTorch sees no CUDA GPU; use --device cpu or auto.")
-        device = torch.device(text)
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise LWIError(f"Device {spec!r} does not exist: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s).")
-        return device
-    raise LWIError(f"Unknown device {spec!r}; use auto, cpu, cuda or cuda:N.")
 
 
 def model_tensors(tensors: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

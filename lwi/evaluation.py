@@ -144,12 +144,12 @@ def format_table(results: Dict[str, Any]) -> str:
 
 def write_json(results: Dict[str, Any], path: PathLike) -> Path:
     """Write the results as JSON (atomically; ``None`` where a value is undefined)."""
-    from lwi.progress import _clean
+    from lwi.progress import clean_fields
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_clean(results), indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(clean_fields(results), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
 

@@ -17,16 +17,16 @@ from typing import Any, Optional, TextIO
 from tqdm import tqdm
 
 
-def _clean(value: Any) -> Any:
+def clean_fields(value: Any) -> Any:
     """Make a value JSON-safe: tensors and numpy scalars to floats, NaN/inf to None."""
     if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
         value = value.item()
     if isinstance(value, float):
         return None if (math.isnan(value) or math.isinf(value)) else round(value, 6)
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): clean_fields(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [clean_fields(v) for v in value]
     return value
 
 
@@ -57,7 +57,7 @@ class Progress:
         """Write one JSON object (in JSON mode only)."""
         if self.mode != "json":
             return
-        obj = {"event": event, **_clean(fields)}
+        obj = {"event": event, **clean_fields(fields)}
         self.stream.write(json.dumps(obj) + "\n")
         self.stream.flush()
 

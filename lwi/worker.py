@@ -87,12 +87,12 @@ class Worker:
     # -- output ---------------------------------------------------------------------------
     def send(self, event: str, request_id: Any = None, **fields: Any) -> None:
         """Write one event line (thread-safe: the stdin reader answers ``cancel`` itself)."""
-        from lwi.progress import _clean
+        from lwi.progress import clean_fields
 
         obj: Dict[str, Any] = {"event": event}
         if request_id is not None:
             obj["id"] = request_id
-        obj.update(_clean(fields))
+        obj.update(clean_fields(fields))
         with self._lock:
             self.out.write(json.dumps(obj) + "\n")
             self.out.flush()

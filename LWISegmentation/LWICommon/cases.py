@@ -367,7 +367,8 @@ def _unique_stem(name: str, taken: Iterable[str]) -> str:
     return f"{stem}_{i}"
 
 
-def _write_json_atomic(path: str, data: Any) -> None:
+def write_json_atomic(path: str, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and a rename (never half-written)."""
     folder = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix=".dataset-", suffix=".json", dir=folder)
     try:
@@ -470,7 +471,7 @@ def export_cases(
     meta["labels"] = {str(v): n for v, n in sorted(labels.items())}
     meta["training"] = entries
     meta["numTraining"] = len(entries)
-    _write_json_atomic(os.path.join(folder, DATASET_JSON), meta)
+    write_json_atomic(os.path.join(folder, DATASET_JSON), meta)
     return ExportResult(os.path.abspath(folder), dict(sorted(labels.items())), written, training_set.excluded)
 
 

@@ -70,7 +70,7 @@ def _seed_folder_labels(folder: str, labels: Mapping[int, str]) -> None:
     os.makedirs(folder, exist_ok=True)
     table = {"0": "background"}
     table.update({str(v): n for v, n in sorted(labels.items())})
-    cases._write_json_atomic(path, {"labels": table, "training": [], "numTraining": 0})
+    cases.write_json_atomic(path, {"labels": table, "training": [], "numTraining": 0})
 
 
 @dataclass

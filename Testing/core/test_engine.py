@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from lwi import checkpoint
-from lwi.engine import Trainer, Validator, model_tensors, resolve_device
+from lwi.devices import resolve_device
+from lwi.engine import Trainer, Validator, model_tensors
 from lwi.errors import LWIError
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py

@@ -15,13 +15,8 @@ import SimpleITK as sitk
 import torch
 
 from lwi.data.preprocessing import PreprocessConfig
-from lwi.inference import (
-    Segmenter,
-    keep_largest_components,
-    resample_argmax,
-    resample_linear,
-    resample_nearest,
-)
+from lwi.inference import Segmenter, keep_largest_components
+from lwi.resampling import resample_argmax, resample_linear, resample_nearest
 
 # Thresholds on the windowed intensity ([-175, 250] HU -> [0, 1]) halfway between the painted levels:
 # body 0 HU (0.412), label 1 at 100 HU (0.647), label 2 at 240 HU (0.976). Resampling interpolates HU
@@ -183,7 +178,7 @@ def test_resample_argmax_equals_argmax_of_fully_interpolated_logits():
 
 
 def test_axis_aligned_fast_path_matches_the_general_path(monkeypatch):
-    import lwi.inference as inference
+    import lwi.resampling as resampling
 
     gen = torch.Generator().manual_seed(1)
     logits = torch.nn.functional.avg_pool3d(torch.randn(1, 3, 9, 8, 7, generator=gen), 3, 1, 1)[0] * 9
@@ -193,7 +188,7 @@ def test_axis_aligned_fast_path_matches_the_general_path(monkeypatch):
     to_net[:3, 3] = [6.2, -0.3, 0.4]
     size = (21, 11, 13)
     fast = (resample_nearest(labels, to_net, size), resample_argmax(logits, labels, to_net, size))
-    monkeypatch.setattr(inference._AxisMap, "of", classmethod(lambda cls, m: None))
+    monkeypatch.setattr(resampling._AxisMap, "of", classmethod(lambda cls, m: None))
     slow = (resample_nearest(labels, to_net, size), resample_argmax(logits, labels, to_net, size))
     assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])
     assert fast[0].any() and (fast[0] != fast[1]).any()

@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lwi.data.preprocessing import PreprocessConfig
-    from lwi.engine import resolve_device
+    from lwi.devices import resolve_device
     from lwi.io import read_image
     from lwi.preview import guess_modality, make_preview, subvolumes_for, write_preview
 

@@ -95,12 +95,6 @@ def _batch_jobs(args: argparse.Namespace) -> List[Tuple[Path, Path, Optional[Pat
     return jobs
 
 
-def _is_dicom_series_folder(path: Path) -> bool:
-    from lwi.data.dataset import _is_dicom_folder
-
-    return _is_dicom_folder(path)
-
-
 def make_segmenter(args: argparse.Namespace, progress):
     """The Segmenter of ``--model`` with the sliding-window, device and grid options of ``args``."""
     from lwi.inference import Segmenter
@@ -110,6 +104,7 @@ def make_segmenter(args: argparse.Namespace, progress):
 
 
 def run(args: argparse.Namespace) -> int:
+    from lwi.data.dataset import is_dicom_folder
     from lwi.errors import LWIError
     from lwi.inference import segment_file
     from lwi.labelmap import is_nrrd, write_color_table
@@ -119,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     source = Path(args.input)
     if not source.exists():
         raise LWIError(f"The input {source} does not exist.")
-    batch = source.is_dir() and not _is_dicom_series_folder(source)
+    batch = source.is_dir() and not is_dicom_folder(source)
     if batch:
         jobs = _batch_jobs(args)
     else:

@@ -96,7 +96,8 @@ def _is_image_file(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def _is_dicom_folder(path: Path) -> bool:
+def is_dicom_folder(path: Path) -> bool:
+    """Whether ``path`` is a (visible) folder holding a DICOM series."""
     return path.is_dir() and not path.name.startswith(".") and bool(
         sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
     )
@@ -112,7 +113,7 @@ def list_images(folder: PathLike) -> List[Path]:
         raise LWIError(f"The folder {root} does not exist.")
     if (root / "imagesTr").is_dir():
         root = root / "imagesTr"
-    images = sorted(p for p in root.iterdir() if _is_image_file(p) or _is_dicom_folder(p))
+    images = sorted(p for p in root.iterdir() if _is_image_file(p) or is_dicom_folder(p))
     if not images:
         raise LWIError(f"The folder {root} contains no images.")
     return images
@@ -277,14 +278,14 @@ def _cases_from_folders(root: Path, require_labels: bool, problems: List[str]) -
         raise LWIError(f"The dataset folder {root} has no dataset.json training list and no imagesTr/ folder.")
     by_name: Dict[str, List[Path]] = {}
     for p in sorted(images_dir.iterdir()):
-        if _is_image_file(p) or _is_dicom_folder(p):
+        if _is_image_file(p) or is_dicom_folder(p):
             by_name.setdefault(case_name(p), []).append(p)
     labels: Dict[str, Path] = {}
     if require_labels:
         if not labels_dir.is_dir():
             raise LWIError(f"The dataset folder {root} has no labelsTr/ folder.")
         for p in sorted(labels_dir.iterdir()):
-            if _is_image_file(p) or _is_dicom_folder(p):
+            if _is_image_file(p) or is_dicom_folder(p):
                 labels[case_name(p)] = p
     cases = []
     for name, paths in by_name.items():

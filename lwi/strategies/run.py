@@ -117,7 +117,7 @@ class Run:
         stored_preprocessing: Optional[Mapping[str, Any]] = None,
     ):
         from lwi.data.dataset import Case, case_name, list_images, load_dataset
-        from lwi.engine import resolve_device
+        from lwi.devices import resolve_device
 
         self.settings = settings
         self.progress = progress or Progress("none")
