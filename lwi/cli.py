@@ -1,4 +1,4 @@
-"""The ``lwi`` command line. See ``lwi --help`` and DESIGN.md "Contracts".
+"""The ``lwi`` command line. See ``lwi --help`` and docs/contracts.md.
 
 Errors the user can act on (:class:`lwi.errors.LWIError`) are printed as one sentence and give exit
 code 1 (2 for bad arguments); ``--debug`` shows the traceback. With ``--progress json`` the error is

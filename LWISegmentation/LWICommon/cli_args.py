@@ -1,6 +1,6 @@
 """The ``lwi`` command lines the modules run, the Python they run with, and its environment.
 
-The command-line contract is DESIGN.md "Contracts": ``python -m lwi COMMAND ... --progress json``,
+The command-line contract is docs/contracts.md: ``python -m lwi COMMAND ... --progress json``,
 run with Slicer's own Python (``PythonSlicer``) and the bundled core on ``PYTHONPATH``.
 """
 

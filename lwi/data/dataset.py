@@ -1,6 +1,6 @@
 """Dataset folders: finding a user's cases and checking every pair before any training.
 
-Accepted layouts (DESIGN.md "Contracts"):
+Accepted layouts (docs/contracts.md, "Dataset folders"):
 
 - MSD: ``dataset.json`` with ``labels`` (``{"0": "background", ...}`` or ``{"background": 0, ...}``),
   a ``training`` list of ``{"image": ..., "label": ...}`` paths relative to the folder, optionally
