@@ -19,7 +19,6 @@ from typing import Dict, List, Sequence, Tuple, Union
 import numpy as np
 import SimpleITK as sitk
 
-from lwi.errors import LWIError
 from lwi.io import write_sitk_atomic
 from lwi.labels import LabelInfo
 
@@ -125,12 +124,9 @@ def write_labelmap(
 
 def read_segment_names(path: PathLike) -> Dict[int, str]:
     """``{label value: segment name}`` from a NRRD label map's Slicer segment header (for checks and tests)."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise LWIError(f"The file {path} could not be read as an image ({str(exc).strip().splitlines()[-1]}).") from None
+    from lwi.io import read_image_information
+
+    reader = read_image_information(path)
     fields: Dict[int, Dict[str, str]] = {}
     for key in reader.GetMetaDataKeys():
         match = _SEGMENT_KEY.match(key)

@@ -8,14 +8,12 @@ z-score (``auto``: from the dataset).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from LWICommon import cli_args
-from LWICommon.vocabulary import names
+from LWICommon.vocabulary import names, records
 
 #: The names the panel offers: exactly the core's (lwi/names.py, the registries' keys).
 STRATEGIES: Tuple[str, ...] = names.STRATEGY_NAMES
@@ -100,16 +98,11 @@ class TrainingSettings:
         }
 
     def to_dict(self) -> Dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        return records.to_dict(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainingSettings:
-        known = {f.name for f in dataclasses.fields(cls)}
-        clean = {k: v for k, v in values.items() if k in known}
-        for key in ("roi", "spacing"):
-            if clean.get(key) is not None:
-                clean[key] = tuple(clean[key])
-        return cls(**clean)
+        return records.from_dict(cls, values)
 
 
 def parse_spacing(text: str) -> Optional[Tuple[float, float, float]]:

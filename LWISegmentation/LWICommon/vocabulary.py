@@ -1,9 +1,10 @@
 """The core's shared vocabulary for the Slicer modules, without importing ``lwi``: ``lwi/names.py``
-(names, file formats) and ``lwi/segment_options.py`` (the segmentation options and their flags).
+(names, file formats), ``lwi/segment_options.py`` (the segmentation options and their flags) and
+``lwi/records.py`` (settings as JSON).
 
 The module files need the architecture, strategy and device names when Slicer loads them, before
 the core's requirements (torch) are installed, and in a source checkout the core's folder is not on
-Slicer's ``sys.path``. Both files import only the standard library, so they are loaded here
+Slicer's ``sys.path``. These files import only the standard library, so they are loaded here
 from their files (found like the core itself, :func:`LWICommon.cli_args.core_dir`): the names are
 defined once, in the core, and the ``lwi`` package is not imported.
 """
@@ -37,3 +38,5 @@ def _load(name: str) -> ModuleType:
 names = _load("names")
 #: ``lwi.segment_options``: SEGMENT_OPTIONS, to_args, ...
 segment_options = _load("segment_options")
+#: ``lwi.records``: settings dataclasses to JSON and back.
+records = _load("records")

@@ -233,6 +233,7 @@ def make_trainer(
     title: str,
     device: Any,
     checkpoint_path: Path,
+    checkpoint_format: str,
     metadata: Mapping[str, Any],
     progress: Progress,
     resume: bool,
@@ -243,7 +244,11 @@ def make_trainer(
     """The :class:`lwi.engine.Trainer` of one step with the schedule of ``settings``
     (:func:`trainer_schedule`); with ``resume`` it continues from ``checkpoint_path`` (and says so,
     naming the step by ``title``). ``extra``:
-    the Trainer's other arguments (validation, ``on_best``, ``max_iterations``)."""
+    the Trainer's other arguments (validation, ``on_best``, ``max_iterations``).
+
+    The checkpoint's metadata is ``{"format": checkpoint_format, "format_version", "architecture":
+    model.spec(), **metadata, "settings"}`` (what resuming reads back: :func:`stored_settings`).
+    """
     from lwi.engine import Trainer
 
     trainer = Trainer(
@@ -254,7 +259,13 @@ def make_trainer(
         **trainer_schedule(settings, epochs, iterations_per_epoch),
         device=device,
         checkpoint_path=checkpoint_path,
-        metadata=dict(metadata),
+        metadata={
+            "format": checkpoint_format,
+            "format_version": FORMAT_VERSION,
+            "architecture": model.spec(),
+            **metadata,
+            "settings": settings.to_dict(),
+        },
         progress=progress,
         progress_offset=progress_offset,
         on_epoch_end=on_epoch_end,

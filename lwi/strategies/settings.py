@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from lwi import records
 from lwi.errors import LWIError
 from lwi.names import MODALITIES
 
@@ -48,16 +49,11 @@ class Settings:
     amp: Optional[bool] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        return records.to_dict(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Settings:
-        known = {f.name for f in dataclasses.fields(cls)}
-        clean = {k: v for k, v in values.items() if k in known}
-        for key in ("roi", "spacing"):
-            if clean.get(key) is not None:
-                clean[key] = tuple(clean[key])
-        return cls(**clean)
+        return records.from_dict(cls, values)
 
 
 # Settings a resumed run may change (the others define the run and come from its checkpoint).

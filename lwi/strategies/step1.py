@@ -10,7 +10,7 @@ from typing import Any, Dict, Mapping
 
 from lwi.names import STEP1_FORMAT
 from lwi.progress import Progress
-from lwi.strategies.run import FORMAT_VERSION, make_trainer
+from lwi.strategies.run import make_trainer
 from lwi.strategies.settings import Settings, epoch_iterations
 
 
@@ -52,9 +52,6 @@ def run_step1(
     epochs = settings.pretrain_epochs
     ipe = epoch_iterations(settings, n_images)
     meta = {
-        "format": STEP1_FORMAT,
-        "format_version": FORMAT_VERSION,
-        "architecture": model.spec(),
         "step1": {
             "num_subvolumes": model.num_subvolumes,
             "mask_ratio": settings.mask_ratio,
@@ -62,7 +59,6 @@ def run_step1(
             "level_channels": list(model.net.level_channels),
         },
         **metadata,
-        "settings": settings.to_dict(),
     }
     trainer = make_trainer(
         model,
@@ -75,6 +71,7 @@ def run_step1(
         title="Step 1",
         device=device,
         checkpoint_path=out,
+        checkpoint_format=STEP1_FORMAT,
         metadata=meta,
         progress=progress,
         resume=resume,

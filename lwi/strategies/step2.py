@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 from lwi.errors import LWIError
 from lwi.names import STEP1_FORMAT, STEP2_STATE_FORMAT
 from lwi.progress import Progress
-from lwi.strategies.run import FORMAT_VERSION, PathLike, make_trainer
+from lwi.strategies.run import PathLike, make_trainer
 from lwi.strategies.settings import Settings, every, step2_iterations
 
 
@@ -132,15 +132,11 @@ def run_step2(
         save_bundle(out, net, labels, preprocessing.to_dict(), inference, bundle_provenance(trainer, metrics))
 
     meta = {
-        "format": STEP2_STATE_FORMAT,
-        "format_version": FORMAT_VERSION,
-        "architecture": model.spec(),
         "labels": {str(k): v for k, v in labels.items()},
         "preprocessing": preprocessing.to_dict(),
         "inference": inference,
         **dict(metadata or {}),
         "provenance": base_provenance,
-        "settings": settings.to_dict(),
     }
     trainer = make_trainer(
         model,
@@ -153,6 +149,7 @@ def run_step2(
         title="Step 2",
         device=device,
         checkpoint_path=last,
+        checkpoint_format=STEP2_STATE_FORMAT,
         metadata=meta,
         progress=progress,
         resume=resume,
