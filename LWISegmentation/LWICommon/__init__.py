@@ -11,6 +11,8 @@ imports it from there.
 - :mod:`LWICommon.dependencies`: what the core needs, what is missing, how to install it without
   replacing packages that Slicer ships.
 - :mod:`LWICommon.labels`: segment names, colours and standard terminology for a label map.
+- :mod:`LWICommon.core_path`: where the ``lwi`` core is (installed next to the modules, or the
+  checkout's root).
 - :mod:`LWICommon.vocabulary`: the core's names (``lwi/names.py``: architectures, strategies,
   devices, file formats), loaded from its file without importing the core.
 - :mod:`LWICommon.files`: temporary file names and the models folder (one rule for both modules).

@@ -11,7 +11,7 @@ import shutil
 import sys
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
-CORE_PACKAGE = "lwi"
+from LWICommon.core_path import CORE_PACKAGE
 
 
 def python_executable(
@@ -24,18 +24,6 @@ def python_executable(
     """
     found = which("PythonSlicer")
     return found if found else current
-
-
-def core_dir(module_dir: str) -> Optional[str]:
-    """The folder that contains the ``lwi`` package, for ``PYTHONPATH``.
-
-    Installed extension: the core is installed next to the modules (``module_dir/lwi``). Source
-    checkout (module folder added to Slicer's module paths): the repository root, one level up.
-    """
-    for candidate in (module_dir, os.path.dirname(os.path.abspath(module_dir))):
-        if os.path.isfile(os.path.join(candidate, CORE_PACKAGE, "__init__.py")):
-            return os.path.abspath(candidate)
-    return None
 
 
 def subprocess_env(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Dict
 
-from LWICommon import cli_args, dependencies
+from LWICommon import cli_args, core_path, dependencies
 
 
 def installDependencies(askConfirmation: bool = True) -> bool:
@@ -62,4 +62,4 @@ def coreEnvironment() -> Dict[str, str]:
     import slicer
 
     moduleDir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return cli_args.subprocess_env(cli_args.core_dir(moduleDir), slicer.util.startupEnvironment())
+    return cli_args.subprocess_env(core_path.core_dir(moduleDir), slicer.util.startupEnvironment())

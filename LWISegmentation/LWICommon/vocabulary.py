@@ -5,7 +5,7 @@
 The module files need the architecture, strategy and device names when Slicer loads them, before
 the core's requirements (torch) are installed, and in a source checkout the core's folder is not on
 Slicer's ``sys.path``. These files import only the standard library, so they are loaded here
-from their files (found like the core itself, :func:`LWICommon.cli_args.core_dir`): the names are
+from their files (found like the core itself, :func:`LWICommon.core_path.core_dir`): the names are
 defined once, in the core, and the ``lwi`` package is not imported.
 """
 
@@ -16,7 +16,7 @@ import os
 import sys
 from types import ModuleType
 
-from LWICommon.cli_args import CORE_PACKAGE, core_dir
+from LWICommon.core_path import CORE_PACKAGE, core_dir
 
 
 def _load(name: str) -> ModuleType:

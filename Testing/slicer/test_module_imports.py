@@ -71,6 +71,7 @@ TARGETS = [
     "LWICommon.labels",
     "LWICommon.files",
     "LWICommon.vocabulary",
+    "LWICommon.core_path",
     "LWICommon.models",
     "LWICommon.training_settings",
     "LWICommon.mrml",

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-from LWICommon import cli_args  # noqa: E402
+from LWICommon import cli_args, core_path  # noqa: E402
 from LWICommon.process import (  # noqa: E402
     CANCELLED,
     ProcessRunner,
@@ -192,7 +192,7 @@ def test_temp_dir_is_kept_until_on_finished_has_imported_the_result(tmp_path):
 
 
 def test_real_lwi_command_failure_reaches_the_user_as_one_sentence(tmp_path):
-    env = cli_args.subprocess_env(cli_args.core_dir(str(ROOT / "LWISegmentation")))
+    env = cli_args.subprocess_env(core_path.core_dir(str(ROOT / "LWISegmentation")))
     missing = tmp_path / "nothing.lwi.safetensors"
     with pytest.raises(RuntimeError) as info:
         model_info(str(missing), env=env, python=sys.executable, timeout=120)

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-from LWICommon import cli_args, dependencies, files, labels  # noqa: E402
+from LWICommon import cli_args, core_path, dependencies, files, labels  # noqa: E402
 
 # -- command lines ---------------------------------------------------------------------------
 
@@ -28,9 +28,9 @@ def test_core_dir_finds_the_core_installed_next_to_the_modules_and_in_a_checkout
     installed = tmp_path / "qt-scripted-modules"
     (installed / "lwi").mkdir(parents=True)
     (installed / "lwi" / "__init__.py").write_text("")
-    assert cli_args.core_dir(str(installed)) == str(installed)
-    assert cli_args.core_dir(str(ROOT / "LWITraining")) == str(ROOT)
-    assert cli_args.core_dir(str(tmp_path / "empty")) is None
+    assert core_path.core_dir(str(installed)) == str(installed)
+    assert core_path.core_dir(str(ROOT / "LWITraining")) == str(ROOT)
+    assert core_path.core_dir(str(tmp_path / "empty")) is None
 
 
 def test_subprocess_env_puts_the_core_first_and_keeps_the_rest():

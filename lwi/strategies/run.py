@@ -1,7 +1,7 @@
 """One training run: its validated dataset, the split into training and held-out cases, its
 preprocessing and case caches (:class:`Run`), and what every run does the same way: refuse to
-replace earlier results or read the run to resume (:func:`resumed_settings`), build the
-:class:`lwi.engine.Trainer` (:func:`make_trainer`) and summarise the result (:func:`public_summary`).
+replace earlier results or read the run to resume (:func:`resumed_settings`) and summarise the
+result (:func:`public_summary`).
 
 Held-out cases: the ``validation`` list of dataset.json, else an automatic split by ``seed``
 (``val_fraction`` of the cases, at least one) when there are 3 or more cases; with 1 or 2 cases
@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from lwi.errors import LWIError
 from lwi.progress import Progress
-from lwi.strategies.settings import Settings, make_settings, trainer_schedule
-
-#: Version of the metadata layout of the training checkpoints (Step 1 and the resumable Step 2 state).
-FORMAT_VERSION = 1
+from lwi.strategies.settings import Settings, make_settings
 
 PathLike = Union[str, Path]
 
@@ -219,61 +216,3 @@ def resumed_settings(candidates: Sequence[Path], formats: Sequence[str], missing
         if Path(path).exists():
             return stored_settings(Path(path), formats)
     raise LWIError(missing)
-
-
-def make_trainer(
-    model: Any,
-    step: Callable[..., Any],
-    sample: Callable[..., Any],
-    *,
-    settings: Settings,
-    epochs: int,
-    iterations_per_epoch: int,
-    stage: str,
-    title: str,
-    device: Any,
-    checkpoint_path: Path,
-    checkpoint_format: str,
-    metadata: Mapping[str, Any],
-    progress: Progress,
-    resume: bool,
-    progress_offset: int = 0,
-    on_epoch_end: Any = None,
-    **extra: Any,
-) -> Any:
-    """The :class:`lwi.engine.Trainer` of one step with the schedule of ``settings``
-    (:func:`trainer_schedule`); with ``resume`` it continues from ``checkpoint_path`` (and says so,
-    naming the step by ``title``). ``extra``:
-    the Trainer's other arguments (validation, ``on_best``, ``max_iterations``).
-
-    The checkpoint's metadata is ``{"format": checkpoint_format, "format_version", "architecture":
-    model.spec(), **metadata, "settings"}`` (what resuming reads back: :func:`stored_settings`).
-    """
-    from lwi.engine import Trainer
-
-    trainer = Trainer(
-        model,
-        step,
-        sample,
-        stage=stage,
-        **trainer_schedule(settings, epochs, iterations_per_epoch),
-        device=device,
-        checkpoint_path=checkpoint_path,
-        metadata={
-            "format": checkpoint_format,
-            "format_version": FORMAT_VERSION,
-            "architecture": model.spec(),
-            **metadata,
-            "settings": settings.to_dict(),
-        },
-        progress=progress,
-        progress_offset=progress_offset,
-        on_epoch_end=on_epoch_end,
-        **extra,
-    )
-    if resume:
-        trainer.load_checkpoint(checkpoint_path)
-        progress.log(
-            f"Resuming {title} from {checkpoint_path} at iteration {trainer.iteration} of {trainer.total_iterations}."
-        )
-    return trainer

@@ -1,5 +1,5 @@
 """The settings of a training run: every number, its defaults, what a resumed run may change, and the
-:class:`lwi.engine.Trainer` schedule both steps take from them."""
+:class:`lwi.engine.Trainer` both steps build from them (:func:`make_trainer`, written once)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,16 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from lwi import records
 from lwi.errors import LWIError
 from lwi.names import MODALITIES
+from lwi.progress import Progress
+
+#: Version of the metadata layout of the training checkpoints (Step 1 and the resumable Step 2 state).
+FORMAT_VERSION = 1
 
 
 @dataclass
@@ -153,3 +158,61 @@ def step2_iterations(settings: Settings, n_cases: int, epochs: Optional[int] = N
     """``(iterations per epoch, total iterations)`` of Step 2."""
     ipe = epoch_iterations(settings, n_cases)
     return ipe, (epochs or settings.epochs) * ipe
+
+
+def make_trainer(
+    model: Any,
+    step: Callable[..., Any],
+    sample: Callable[..., Any],
+    *,
+    settings: Settings,
+    epochs: int,
+    iterations_per_epoch: int,
+    stage: str,
+    title: str,
+    device: Any,
+    checkpoint_path: Path,
+    checkpoint_format: str,
+    metadata: Mapping[str, Any],
+    progress: Progress,
+    resume: bool,
+    progress_offset: int = 0,
+    on_epoch_end: Any = None,
+    **extra: Any,
+) -> Any:
+    """The :class:`lwi.engine.Trainer` of one step with the schedule of ``settings``
+    (:func:`trainer_schedule`); with ``resume`` it continues from ``checkpoint_path`` (and says so,
+    naming the step by ``title``). ``extra``:
+    the Trainer's other arguments (validation, ``on_best``, ``max_iterations``).
+
+    The checkpoint's metadata is ``{"format": checkpoint_format, "format_version", "architecture":
+    model.spec(), **metadata, "settings"}`` (what resuming reads back: :func:`stored_settings`).
+    """
+    from lwi.engine import Trainer
+
+    trainer = Trainer(
+        model,
+        step,
+        sample,
+        stage=stage,
+        **trainer_schedule(settings, epochs, iterations_per_epoch),
+        device=device,
+        checkpoint_path=checkpoint_path,
+        metadata={
+            "format": checkpoint_format,
+            "format_version": FORMAT_VERSION,
+            "architecture": model.spec(),
+            **metadata,
+            "settings": settings.to_dict(),
+        },
+        progress=progress,
+        progress_offset=progress_offset,
+        on_epoch_end=on_epoch_end,
+        **extra,
+    )
+    if resume:
+        trainer.load_checkpoint(checkpoint_path)
+        progress.log(
+            f"Resuming {title} from {checkpoint_path} at iteration {trainer.iteration} of {trainer.total_iterations}."
+        )
+    return trainer

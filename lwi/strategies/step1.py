@@ -10,8 +10,7 @@ from typing import Any, Dict, Mapping
 
 from lwi.names import STEP1_FORMAT
 from lwi.progress import Progress
-from lwi.strategies.run import make_trainer
-from lwi.strategies.settings import Settings, epoch_iterations
+from lwi.strategies.settings import Settings, epoch_iterations, make_trainer
 
 
 def run_step1(

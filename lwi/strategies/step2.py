@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from lwi.errors import LWIError
-from lwi.names import STEP1_FORMAT, STEP2_STATE_FORMAT
+from lwi.names import STEP1_FORMAT, STEP2_STATE_FORMAT, PathLike
 from lwi.progress import Progress
-from lwi.strategies.run import PathLike, make_trainer
-from lwi.strategies.settings import Settings, every, step2_iterations
+from lwi.strategies.settings import Settings, every, make_trainer, step2_iterations
 
 
 def load_step1(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, Any]]:
