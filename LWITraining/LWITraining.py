@@ -11,7 +11,7 @@ import logging
 import os
 import pathlib
 import sys
-from typing import Annotated, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Annotated, Any, Callable, Dict, Optional, Sequence
 
 import qt
 import slicer
@@ -32,8 +32,6 @@ PAPER_CITATION = (
     "Volumetric Medical Image Segmentation. Artificial Intelligence in Medicine, 2024 (arXiv:2306.09320)."
 )
 ROI_SIZES = [32, 64, 96, 128, 160]
-#: Sub-folder of the models folder where each model's training run lives (data, checkpoints).
-RUNS_FOLDER = "training-runs"
 CASE_COLUMNS = ["Case", "Source", "Segments", "Status"]
 
 
@@ -61,6 +59,8 @@ STRATEGIES = list(_names.STRATEGY_NAMES)  # exactly the core's registry
 ARCHITECTURES = list(_names.ARCHITECTURE_NAMES)
 DEVICES = list(_names.DEVICE_CHOICES)
 INTENSITY_PRESETS = list(_names.MODALITY_CHOICES)
+
+from LWICommon.training_logic import TrainingLogic  # noqa: E402 (LWICommon is importable only now)
 
 
 class LWITraining(ScriptedLoadableModule):
@@ -331,31 +331,13 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run("Segmenting", lambda: self.logic.segmentWithModel(volume, device=self._parameterNode.device))
 
 
-class LWITrainingLogic(ScriptedLoadableModuleLogic):
-    """Everything the module does, callable from the Python console without the GUI::
-
-        logic = slicer.util.getModuleLogic("LWITraining")
-        cases = logic.collectCasesFromNodes([(volume1, segmentation1), (volume2, segmentation2)])
-        logic.addCases(cases)                       # the table: logic.trainingSet.table()
-        logic.train(logic.trainingSet, "liver", settings={"epochs": 50}, wait=True)
-        logic.segmentWithModel(volume3, wait=True)  # with the model just trained
-
-    Training runs ``lwi train`` in a background process (:class:`LWICommon.process.ProcessRunner`);
-    ``wait=True`` blocks until it ends. Each model has a run folder (``<models>/training-runs/<name>/``:
-    the exported cases and the checkpoints), so a cancelled or failed run can be resumed.
-    """
+class LWITrainingLogic(ScriptedLoadableModuleLogic, TrainingLogic):
+    """The module's logic: :class:`LWICommon.training_logic.TrainingLogic` (everything on the scene,
+    also from the Python console) plus the parameter node and the dependency installer."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        _ensureCommonImportable()
-        self.lastCommand = ""
-        self.lastModelPath: Optional[str] = None
-        self.runner = None
-        self.sources: List[Any] = []
-        self.trainingSet = None
-        self.curves = None
-        self.chartNode = None
-        self._stagingDir: Optional[str] = None
+        TrainingLogic.__init__(self)
 
     def getParameterNode(self):
         return LWITrainingParameterNode(super().getParameterNode())
@@ -365,380 +347,6 @@ class LWITrainingLogic(ScriptedLoadableModuleLogic):
         from LWICommon.slicer_setup import installDependencies
 
         return installDependencies(askConfirmation)
-
-    # -- folders -----------------------------------------------------------------------------
-    def modelsFolder(self, folder: Optional[str] = None) -> str:
-        """Where models go: ``folder`` if given, else the ``LWI/ModelsFolder`` application setting,
-        else ``~/LWI/models`` (created)."""
-        from LWICommon import files
-
-        folder = files.models_folder(folder)
-        os.makedirs(folder, exist_ok=True)
-        return folder
-
-    def runFolder(self, modelName: str, modelsFolder: Optional[str] = None) -> str:
-        """The folder of a model's training run: its exported cases (``data/``) and checkpoints."""
-        from LWICommon import files
-
-        return os.path.join(self.modelsFolder(modelsFolder), RUNS_FOLDER, files.safe_stem(modelName, "model"))
-
-    def canResume(self, modelName: str, modelsFolder: Optional[str] = None) -> bool:
-        """Whether an interrupted run of ``modelName`` left a checkpoint to continue from."""
-        from LWICommon import files
-
-        run = self.runFolder(modelName, modelsFolder)
-        out = files.model_path(run, modelName)
-        settingsFile = os.path.join(run, "settings.json")
-        # The core's naming of a run's resumable files (lwi.names.derived_path).
-        return os.path.isfile(settingsFile) and any(
-            _names.derived_path(out, infix).is_file() for infix in (_names.LAST_INFIX, _names.STEP1_INFIX)
-        )
-
-    # -- cases -------------------------------------------------------------------------------
-    def _staging(self) -> str:
-        from LWICommon import files
-
-        if not self._stagingDir or not os.path.isdir(self._stagingDir):
-            self._stagingDir = files.make_run_dir(slicer.app.temporaryPath, prefix="lwi-cases-")
-        return self._stagingDir
-
-    def collectCasesFromNodes(self, pairs: Optional[Sequence[Tuple[Any, Any]]] = None) -> List[Any]:
-        """Training cases from the scene: ``pairs`` of (volume node, segmentation node), or every
-        segmentation node with the volume it was drawn on (its reference geometry volume).
-
-        Each case is written to files (image and a label map of its segments, on the volume's grid);
-        returns :class:`LWICommon.cases.CaseSource` objects. A segmentation without a volume, or
-        without segments, becomes a case with that problem.
-        """
-        from LWICommon import cases, files, mrml
-
-        if pairs is None:
-            pairs = []
-            for segmentationNode in slicer.util.getNodesByClass("vtkMRMLSegmentationNode"):
-                role = segmentationNode.GetReferenceImageGeometryReferenceRole()
-                pairs.append((segmentationNode.GetNodeReference(role), segmentationNode))
-        sources = []
-        folder = self._staging()
-        for index, (volumeNode, segmentationNode) in enumerate(pairs):
-            name = volumeNode.GetName() if volumeNode else segmentationNode.GetName()
-            if volumeNode is None:
-                sources.append(cases.CaseSource(name, None, None, {}, problems=["no volume: select its volume and Add pair"]))
-                continue
-            segmentation = segmentationNode.GetSegmentation()
-            segmentIds = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
-            segments = {i + 1: segmentation.GetSegment(sid).GetName() for i, sid in enumerate(segmentIds)}
-            stem = f"{index:03d}-{files.safe_stem(name)}"
-            imagePath = mrml.writeVolumeNode(volumeNode, os.path.join(folder, stem + ".nrrd"))
-            labelPath = os.path.join(folder, stem + "-label.nrrd")
-            if segmentIds:
-                self._writeSegmentsAsLabelmap(segmentationNode, segmentIds, volumeNode, labelPath)
-            sources.append(cases.CaseSource(name, imagePath, labelPath if segmentIds else None, segments))
-        return sources
-
-    def _writeSegmentsAsLabelmap(self, segmentationNode, segmentIds, volumeNode, path: str) -> None:
-        """Segment i of ``segmentIds`` -> value i + 1, on ``volumeNode``'s grid."""
-        from LWICommon import mrml
-
-        ids = vtk.vtkStringArray()
-        for segmentId in segmentIds:
-            ids.InsertNextValue(segmentId)
-        labelmapNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-        try:
-            if not slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
-                segmentationNode, ids, labelmapNode, volumeNode
-            ):
-                raise RuntimeError(f"Could not export the segments of {segmentationNode.GetName()}.")
-            mrml.writeVolumeNode(labelmapNode, path)
-        finally:
-            slicer.mrmlScene.RemoveNode(labelmapNode)
-
-    def collectCasesFromFolder(self, folder: str) -> List[Any]:
-        """Training cases from a dataset folder (MSD layout, or the folder "Add to training set" fills)."""
-        from LWICommon import cases
-
-        return cases.folder_cases(folder)
-
-    def addCases(self, sources: Sequence[Any], labels: Optional[Sequence[str]] = None):
-        """Add cases to the training set and match all of them again by segment name; returns the
-        :class:`LWICommon.cases.TrainingSet` (also in :attr:`trainingSet`). ``labels`` picks the
-        structures to train (default: those most cases have)."""
-        from LWICommon import cases
-
-        known = {(s.image, s.label) for s in self.sources}
-        self.sources += [s for s in sources if (s.image, s.label) not in known or s.image is None]
-        self.trainingSet = cases.match_cases(self.sources, labels=labels)
-        return self.trainingSet
-
-    def clearCases(self) -> None:
-        """Forget the collected cases."""
-        self.sources = []
-        self.trainingSet = None
-
-    # -- settings ----------------------------------------------------------------------------
-    def settingsFromParameterNode(self, p):
-        """The :class:`LWICommon.training_settings.TrainingSettings` the panel shows."""
-        from LWICommon.training_settings import TrainingSettings, parse_spacing
-
-        return TrainingSettings(
-            architecture=p.architecture,
-            strategy=p.strategy,
-            pretrain_epochs=p.pretrainEpochs,
-            epochs=p.epochs,
-            roi=(p.roiSize,) * 3,
-            spacing=parse_spacing(p.targetSpacing),
-            intensity=p.intensityPreset,
-            device=p.device,
-            model_name=p.modelName,
-            learning_rate=p.learningRate,
-            mask_ratio=p.maskRatio,
-            cube_size=p.cubeSize,
-            batch_size=p.batchSize,
-        )
-
-    @staticmethod
-    def _settings(settings, modelName: str):
-        from LWICommon.training_settings import TrainingSettings
-
-        if settings is None:
-            settings = TrainingSettings()
-        elif isinstance(settings, dict):
-            settings = TrainingSettings.from_dict(settings)
-        settings.model_name = modelName
-        problems = settings.problems()
-        if problems:
-            raise ValueError(" ".join(problems))
-        return settings
-
-    # -- training ----------------------------------------------------------------------------
-    def train(
-        self,
-        cases,
-        modelName: str,
-        settings=None,
-        modelsFolder: Optional[str] = None,
-        wait: bool = False,
-        onEvent: Optional[Callable[[Dict[str, Any]], None]] = None,
-        onFinished: Optional[Callable[[Any], None]] = None,
-        start: bool = True,
-        plot: bool = True,
-    ):
-        """Train a model called ``modelName`` on ``cases`` and save it in the models folder.
-
-        Args:
-            cases: a :class:`LWICommon.cases.TrainingSet`, a list of ``CaseSource`` (from
-                :meth:`collectCasesFromNodes` / :meth:`collectCasesFromFolder`), or a dataset folder.
-            settings: a ``TrainingSettings`` or a dict of its fields (``epochs``, ``pretrain_epochs``,
-                ``architecture``, ``roi``, ``device``, ...); None: the defaults.
-            modelsFolder: where the model goes (default: :meth:`modelsFolder`).
-            wait: block until training ends; raises RuntimeError with the run's message on failure.
-            onEvent: called with each progress/log event of the run.
-            onFinished: called with the runner when the run is over (whatever the outcome).
-            start: False returns the runner unstarted (the panel starts it).
-            plot: show the losses and validation Dice in a plot chart while training.
-
-        Returns the :class:`LWICommon.process.ProcessRunner`. Excluded cases are logged with their reasons.
-        """
-        from LWICommon import cases as caselib
-
-        settings = self._settings(settings, modelName)
-        if isinstance(cases, str):
-            cases = caselib.match_cases(caselib.folder_cases(cases))
-        elif not isinstance(cases, caselib.TrainingSet):
-            cases = caselib.match_cases(list(cases))
-        if not cases.included:
-            reasons = "; ".join(f"{r.name}: {r.status()}" for r in cases.rows) or "no cases were given"
-            raise ValueError(f"No case can be trained on ({reasons}).")
-        for row in cases.excluded:
-            logging.warning(f"LWITraining: case {row.name} is left out: {'; '.join(row.problems)}")
-
-        run = self.runFolder(modelName, modelsFolder)
-        data = os.path.join(run, "data")
-        if os.path.isdir(data):
-            import shutil
-
-            shutil.rmtree(data)
-        os.makedirs(run, exist_ok=True)
-        # Scene cases live in a temporary folder: copy their images; folder cases stay where they are.
-        scene = [r for r in cases.included if r.source.origin != caselib.FOLDER]
-        folder = [r for r in cases.included if r.source.origin == caselib.FOLDER]
-        modality = None if settings.intensity == "auto" else settings.intensity
-        for rows, copy in ((scene, True), (folder, False)):
-            if rows:
-                part = caselib.TrainingSet(cases.labels, rows)
-                caselib.export_cases(part, data, modality=modality, copy_images=copy, name=modelName)
-        self._writeRunSettings(run, settings, modelsFolder)
-        return self._launch(run, settings, modelsFolder, False, wait, onEvent, onFinished, start, plot)
-
-    def resume(
-        self,
-        modelName: str,
-        modelsFolder: Optional[str] = None,
-        epochs: Optional[int] = None,
-        pretrainEpochs: Optional[int] = None,
-        wait: bool = False,
-        onEvent: Optional[Callable[[Dict[str, Any]], None]] = None,
-        onFinished: Optional[Callable[[Any], None]] = None,
-        start: bool = True,
-        plot: bool = True,
-    ):
-        """Continue an interrupted (cancelled or failed) run of ``modelName`` from its last
-        checkpoint, with its own cases and settings; only the numbers of epochs may change."""
-        import json
-
-        from LWICommon.training_settings import TrainingSettings
-
-        if not self.canResume(modelName, modelsFolder):
-            raise ValueError(f"There is no interrupted training of '{modelName}' to resume.")
-        run = self.runFolder(modelName, modelsFolder)
-        with open(os.path.join(run, "settings.json"), encoding="utf-8") as f:
-            settings = TrainingSettings.from_dict(json.load(f)["settings"])
-        if epochs:
-            settings.epochs = int(epochs)
-        if pretrainEpochs:
-            settings.pretrain_epochs = int(pretrainEpochs)
-        return self._launch(run, settings, modelsFolder, True, wait, onEvent, onFinished, start, plot)
-
-    def _writeRunSettings(self, run: str, settings, modelsFolder: Optional[str]) -> None:
-        import json
-
-        with open(os.path.join(run, "settings.json"), "w", encoding="utf-8") as f:
-            json.dump({"settings": settings.to_dict(), "modelsFolder": modelsFolder}, f, indent=2)
-
-    def _launch(self, run, settings, modelsFolder, resume, wait, onEvent, onFinished, start, plot):
-        from LWICommon import files, training_settings
-        from LWICommon.plots import TrainingCurves
-        from LWICommon.process import ProcessRunner
-        from LWICommon.slicer_setup import coreEnvironment
-
-        if self.runner is not None and self.runner.running:
-            raise RuntimeError("A training is already running: cancel it first.")
-        checkpoint = files.model_path(run, settings.model_name)
-        finalPath = files.model_path(self.modelsFolder(modelsFolder), settings.model_name)
-        args = training_settings.train_args(
-            settings, os.path.join(run, "data"), checkpoint, resume=resume, overwrite=not resume
-        )
-        self.lastCommand = training_settings.cli_args.quote_command(args)
-        self.curves = TrainingCurves()
-
-        def eventReceived(event) -> None:
-            if plot and self.curves.add(event):
-                self.updatePlot()
-            if onEvent is not None:
-                onEvent(event)
-
-        def finished(runner) -> None:
-            if runner.returncode == 0 and not runner.cancelled and os.path.isfile(checkpoint):
-                self._publishModel(checkpoint, finalPath)
-            if onFinished is not None:
-                onFinished(runner)
-
-        # No temp_dir: cancelling must keep the run folder and its checkpoints (for Resume).
-        self.runner = ProcessRunner(args, env=coreEnvironment(), cwd=run, on_event=eventReceived, on_finished=finished)
-        if start or wait:
-            self.runner.start()
-        if wait:
-            self.runner.wait()
-            if self.runner.error_message():
-                raise RuntimeError(self.runner.error_message())
-        return self.runner
-
-    def _publishModel(self, checkpoint: str, finalPath: str) -> None:
-        """Copy the trained bundle into the models folder (atomically) and show it in LWISegmentation."""
-        import shutil
-
-        partial = finalPath + ".partial"
-        shutil.copyfile(checkpoint, partial)
-        os.replace(partial, finalPath)
-        self.lastModelPath = finalPath
-        logging.info(f"LWITraining: model saved to {finalPath}")
-        try:
-            import LWISegmentation
-
-            # The LWISegmentation panel is bound to its parameter node: it shows the new model at once.
-            segmentationParameters = LWISegmentation.LWISegmentationLogic().getParameterNode()
-            segmentationParameters.modelPath = pathlib.Path(finalPath)
-        except Exception:  # the other module missing must not turn a finished training into a failure
-            logging.exception("LWITraining: could not select the new model in LWI Segmentation")
-
-    def cancel(self) -> None:
-        """Stop the running training; the last checkpoint is kept, so :meth:`resume` continues from it."""
-        if self.runner is not None:
-            self.runner.cancel()
-
-    def stageText(self, event: Dict[str, Any]) -> str:
-        """``"Step 2: fine-tuning, epoch 12/300, ETA 3 min 10 s"`` for a progress event."""
-        from LWICommon.plots import stage_title
-        from LWICommon.process import format_duration
-
-        text = stage_title(event.get("stage"))
-        if event.get("epoch") is not None and event.get("epochs"):
-            text += f", epoch {event['epoch']}/{event['epochs']}"
-        eta = format_duration(event.get("eta_seconds"))
-        return text + (f", ETA {eta}" if eta else "")
-
-    # -- plot --------------------------------------------------------------------------------
-    def updatePlot(self, show: bool = True) -> None:
-        """Copy :attr:`curves` into table nodes and draw them in one plot chart (losses and
-        validation Dice against the run's epoch)."""
-        import numpy as np
-        from LWICommon.plots import X_COLUMN
-
-        if self.curves is None:
-            return
-        if self.chartNode is None or self.chartNode.GetScene() is None:
-            self.chartNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotChartNode", "LWI training")
-            self.chartNode.SetTitle("LWI training: losses and validation Dice")
-            self.chartNode.SetXAxisTitle("epoch")
-            self.chartNode.SetYAxisTitle("loss / Dice")
-            self._tables, self._series = {}, {}
-            if show:
-                slicer.modules.plots.logic().ShowChartInLayout(self.chartNode)
-        for table in ("step1", "step2", "validation"):
-            columns, rows = self.curves.table(table)
-            if not rows:
-                continue
-            if table not in self._tables:
-                self._tables[table] = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", f"LWI training {table}")
-            slicer.util.updateTableFromArray(self._tables[table], np.asarray(rows, dtype=float), columns)
-        for spec in self.curves.series():
-            if spec.name in self._series:
-                continue
-            seriesNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", spec.name)
-            seriesNode.SetAndObserveTableNodeID(self._tables[spec.table].GetID())
-            seriesNode.SetXColumnName(X_COLUMN)
-            seriesNode.SetYColumnName(spec.column)
-            seriesNode.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
-            seriesNode.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleNone)
-            self.chartNode.AddAndObservePlotSeriesNodeID(seriesNode.GetID())
-            self._series[spec.name] = seriesNode
-
-    # -- using the result --------------------------------------------------------------------
-    def showPreview(self, case, settings=None):
-        """The Step-1 shuffle/mask preview of a training case (a ``CaseSource`` or a volume node),
-        with these training settings (arch, ROI, mask ratio, cube size, spacing, intensity), made by
-        the LWISegmentation module's preview."""
-        import LWISegmentation
-
-        settings = self._settings(settings, getattr(settings, "model_name", None) or "preview")
-        segmentationLogic = LWISegmentation.LWISegmentationLogic()
-        if not hasattr(segmentationLogic, "preview"):
-            raise RuntimeError("This version of LWI Segmentation has no preview.")
-        volumeNode = case
-        if hasattr(case, "image"):
-            if not case.image:
-                raise ValueError(f"The case {case.name} has no image.")
-            volumeNode = slicer.util.loadVolume(case.image, {"name": f"{case.name} (training case)"})
-        return segmentationLogic.preview(volumeNode, options=settings.preview_options())
-
-    def segmentWithModel(self, volumeNode, modelPath: Optional[str] = None, device: str = "auto", wait: bool = False):
-        """Segment ``volumeNode`` with ``modelPath`` (default: the model trained last) through
-        the LWISegmentation module; returns its runner."""
-        import LWISegmentation
-
-        modelPath = modelPath or self.lastModelPath
-        if not modelPath:
-            raise ValueError("No model has been trained yet in this session: give modelPath.")
-        return LWISegmentation.LWISegmentationLogic().segment(volumeNode, modelPath, device=device, wait=wait)
 
 
 class LWITrainingTest(ScriptedLoadableModuleTest):
@@ -823,9 +431,7 @@ class LWITrainingTest(ScriptedLoadableModuleTest):
         }
         logic.train(logic.trainingSet, "selftest", settings=settings, modelsFolder=modelsFolder, wait=True)
         self.assertTrue(os.path.isfile(logic.lastModelPath))
-        import LWISegmentation
-
-        metadata = LWISegmentation.LWISegmentationLogic().modelInfo(logic.lastModelPath)
+        metadata = logic.segmentationLogic().modelInfo(logic.lastModelPath)
         names = sorted(entry["name"] for entry in metadata["labels"] if int(entry["value"]) != 0)
         self.assertEqual(names, ["liver", "spleen"])
         self.delayDisplay("Tiny training passed")

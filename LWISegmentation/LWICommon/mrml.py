@@ -1,14 +1,26 @@
-"""Node <-> file round trip between the Slicer scene and the core's files (needs Slicer).
+"""Scene <-> file between Slicer's nodes and the core's files (MRML, no Qt).
 
 Slicer is imported inside the functions, so ``import LWICommon.mrml`` works anywhere; calling them
-needs a running Slicer. The plain parts (names, colours, terminology) are in :mod:`LWICommon.labels`.
+needs a scene (``slicer.mrmlScene``) with Slicer's module logics: Slicer itself, or the slicer-core
+harness of the tests. Nothing here uses Qt, so every function runs in that harness. The plain parts
+(names, colours, terminology) are in :mod:`LWICommon.labels`.
+
+- :func:`writeVolumeNode`: a volume (or label map) node -> NRRD with its exact grid.
+- :func:`loadVolume`: a file -> a new volume node (through the Volumes module logic).
+- :func:`importLabelmap`: the core's label map -> a segmentation node with named, coloured segments,
+  standard terminology, the input's reference geometry and parent transform, and closed surfaces.
+- :func:`writeSegmentsAsLabelmap`: segments -> a label-map file on a volume's grid (training cases).
+- :func:`forgetFiles`: detach loaded nodes from temporary files, so Save Data writes them.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from LWICommon.labels import SegmentSpec, color_table_rows, unique_names
+
+#: vtkSlicerVolumesLogic::AddArchetypeVolume's loadingOptions bit for "load as a label map".
+_LABELMAP_OPTION = 1
 
 
 def writeVolumeNode(volumeNode, path: str) -> str:
@@ -29,6 +41,50 @@ def writeVolumeNode(volumeNode, path: str) -> str:
     return path
 
 
+def loadVolume(path: str, name: str, labelmap: bool = False):
+    """Load a volume file as a new (label map) volume node with a display node, shown nowhere.
+
+    Uses the Volumes module logic (what Slicer's volume reader calls), not the Qt IO manager.
+    """
+    import slicer
+
+    node = slicer.modules.volumes.logic().AddArchetypeVolume(path, name, _LABELMAP_OPTION if labelmap else 0)
+    if node is None:
+        raise RuntimeError(f"Could not load the volume {path}.")
+    return node
+
+
+def forgetFiles(node) -> None:
+    """Detach ``node`` from the (temporary) file it was loaded from: without a storage node it counts
+    as modified, so Save Data writes it instead of pointing at a file that is deleted."""
+    import slicer
+
+    storageNode = node.GetStorageNode()
+    if storageNode is not None:
+        node.SetAndObserveStorageNodeID(None)
+        slicer.mrmlScene.RemoveNode(storageNode)
+
+
+def removeNodes(nodes: Sequence) -> None:
+    """Remove nodes with their display and storage nodes (MRML leaves those behind otherwise)."""
+    import slicer
+
+    for node in nodes:
+        if node is None or node.GetScene() is None:
+            continue
+        extra = []
+        for getCount, getNth in (
+            ("GetNumberOfDisplayNodes", "GetNthDisplayNode"),
+            ("GetNumberOfStorageNodes", "GetNthStorageNode"),
+        ):
+            if hasattr(node, getCount):
+                extra += [getattr(node, getNth)(i) for i in range(getattr(node, getCount)())]
+        slicer.mrmlScene.RemoveNode(node)
+        for other in extra:
+            if other is not None and other.GetScene() is not None:
+                slicer.mrmlScene.RemoveNode(other)
+
+
 def _colorTableNode(specs: Sequence[SegmentSpec], name: str):
     import slicer
 
@@ -42,9 +98,11 @@ def _colorTableNode(specs: Sequence[SegmentSpec], name: str):
 
 
 def placeNextTo(node, referenceNode) -> None:
-    """Put ``node`` in the same subject hierarchy folder (patient/study) as ``referenceNode``."""
+    """Put ``node`` in the same subject hierarchy folder (patient/study) as ``referenceNode``, and
+    under the same parent transform, so both show in the same place."""
     import slicer
 
+    node.SetAndObserveTransformNodeID(referenceNode.GetTransformNodeID())
     shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
     referenceItem = shNode.GetItemByDataNode(referenceNode)
     item = shNode.GetItemByDataNode(node)
@@ -64,8 +122,9 @@ def importLabelmap(
     present, with standard terminology where one fits.
 
     The reference volume gives the segmentation's reference geometry and its place in the subject
-    hierarchy (and parent transform). ``segmentationNode`` is reused (its segments replaced) when
-    given. ``show3D`` builds the closed surface, so the segments show in the 3D view.
+    hierarchy and parent transform. ``segmentationNode`` is reused (its segments replaced) when
+    given. ``show3D`` builds the closed surface, so the segments show in the 3D view. Only the
+    segmentation node (and its display node) stays in the scene.
     """
     import slicer
 
@@ -75,7 +134,7 @@ def importLabelmap(
     ]
     if name is None:
         name = referenceVolumeNode.GetName() + " segmentation"
-    labelmapNode = slicer.util.loadLabelVolume(path, {"show": False})
+    labelmapNode = loadVolume(path, name + " import", labelmap=True)
     colorTableNode = _colorTableNode(specs, name + " labels")
     try:
         labelmapNode.GetDisplayNode().SetAndObserveColorNodeID(colorTableNode.GetID())
@@ -84,6 +143,11 @@ def importLabelmap(
             segmentationNode.CreateDefaultDisplayNodes()
         else:
             segmentationNode.GetSegmentation().RemoveAllSegments()
+        # The label map is on the reference's own grid, so it belongs under the reference's parent
+        # transform; with the segmentation there too, the import resamples nothing and the reference
+        # geometry is stored in the segmentation's own frame (not transformed a second time).
+        placeNextTo(labelmapNode, referenceVolumeNode)
+        placeNextTo(segmentationNode, referenceVolumeNode)
         segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolumeNode)
         segmentationNode.SetNodeReferenceID(
             segmentationNode.GetReferenceImageGeometryReferenceRole(), referenceVolumeNode.GetID()
@@ -93,8 +157,7 @@ def importLabelmap(
         ):
             raise RuntimeError(f"Could not import the label map {path} as segments.")
     finally:
-        slicer.mrmlScene.RemoveNode(labelmapNode)
-        slicer.mrmlScene.RemoveNode(colorTableNode)
+        removeNodes([labelmapNode, colorTableNode])
 
     byName = {spec.name: spec for spec in specs}
     segmentation = segmentationNode.GetSegmentation()
@@ -107,11 +170,41 @@ def importLabelmap(
             segment.SetColor(*spec.color)
         if spec.terminology:
             segment.SetTag(segment.GetTerminologyEntryTagName(), spec.terminology)
-
-    transformID = referenceVolumeNode.GetTransformNodeID()
-    if transformID:
-        segmentationNode.SetAndObserveTransformNodeID(transformID)
-    placeNextTo(segmentationNode, referenceVolumeNode)
     if show3D:
         segmentationNode.CreateClosedSurfaceRepresentation()
     return segmentationNode
+
+
+def segmentNames(segmentationNode) -> List[str]:
+    """The names of a segmentation's segments, in order."""
+    segmentation = segmentationNode.GetSegmentation()
+    return [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+
+
+def writeSegmentsAsLabelmap(segmentationNode, referenceVolumeNode, path: str, segmentIds=None) -> List[str]:
+    """Write segments as a label-map file on ``referenceVolumeNode``'s grid (its full extent, parent
+    transforms resolved by Slicer): the i-th segment of ``segmentIds`` (default: all, in order) gets
+    the value i + 1. Returns the written segments' names in that order. Adds nothing to the scene.
+    """
+    import slicer
+    import vtk
+
+    segmentation = segmentationNode.GetSegmentation()
+    if segmentIds is None:
+        segmentIds = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    ids = vtk.vtkStringArray()
+    for segmentId in segmentIds:
+        ids.InsertNextValue(segmentId)
+    colorNodesBefore = {node.GetID() for node in slicer.util.getNodesByClass("vtkMRMLColorTableNode")}
+    labelmapNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "LWI export")
+    try:
+        if not slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
+            segmentationNode, ids, labelmapNode, referenceVolumeNode
+        ):
+            raise RuntimeError(f"Could not export the segments of {segmentationNode.GetName()}.")
+        writeVolumeNode(labelmapNode, path)
+    finally:
+        # The export adds a "<name>_ColorTable" node for the label map: remove it with the label map.
+        removeNodes([labelmapNode])
+        removeNodes([node for node in slicer.util.getNodesByClass("vtkMRMLColorTableNode") if node.GetID() not in colorNodesBefore])
+    return [segmentation.GetSegment(segmentId).GetName() for segmentId in segmentIds]

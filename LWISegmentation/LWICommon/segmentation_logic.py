@@ -1,0 +1,354 @@
+"""What LWI Segmentation does, on the scene and without Qt (SlicerNNUnet's Logic/Widget split).
+
+:class:`SegmentationLogic` holds everything of the module that touches MRML: segmenting a volume
+node through the worker process, the Step-1 preview, "Add to training set". The module file's
+``LWISegmentationLogic`` adds only what needs Slicer's Qt side (the parameter node, installing the
+dependencies). Being Qt-free, the whole class runs in the slicer-core test harness.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Callable, Optional
+
+# The worker process of this Slicer session, shared by every logic object (the widget's and the
+# console's), so the model is loaded once per session. It lives here, not in the module file, so
+# reloading the module does not lose track of it.
+_worker = None
+
+
+def sharedWorker():
+    """The session's :class:`LWICommon.worker.WorkerClient` (started on first use)."""
+    global _worker
+    if _worker is None:
+        import slicer
+
+        from LWICommon import cli_args
+        from LWICommon.slicer_setup import coreEnvironment
+        from LWICommon.worker import WorkerClient
+
+        _worker = WorkerClient(cli_args.python_executable(), env=coreEnvironment(), cwd=slicer.app.temporaryPath)
+    return _worker
+
+
+def shutdownSharedWorker() -> None:
+    """End the session's worker process (frees its GPU memory); the next segmentation starts a new one."""
+    global _worker
+    if _worker is not None:
+        _worker.stop()
+        _worker = None
+
+
+class SegmentationLogic:
+    """Everything LWI Segmentation does, callable from the Python console without the GUI::
+
+        logic = slicer.util.getModuleLogic("LWISegmentation")
+        [m.name for m in logic.listModels()]                 # the trained models
+        seg = logic.segment(volumeNode, "/path/liver.lwi.safetensors", device="cuda")   # blocks
+        logic.segment(volumeNode, model, callback=lambda node, error: print(node, error))  # background
+        logic.makePreview(volumeNode, numSubvolumes=6, maskRatio=0.4, cubeSize=16)
+        logic.addToTrainingSet(volumeNode, seg, model)
+
+    Segmentation runs in a worker process (``python -m lwi.worker``) that stays alive for the
+    session, so the model stays loaded on the GPU between volumes.
+    """
+
+    def __init__(self) -> None:
+        self.lastCommand = ""
+        self.lastResult = None
+        self.selectedModelPath: Optional[str] = None
+        self._previewNodes: list = []
+
+    def selectModel(self, modelPath: str) -> None:
+        """Make ``modelPath`` the module's model (LWI Training calls this with a new model)."""
+        self.selectedModelPath = str(modelPath)
+
+    def shownVolume(self):
+        """The volume shown in the slice views (background layer), else the scene's first volume
+        that is not a label map."""
+        import slicer
+
+        for compositeNode in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):
+            volumeID = compositeNode.GetBackgroundVolumeID()
+            node = slicer.mrmlScene.GetNodeByID(volumeID) if volumeID else None
+            if node is not None and node.IsA("vtkMRMLScalarVolumeNode") and not node.IsA("vtkMRMLLabelMapVolumeNode"):
+                return node
+        for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
+            if not node.IsA("vtkMRMLLabelMapVolumeNode"):
+                return node
+        return None
+
+    # -- models ---------------------------------------------------------------------------
+    def listModels(self, folders=None, extra=()) -> list:
+        """The models the user trained (``~/LWI/models`` unless ``folders`` is given) and the
+        ``extra`` files, as :class:`LWICommon.models.ModelEntry` (``.name``, ``.path``, ``.labels``,
+        ``.architecture``, ``.strategy``, ``.validation_dice``, ``.description()``)."""
+        from LWICommon import files, models
+
+        return models.list_models(folders if folders is not None else [files.default_models_folder()], extra)
+
+    def modelInfo(self, modelPath: str) -> dict:
+        """A model bundle's metadata (labels, architecture, preprocessing, provenance), read from the
+        file's header without loading the weights. Raises ValueError for a file that is no model."""
+        from LWICommon.models import read_bundle_metadata
+
+        return read_bundle_metadata(str(modelPath))
+
+    # -- segmentation ---------------------------------------------------------------------
+    def segment(
+        self,
+        inputVolume,
+        modelPath: str,
+        device: str = "auto",
+        outputSegmentation=None,
+        show3D: bool = True,
+        callback: Optional[Callable] = None,
+        options: Optional[dict] = None,
+        timeout: Optional[float] = None,
+        wait: Optional[bool] = None,
+    ):
+        """Segment ``inputVolume`` with the model file ``modelPath``.
+
+        Without ``callback`` (the default) this blocks and returns the segmentation node: one
+        named, coloured segment per label, on the input's grid, placed next to the input, in
+        ``outputSegmentation`` if given (its segments are replaced) or else in a new node. Raises
+        RuntimeError with the run's message on failure.
+
+        With ``callback`` it returns at once with the running job (``.cancel()`` stops it) and calls
+        ``callback(segmentationNode, None)`` on success or ``callback(None, errorMessage)`` when
+        it fails or is cancelled; the events are delivered while Slicer's event loop runs.
+
+        ``wait=False`` without a callback also returns the running job at once (it is polled while
+        Slicer's event loop runs; the result is imported when it is done).
+
+        ``options``: ``largest_component``, ``overlap``, ``sw_batch_size``, ``roi_size``,
+        ``spacing_scale``, ``amp`` (see ``lwi segment --help``).
+        """
+        from LWICommon import jobs
+
+        if wait is None:
+            wait = callback is None
+        imported = []
+        job = self.startSegmentation(inputVolume, modelPath, device, outputSegmentation, show3D, imported.append, options)
+        if not wait:
+            if callback is not None:
+                job.on_finished = jobs.withCallback(job.on_finished, callback, imported)
+            job.start()
+            return jobs.pollInBackground(job)
+        job.start()
+        job.wait(timeout)
+        if job.error_message():
+            raise RuntimeError(job.error_message())
+        return imported[0] if imported else None
+
+    def startSegmentation(
+        self,
+        inputVolume,
+        modelPath: str,
+        device: str = "auto",
+        outputSegmentation=None,
+        show3D: bool = True,
+        onImported: Optional[Callable] = None,
+        options: Optional[dict] = None,
+    ):
+        """The segmentation as a job that is not started yet (the GUI starts it in a TaskPanel).
+
+        The input volume is written to a temporary file with its exact geometry (the node is not
+        modified); the worker writes the label map; on success it is imported and
+        ``onImported(segmentationNode)`` is called.
+        """
+        import slicer
+
+        from LWICommon import cli_args, files, mrml
+        from LWICommon.labels import segment_specs
+
+        if inputVolume is None:
+            raise ValueError("Select an input volume.")
+        modelPath = str(modelPath)
+        metadata = self.modelInfo(modelPath)  # a clear error now, not after the worker started
+        runDir = files.make_run_dir(slicer.app.temporaryPath)
+        inputPath = mrml.writeVolumeNode(inputVolume, files.input_volume_path(runDir, inputVolume.GetName()))
+        outputPath = files.output_labelmap_path(runDir, inputVolume.GetName())
+        self.lastCommand = cli_args.quote_command(
+            cli_args.segment_command(modelPath, inputPath, outputPath, device=device, options=options)
+        )
+
+        def onFinished(job) -> None:
+            self.lastResult = job.result
+            if job.returncode != 0 or job.cancelled:
+                return
+            labels = (job.result or {}).get("labels") or metadata.get("labels", [])
+            segmentationNode = mrml.importLabelmap(
+                outputPath, segment_specs(labels), inputVolume, outputSegmentation, show3D=show3D
+            )
+            if onImported is not None:
+                onImported(segmentationNode)
+
+        return sharedWorker().segment(
+            modelPath, inputPath, outputPath, device=device, options=options, temp_dir=runDir,
+            on_finished=onFinished, start=False,
+        )
+
+    def shutdownWorker(self) -> None:
+        """End the session's worker process (frees its GPU memory); the next segmentation starts
+        a new one."""
+        shutdownSharedWorker()
+
+    # -- Step-1 preview -------------------------------------------------------------------
+    def makePreview(
+        self,
+        inputVolume,
+        numSubvolumes: Optional[int] = None,
+        maskRatio: float = 0.4,
+        cubeSize: int = 16,
+        seed: Optional[int] = None,
+        modelPath: Optional[str] = None,
+        device: str = "auto",
+        show3D: bool = True,
+        callback: Optional[Callable] = None,
+    ):
+        """Show what LWI Step 1 makes of ``inputVolume``: the shuffled view (background) and the
+        shuffled-and-masked view (foreground) in the slice views, the sub-volumes as outlined
+        labels (their boundaries), and the masked view as a volume rendering in 3D (``show3D``).
+
+        ``numSubvolumes`` None: as the model ``modelPath`` (whose preprocessing is also used), or
+        6 (UNETR at 96^3). ``seed`` None: a new random draw. Blocks and returns
+        ``{"shuffled": node, "shuffled_masked": node, "subvolumes": node, "info": preview.json}``;
+        with ``callback`` it returns the running process and calls ``callback(preview, error)``.
+        A new preview replaces the previous preview's nodes; the input volume is not modified.
+        """
+        from LWICommon.preview import preview_options
+
+        options = preview_options(numSubvolumes, maskRatio, cubeSize, seed, modelPath, device)
+        return self.preview(inputVolume, options, show3D=show3D, callback=callback)
+
+    def preview(self, inputVolume, options: Optional[dict] = None, show3D: bool = True, callback: Optional[Callable] = None):
+        """:meth:`makePreview` with ``lwi preview`` options as they are (``subvolumes``, ``model``,
+        ``arch``, ``roi``, ``mask_ratio``, ``cube_size``, ``spacing``, ``modality``, ``seed``,
+        ``device``); LWI Training shows its training settings this way."""
+        from LWICommon import jobs
+
+        result = []
+        runner = self.startPreview(inputVolume, options, show3D, result.append)
+        if callback is not None:
+            runner.on_finished = jobs.withCallback(runner.on_finished, callback, result)
+            runner.start()
+            return jobs.pollInBackground(runner)
+        runner.start()
+        runner.wait()
+        if runner.error_message():
+            raise RuntimeError(runner.error_message())
+        return result[0]
+
+    def startPreview(
+        self, inputVolume, options: Optional[dict] = None, show3D: bool = True, onLoaded: Optional[Callable] = None
+    ):
+        """The ``lwi preview`` process for :meth:`preview`, not started yet (the GUI starts it)."""
+        import slicer
+
+        from LWICommon import cli_args, files, mrml, preview
+        from LWICommon.process import ProcessRunner
+        from LWICommon.slicer_setup import coreEnvironment
+
+        if inputVolume is None:
+            raise ValueError("Select an input volume.")
+        options = {k: v for k, v in (options or {}).items() if v is not None}
+        runDir = files.make_run_dir(slicer.app.temporaryPath)
+        inputPath = mrml.writeVolumeNode(inputVolume, files.input_volume_path(runDir, inputVolume.GetName()))
+        outDir = os.path.join(runDir, "preview")
+        args = cli_args.preview_command(inputPath, outDir, options)
+        self.lastCommand = cli_args.quote_command(args)
+
+        def onFinished(runner) -> None:
+            if runner.returncode != 0 or runner.cancelled:
+                return
+            loaded = self.showPreview(preview.read_preview(outDir), inputVolume, show3D)
+            if onLoaded is not None:
+                onLoaded(loaded)
+
+        return ProcessRunner(args, env=coreEnvironment(), cwd=runDir, temp_dir=runDir, on_finished=onFinished)
+
+    def loadPreview(self, info: dict, inputVolume) -> dict:
+        """Load the views of an ``lwi preview`` folder (``info`` from
+        :func:`LWICommon.preview.read_preview`) next to ``inputVolume`` (same folder, same parent
+        transform), replacing the previous preview's nodes. The nodes keep no link to the
+        temporary files, so Save Data writes them."""
+        from LWICommon import mrml
+
+        mrml.removeNodes(self._previewNodes)  # this module's own nodes from the previous draw
+        name = inputVolume.GetName()
+        paths = info["paths"]
+        shuffled = mrml.loadVolume(paths["shuffled"], f"{name} LWI shuffled")
+        masked = mrml.loadVolume(paths["shuffled_masked"], f"{name} LWI shuffled+masked")
+        subvolumes = mrml.loadVolume(paths["subvolumes"], f"{name} LWI sub-volumes", labelmap=True)
+        self._previewNodes = [shuffled, masked, subvolumes]
+        for node in self._previewNodes:
+            mrml.forgetFiles(node)
+            mrml.placeNextTo(node, inputVolume)
+        return {"shuffled": shuffled, "shuffled_masked": masked, "subvolumes": subvolumes, "info": info}
+
+    def showPreview(self, info: dict, inputVolume, show3D: bool = True) -> dict:
+        """:meth:`loadPreview`, then show the views: shuffled as background, masked as foreground,
+        the sub-volumes as outlined labels, and the masked view as a volume rendering (``show3D``)."""
+        import slicer
+
+        loaded = self.loadPreview(info, inputVolume)
+        slicer.util.setSliceViewerLayers(
+            background=loaded["shuffled"], foreground=loaded["shuffled_masked"], label=loaded["subvolumes"],
+            foregroundOpacity=0.5, labelOpacity=1.0, fit=True,
+        )
+        # Outlined labels draw the sub-volume boundaries without hiding the image.
+        for sliceNode in slicer.util.getNodesByClass("vtkMRMLSliceNode"):
+            sliceNode.SetUseLabelOutline(True)
+        if show3D:
+            volumeRendering = slicer.modules.volumerendering.logic()
+            displayNode = volumeRendering.CreateDefaultVolumeRenderingNodes(loaded["shuffled_masked"])
+            volumeRendering.CopyDisplayToVolumeRenderingDisplayNode(displayNode)
+            displayNode.SetVisibility(True)
+        return loaded
+
+    # -- training set ---------------------------------------------------------------------
+    def addToTrainingSet(
+        self,
+        volumeNode,
+        segmentationNode,
+        modelPath: str,
+        folder: Optional[str] = None,
+        caseName: Optional[str] = None,
+    ):
+        """Store ``volumeNode`` and its (corrected) ``segmentationNode`` as a labelled case in the
+        training folder (default ``~/LWI/training-cases``, the data folder to pick in LWI
+        Training). Segments are matched to the model's labels by name (case, spaces, ``_`` and
+        ``-`` ignored) and written with the model's label values; others count as background.
+        Neither node is modified and nothing is left in the scene. Returns
+        :class:`LWICommon.training_set.AddedCase` (``.message()`` says what was done); raises
+        ValueError when nothing matches.
+        """
+        import slicer
+
+        from LWICommon import files, mrml, training_set
+
+        if volumeNode is None or segmentationNode is None:
+            raise ValueError("Select the volume and its segmentation.")
+        metadata = self.modelInfo(modelPath)
+        labels = training_set.model_labels(metadata.get("labels", []))
+        if not folder or folder == ".":
+            folder = files.default_training_folder()
+        modality = (metadata.get("preprocessing") or {}).get("modality")
+        runDir = files.make_run_dir(slicer.app.temporaryPath)
+        try:
+            imagePath = mrml.writeVolumeNode(volumeNode, files.input_volume_path(runDir, volumeNode.GetName()))
+            labelPath = os.path.join(runDir, "segmentation.nrrd")
+            names = mrml.writeSegmentsAsLabelmap(segmentationNode, volumeNode, labelPath)
+            return training_set.add_to_training_set(
+                folder,
+                caseName or volumeNode.GetName(),
+                imagePath,
+                labelPath,
+                training_set.segment_names_in_order(names),
+                labels,
+                modality=modality,
+            )
+        finally:
+            shutil.rmtree(runDir, ignore_errors=True)

@@ -1,0 +1,402 @@
+"""What LWI Training does, on the scene and without Qt (SlicerNNUnet's Logic/Widget split).
+
+:class:`TrainingLogic` collects training cases from segmentation nodes or folders, runs ``lwi train``
+in the background, draws its curves in plot nodes, publishes the model and hands it to LWI
+Segmentation (reached through ``slicer.util.getModuleLogic``, as one Slicer module uses another).
+The module file's ``LWITrainingLogic`` adds only the parameter node and the dependency installer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+#: Application setting (qt.QSettings) for the models folder, shared with LWI Segmentation's model list.
+MODELS_FOLDER_SETTING = "LWI/ModelsFolder"
+
+
+def _settingsModelsFolder() -> str:
+    """The ``LWI/ModelsFolder`` application setting ("" without Qt or when unset)."""
+    try:
+        import qt
+    except ImportError:
+        return ""
+    return str(qt.QSettings().value(MODELS_FOLDER_SETTING) or "")
+
+
+class TrainingLogic:
+    """Everything LWI Training does, callable from the Python console without the GUI::
+
+        logic = slicer.util.getModuleLogic("LWITraining")
+        cases = logic.collectCasesFromNodes([(volume1, segmentation1), (volume2, segmentation2)])
+        logic.addCases(cases)                       # the table: logic.trainingSet.table()
+        logic.train(logic.trainingSet, "liver", settings={"epochs": 50})   # in the background
+        logic.segmentWithModel(volume3, wait=True)  # with the model just trained, once it is done
+
+    Training runs ``lwi train`` in a background process (:class:`LWICommon.process.ProcessRunner`),
+    polled on Slicer's main thread until it ends; ``wait=True`` blocks instead. Each model has a run
+    folder (:mod:`LWICommon.run_folder`), so a cancelled or failed run can be resumed.
+    """
+
+    def __init__(self) -> None:
+        self.lastCommand = ""
+        self.lastModelPath: Optional[str] = None
+        self.runner = None
+        self.sources: List[Any] = []
+        self.trainingSet = None
+        self.curves = None
+        self.plot = None
+        self._stagingDir: Optional[str] = None
+
+    @property
+    def chartNode(self):
+        """The training plot's chart node (None before the first curve point)."""
+        return self.plot.chartNode if self.plot is not None else None
+
+    def segmentationLogic(self):
+        """LWI Segmentation's logic, which segments and previews for this module."""
+        import slicer
+
+        return slicer.util.getModuleLogic("LWISegmentation")
+
+    def availableStrategies(self) -> List[str]:
+        """The strategies the bundled core offers (LWI and from scratch, plus any it has added)."""
+        from LWICommon import training_settings
+        from LWICommon.slicer_setup import coreEnvironment
+
+        return training_settings.offered_strategies(training_settings.query_strategies(env=coreEnvironment()))
+
+    # -- folders -----------------------------------------------------------------------------
+    def modelsFolder(self, folder: Optional[str] = None) -> str:
+        """Where models go: ``folder`` if given, else the ``LWI/ModelsFolder`` application setting,
+        else ``~/LWI/models`` (created)."""
+        from LWICommon import files
+
+        folder = folder or _settingsModelsFolder() or files.default_models_folder()
+        os.makedirs(folder, exist_ok=True)
+        return folder
+
+    def runFolder(self, modelName: str, modelsFolder: Optional[str] = None) -> str:
+        """The folder of a model's training run: its exported cases (``data/``) and checkpoints."""
+        from LWICommon import run_folder
+
+        return run_folder.run_folder(self.modelsFolder(modelsFolder), modelName)
+
+    def canResume(self, modelName: str, modelsFolder: Optional[str] = None) -> bool:
+        """Whether an interrupted run of ``modelName`` left a checkpoint to continue from."""
+        from LWICommon import run_folder
+
+        return run_folder.can_resume(self.runFolder(modelName, modelsFolder), modelName)
+
+    # -- cases -------------------------------------------------------------------------------
+    def _staging(self) -> str:
+        import slicer
+
+        from LWICommon import files
+
+        if not self._stagingDir or not os.path.isdir(self._stagingDir):
+            self._stagingDir = files.make_run_dir(slicer.app.temporaryPath, prefix="lwi-cases-")
+        return self._stagingDir
+
+    def collectCasesFromNodes(self, pairs: Optional[Sequence[Tuple[Any, Any]]] = None) -> List[Any]:
+        """Training cases from the scene: ``pairs`` of (volume node, segmentation node), or every
+        segmentation node with the volume it was drawn on (its reference geometry volume).
+
+        Each case is written to files (image and a label map of its segments, on the volume's grid);
+        returns :class:`LWICommon.cases.CaseSource` objects. A segmentation without a volume, or
+        without segments, becomes a case with that problem. Nothing is added to the scene.
+        """
+        import slicer
+
+        from LWICommon import cases, files, mrml
+
+        if pairs is None:
+            pairs = []
+            for segmentationNode in slicer.util.getNodesByClass("vtkMRMLSegmentationNode"):
+                role = segmentationNode.GetReferenceImageGeometryReferenceRole()
+                pairs.append((segmentationNode.GetNodeReference(role), segmentationNode))
+        sources = []
+        folder = self._staging()
+        for index, (volumeNode, segmentationNode) in enumerate(pairs):
+            name = volumeNode.GetName() if volumeNode else segmentationNode.GetName()
+            if volumeNode is None:
+                sources.append(cases.CaseSource(name, None, None, {}, problems=["no volume: select its volume and Add pair"]))
+                continue
+            stem = f"{index:03d}-{files.safe_stem(name)}"
+            imagePath = mrml.writeVolumeNode(volumeNode, os.path.join(folder, stem + ".nrrd"))
+            labelPath = os.path.join(folder, stem + "-label.nrrd")
+            names = mrml.segmentNames(segmentationNode)
+            if names:
+                names = mrml.writeSegmentsAsLabelmap(segmentationNode, volumeNode, labelPath)
+            segments = {i + 1: n for i, n in enumerate(names)}
+            sources.append(cases.CaseSource(name, imagePath, labelPath if names else None, segments))
+        return sources
+
+    def collectCasesFromFolder(self, folder: str) -> List[Any]:
+        """Training cases from a dataset folder (MSD layout, or the folder "Add to training set" fills)."""
+        from LWICommon import cases
+
+        return cases.folder_cases(folder)
+
+    def addCases(self, sources: Sequence[Any], labels: Optional[Sequence[str]] = None):
+        """Add cases to the training set and match all of them again by segment name; returns the
+        :class:`LWICommon.cases.TrainingSet` (also in :attr:`trainingSet`). ``labels`` picks the
+        structures to train (default: those most cases have)."""
+        from LWICommon import cases
+
+        known = {(s.image, s.label) for s in self.sources}
+        self.sources += [s for s in sources if (s.image, s.label) not in known or s.image is None]
+        self.trainingSet = cases.match_cases(self.sources, labels=labels)
+        return self.trainingSet
+
+    def clearCases(self) -> None:
+        """Forget the collected cases."""
+        self.sources = []
+        self.trainingSet = None
+
+    # -- settings ----------------------------------------------------------------------------
+    def settingsFromParameterNode(self, p):
+        """The :class:`LWICommon.training_settings.TrainingSettings` the panel shows."""
+        from LWICommon.training_settings import TrainingSettings, parse_spacing
+
+        return TrainingSettings(
+            architecture=p.architecture,
+            strategy=p.strategy,
+            pretrain_epochs=p.pretrainEpochs,
+            epochs=p.epochs,
+            roi=(p.roiSize,) * 3,
+            spacing=parse_spacing(p.targetSpacing),
+            intensity=p.intensityPreset,
+            device=p.device,
+            model_name=p.modelName,
+            learning_rate=p.learningRate,
+            mask_ratio=p.maskRatio,
+            cube_size=p.cubeSize,
+            batch_size=p.batchSize,
+        )
+
+    @staticmethod
+    def _settings(settings, modelName: str):
+        from LWICommon.training_settings import TrainingSettings
+
+        if settings is None:
+            settings = TrainingSettings()
+        elif isinstance(settings, dict):
+            settings = TrainingSettings.from_dict(settings)
+        settings.model_name = modelName
+        problems = settings.problems()
+        if problems:
+            raise ValueError(" ".join(problems))
+        return settings
+
+    # -- training ----------------------------------------------------------------------------
+    def train(
+        self,
+        cases,
+        modelName: str,
+        settings=None,
+        modelsFolder: Optional[str] = None,
+        wait: bool = False,
+        onEvent: Optional[Callable[[Dict[str, Any]], None]] = None,
+        onFinished: Optional[Callable[[Any], None]] = None,
+        start: bool = True,
+        plot: bool = True,
+    ):
+        """Train a model called ``modelName`` on ``cases`` and save it in the models folder.
+
+        Args:
+            cases: a :class:`LWICommon.cases.TrainingSet`, a list of ``CaseSource`` (from
+                :meth:`collectCasesFromNodes` / :meth:`collectCasesFromFolder`), or a dataset folder.
+            settings: a ``TrainingSettings`` or a dict of its fields (``epochs``, ``pretrain_epochs``,
+                ``architecture``, ``roi``, ``device``, ...); None: the defaults.
+            modelsFolder: where the model goes (default: :meth:`modelsFolder`).
+            wait: block until training ends; raises RuntimeError with the run's message on failure.
+                Otherwise the run is polled on Slicer's main thread (:func:`LWICommon.jobs.pollInBackground`):
+                the plot grows, and at the end the model is published and ``onFinished`` is called.
+            onEvent: called with each progress/log event of the run.
+            onFinished: called with the runner when the run is over (whatever the outcome).
+            start: False returns the runner unstarted (the panel starts and polls it).
+            plot: show the losses and validation Dice in a plot chart while training.
+
+        Returns the :class:`LWICommon.process.ProcessRunner`. Excluded cases are logged with their reasons.
+        """
+        from LWICommon import cases as caselib
+        from LWICommon import run_folder
+
+        settings = self._settings(settings, modelName)
+        if isinstance(cases, str):
+            cases = caselib.match_cases(caselib.folder_cases(cases))
+        elif not isinstance(cases, caselib.TrainingSet):
+            cases = caselib.match_cases(list(cases))
+        if not cases.included:
+            reasons = "; ".join(f"{r.name}: {r.status()}" for r in cases.rows) or "no cases were given"
+            raise ValueError(f"No case can be trained on ({reasons}).")
+        for row in cases.excluded:
+            logging.warning(f"LWITraining: case {row.name} is left out: {'; '.join(row.problems)}")
+        self._checkNotRunning()
+
+        run = self.runFolder(modelName, modelsFolder)
+        data = os.path.join(run, run_folder.DATA_FOLDER)
+        if os.path.isdir(data):
+            shutil.rmtree(data)
+        os.makedirs(run, exist_ok=True)
+        # Scene cases live in a temporary folder: copy their images; folder cases stay where they are.
+        scene = [r for r in cases.included if r.source.origin != caselib.FOLDER]
+        folder = [r for r in cases.included if r.source.origin == caselib.FOLDER]
+        modality = None if settings.intensity == "auto" else settings.intensity
+        for rows, copy in ((scene, True), (folder, False)):
+            if rows:
+                part = caselib.TrainingSet(cases.labels, rows)
+                caselib.export_cases(part, data, modality=modality, copy_images=copy, name=modelName)
+        run_folder.write_settings(run, settings.to_dict(), modelsFolder)
+        return self._launch(run, settings, modelsFolder, False, wait, onEvent, onFinished, start, plot)
+
+    def resume(
+        self,
+        modelName: str,
+        modelsFolder: Optional[str] = None,
+        epochs: Optional[int] = None,
+        pretrainEpochs: Optional[int] = None,
+        wait: bool = False,
+        onEvent: Optional[Callable[[Dict[str, Any]], None]] = None,
+        onFinished: Optional[Callable[[Any], None]] = None,
+        start: bool = True,
+        plot: bool = True,
+    ):
+        """Continue an interrupted (cancelled or failed) run of ``modelName`` from its last
+        checkpoint, with its own cases and settings; only the numbers of epochs may change. Runs in
+        the background as :meth:`train` does."""
+        from LWICommon import run_folder
+        from LWICommon.training_settings import TrainingSettings
+
+        if not self.canResume(modelName, modelsFolder):
+            raise ValueError(f"There is no interrupted training of '{modelName}' to resume.")
+        run = self.runFolder(modelName, modelsFolder)
+        settings = TrainingSettings.from_dict(run_folder.read_settings(run))
+        if epochs:
+            settings.epochs = int(epochs)
+        if pretrainEpochs:
+            settings.pretrain_epochs = int(pretrainEpochs)
+        return self._launch(run, settings, modelsFolder, True, wait, onEvent, onFinished, start, plot)
+
+    def _checkNotRunning(self) -> None:
+        if self.runner is not None and self.runner.running:
+            raise RuntimeError("A training is already running: cancel it first.")
+
+    def _launch(self, run, settings, modelsFolder, resume, wait, onEvent, onFinished, start, plot):
+        from LWICommon import files, jobs, run_folder, training_settings
+        from LWICommon.plots import TrainingCurves
+        from LWICommon.process import ProcessRunner
+        from LWICommon.slicer_setup import coreEnvironment
+
+        self._checkNotRunning()
+        checkpoint = files.model_path(run, settings.model_name)
+        finalPath = files.model_path(self.modelsFolder(modelsFolder), settings.model_name)
+        args = training_settings.train_args(
+            settings, os.path.join(run, run_folder.DATA_FOLDER), checkpoint, resume=resume, overwrite=not resume
+        )
+        self.lastCommand = training_settings.cli_args.quote_command(args)
+        self.curves = TrainingCurves()
+
+        def eventReceived(event) -> None:
+            if plot and self.curves.add(event):
+                self.updatePlot()
+            if onEvent is not None:
+                onEvent(event)
+
+        def finished(runner) -> None:
+            if runner.returncode == 0 and not runner.cancelled and os.path.isfile(checkpoint):
+                self._publishModel(checkpoint, finalPath)
+            if onFinished is not None:
+                onFinished(runner)
+
+        # No temp_dir: cancelling must keep the run folder and its checkpoints (for Resume).
+        self.runner = ProcessRunner(args, env=coreEnvironment(), cwd=run, on_event=eventReceived, on_finished=finished)
+        if wait:
+            self.runner.start()
+            self.runner.wait()
+            if self.runner.error_message():
+                raise RuntimeError(self.runner.error_message())
+        elif start:
+            # From the console nothing else polls the run: without this it would never end for Slicer.
+            jobs.pollInBackground(self.runner.start())
+        return self.runner
+
+    def _publishModel(self, checkpoint: str, finalPath: str) -> None:
+        """Copy the trained bundle into the models folder and select it in LWI Segmentation."""
+        from LWICommon import run_folder
+
+        self.lastModelPath = run_folder.publish_model(checkpoint, finalPath)
+        logging.info(f"LWITraining: model saved to {finalPath}")
+        try:
+            self.segmentationLogic().selectModel(finalPath)
+        except Exception:  # the other module missing must not turn a finished training into a failure
+            logging.exception("LWITraining: could not select the new model in LWI Segmentation")
+
+    def cancel(self) -> None:
+        """Stop the running training; the last checkpoint is kept, so :meth:`resume` continues from it."""
+        if self.runner is not None:
+            self.runner.cancel()
+
+    def stageText(self, event: Dict[str, Any]) -> str:
+        """``"Step 2: fine-tuning, epoch 12/300, ETA 3 min 10 s"`` for a progress event."""
+        from LWICommon.plots import stage_title
+        from LWICommon.process import format_duration
+
+        text = stage_title(event.get("stage"))
+        if event.get("epoch") is not None and event.get("epochs"):
+            text += f", epoch {event['epoch']}/{event['epochs']}"
+        eta = format_duration(event.get("eta_seconds"))
+        return text + (f", ETA {eta}" if eta else "")
+
+    # -- plot --------------------------------------------------------------------------------
+    def updatePlot(self, show: bool = True) -> None:
+        """Copy :attr:`curves` into table nodes and draw them in one plot chart (losses and
+        validation Dice against the run's epoch), shown in the layout when first made."""
+        from LWICommon.plot_nodes import TrainingPlot
+
+        if self.curves is None:
+            return
+        if self.plot is None:
+            self.plot = TrainingPlot()
+        if self.plot.update(self.curves) and show:
+            self.showChart(self.plot.chartNode)
+
+    def showChart(self, chartNode) -> None:
+        """Switch to a layout with a plot view showing ``chartNode`` (needs Slicer's views)."""
+        import slicer
+
+        if slicer.app.layoutManager() is not None:
+            slicer.modules.plots.logic().ShowChartInLayout(chartNode)
+
+    # -- using the result --------------------------------------------------------------------
+    def showPreview(self, case, settings=None, callback: Optional[Callable] = None):
+        """The Step-1 shuffle/mask preview of a training case (a ``CaseSource`` or a volume node),
+        with these training settings (arch, ROI, mask ratio, cube size, spacing, intensity), made by
+        LWI Segmentation's preview. ``callback(preview, error)``: in the background (the panel)."""
+        from LWICommon import mrml
+
+        settings = self._settings(settings, getattr(settings, "model_name", None) or "preview")
+        volumeNode = case
+        if hasattr(case, "image"):
+            if not case.image:
+                raise ValueError(f"The case {case.name} has no image.")
+            volumeNode = mrml.loadVolume(case.image, f"{case.name} (training case)")
+        return self.segmentationLogic().preview(volumeNode, options=settings.preview_options(), callback=callback)
+
+    def segmentWithModel(
+        self,
+        volumeNode,
+        modelPath: Optional[str] = None,
+        device: str = "auto",
+        wait: bool = False,
+        callback: Optional[Callable] = None,
+    ):
+        """Segment ``volumeNode`` with ``modelPath`` (default: the model trained last) through
+        LWI Segmentation; returns the segmentation node (``wait``) or the running job."""
+        modelPath = modelPath or self.lastModelPath
+        if not modelPath:
+            raise ValueError("No model has been trained yet in this session: give modelPath.")
+        return self.segmentationLogic().segment(volumeNode, modelPath, device=device, wait=wait, callback=callback)
