@@ -35,8 +35,9 @@ _TERMS: Dict[str, Tuple[Tuple[str, str, str], Tuple[str, str, str]]] = {
     "stomach": (_ANATOMICAL_STRUCTURE, ("SCT", "69695003", "Stomach")),
     "gallbladder": (_ANATOMICAL_STRUCTURE, ("SCT", "28231008", "Gallbladder")),
     "aorta": (_ANATOMICAL_STRUCTURE, ("SCT", "15825003", "Aorta")),
-    "inferior vena cava": (_ANATOMICAL_STRUCTURE, ("SCT", "64131007", "Inferior vena cava")),
-    "portal vein": (_ANATOMICAL_STRUCTURE, ("SCT", "32764006", "Portal vein")),
+    # The General Anatomy list has no vena cava or portal vein type: "Vein" is what its selector can show.
+    "inferior vena cava": (_TISSUE, ("SCT", "29092000", "Vein")),
+    "portal vein": (_TISSUE, ("SCT", "29092000", "Vein")),
     "esophagus": (_ANATOMICAL_STRUCTURE, ("SCT", "32849002", "Esophagus")),
     "adrenal gland": (_ANATOMICAL_STRUCTURE, ("SCT", "23451007", "Adrenal gland")),
     "duodenum": (_ANATOMICAL_STRUCTURE, ("SCT", "38848004", "Duodenum")),
