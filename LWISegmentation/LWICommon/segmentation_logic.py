@@ -8,14 +8,15 @@ dependencies). Being Qt-free, the whole class runs in the slicer-core test harne
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from typing import Callable, Optional
 
 # The worker process of this Slicer session, shared by every logic object (the widget's and the
-# console's), so the model is loaded once per session. It lives here, not in the module file, so
-# reloading the module does not lose track of it.
-_worker = None
+# console's), so the model is loaded once per session. Kept when this file is executed again
+# (Reload reloads LWICommon), so the old widget's cleanup() still finds the worker to stop it.
+_worker = globals().get("_worker")
 
 
 def sharedWorker():
@@ -40,6 +41,22 @@ def shutdownSharedWorker() -> None:
         _worker = None
 
 
+def _checkStillInScene(*nodes) -> None:
+    """Raise before a result is imported next to a node that left the scene (closed or deleted
+    while the run went on): its ID could by now name an unrelated node."""
+    import slicer
+
+    for node in nodes:
+        if node is not None and not slicer.mrmlScene.IsNodePresent(node):
+            raise RuntimeError(f"{node.GetName()} was removed from the scene while the run was going on.")
+
+
+def _logFailure(result, error: Optional[str]) -> None:
+    """The callback of background runs started without one: their failure goes to Slicer's log."""
+    if error:
+        logging.error(f"LWI: {error}")
+
+
 class SegmentationLogic:
     """Everything LWI Segmentation does, callable from the Python console without the GUI::
 
@@ -59,6 +76,7 @@ class SegmentationLogic:
         self.lastResult = None
         self.selectedModelPath: Optional[str] = None
         self._previewNodes: list = []
+        self._labelOutlines: list = []  # (slice node, its UseLabelOutline before the preview)
 
     def selectModel(self, modelPath: str) -> None:
         """Make ``modelPath`` the module's model (LWI Training calls this with a new model)."""
@@ -132,8 +150,8 @@ class SegmentationLogic:
         imported = []
         job = self.startSegmentation(inputVolume, modelPath, device, outputSegmentation, show3D, imported.append, options)
         if not wait:
-            if callback is not None:
-                job.on_finished = jobs.withCallback(job.on_finished, callback, imported)
+            # Without a callback a failure would pass unnoticed: it goes to the log.
+            job.on_finished = jobs.withCallback(job.on_finished, callback or _logFailure, imported)
             job.start()
             return jobs.pollInBackground(job)
         job.start()
@@ -178,6 +196,7 @@ class SegmentationLogic:
             self.lastResult = job.result
             if job.returncode != 0 or job.cancelled:
                 return
+            _checkStillInScene(inputVolume, outputSegmentation)
             labels = (job.result or {}).get("labels") or metadata.get("labels", [])
             segmentationNode = mrml.importLabelmap(
                 outputPath, segment_specs(labels), inputVolume, outputSegmentation, show3D=show3D
@@ -263,6 +282,7 @@ class SegmentationLogic:
         def onFinished(runner) -> None:
             if runner.returncode != 0 or runner.cancelled:
                 return
+            _checkStillInScene(inputVolume)
             loaded = self.showPreview(preview.read_preview(outDir), inputVolume, show3D)
             if onLoaded is not None:
                 onLoaded(loaded)
@@ -276,7 +296,7 @@ class SegmentationLogic:
         temporary files, so Save Data writes them."""
         from LWICommon import mrml
 
-        mrml.removeNodes(self._previewNodes)  # this module's own nodes from the previous draw
+        self.clearPreview()  # this module's own nodes from the previous draw
         name = inputVolume.GetName()
         paths = info["paths"]
         shuffled = mrml.loadVolume(paths["shuffled"], f"{name} LWI shuffled")
@@ -298,8 +318,9 @@ class SegmentationLogic:
             background=loaded["shuffled"], foreground=loaded["shuffled_masked"], label=loaded["subvolumes"],
             foregroundOpacity=0.5, labelOpacity=1.0, fit=True,
         )
-        # Outlined labels draw the sub-volume boundaries without hiding the image.
+        # Outlined labels draw the sub-volume boundaries without hiding the image (until clearPreview).
         for sliceNode in slicer.util.getNodesByClass("vtkMRMLSliceNode"):
+            self._labelOutlines.append((sliceNode, bool(sliceNode.GetUseLabelOutline())))
             sliceNode.SetUseLabelOutline(True)
         if show3D:
             volumeRendering = slicer.modules.volumerendering.logic()
@@ -307,6 +328,16 @@ class SegmentationLogic:
             volumeRendering.CopyDisplayToVolumeRenderingDisplayNode(displayNode)
             displayNode.SetVisibility(True)
         return loaded
+
+    def clearPreview(self) -> None:
+        """Remove the preview's volumes and give the slice views back their own label outline setting."""
+        from LWICommon import mrml
+
+        mrml.removeNodes(self._previewNodes)
+        self._previewNodes = []
+        for sliceNode, outline in self._labelOutlines:
+            sliceNode.SetUseLabelOutline(outline)
+        self._labelOutlines = []
 
     # -- training set ---------------------------------------------------------------------
     def addToTrainingSet(

@@ -61,12 +61,16 @@ class TrainingLogic:
 
         return slicer.util.getModuleLogic("LWISegmentation")
 
-    def availableStrategies(self) -> List[str]:
-        """The strategies the bundled core offers (LWI and from scratch, plus any it has added)."""
+    def availableStrategies(self, env: Optional[Dict[str, str]] = None) -> List[str]:
+        """The strategies the bundled core offers (LWI and from scratch, plus any it has added);
+        asks the core in a short subprocess (blocks; the panel runs it in a thread). ``env``: the
+        core's environment (default :func:`LWICommon.slicer_setup.coreEnvironment`)."""
         from LWICommon import training_settings
         from LWICommon.slicer_setup import coreEnvironment
 
-        return training_settings.offered_strategies(training_settings.query_strategies(env=coreEnvironment()))
+        return training_settings.offered_strategies(
+            training_settings.query_strategies(env=env if env is not None else coreEnvironment())
+        )
 
     # -- folders -----------------------------------------------------------------------------
     def modelsFolder(self, folder: Optional[str] = None) -> str:
@@ -152,7 +156,11 @@ class TrainingLogic:
         return self.trainingSet
 
     def clearCases(self) -> None:
-        """Forget the collected cases."""
+        """Forget the collected cases and delete the staged copies of scene cases (a training
+        that started has its own copies in its run folder)."""
+        if self._stagingDir:
+            shutil.rmtree(self._stagingDir, ignore_errors=True)
+            self._stagingDir = None
         self.sources = []
         self.trainingSet = None
 
@@ -372,10 +380,8 @@ class TrainingLogic:
             slicer.modules.plots.logic().ShowChartInLayout(chartNode)
 
     # -- using the result --------------------------------------------------------------------
-    def showPreview(self, case, settings=None, callback: Optional[Callable] = None):
-        """The Step-1 shuffle/mask preview of a training case (a ``CaseSource`` or a volume node),
-        with these training settings (arch, ROI, mask ratio, cube size, spacing, intensity), made by
-        LWI Segmentation's preview. ``callback(preview, error)``: in the background (the panel)."""
+    def _previewInputs(self, case, settings):
+        """(the case's volume node, the preview options) for a preview."""
         from LWICommon import mrml
 
         settings = self._settings(settings, getattr(settings, "model_name", None) or "preview")
@@ -384,7 +390,22 @@ class TrainingLogic:
             if not case.image:
                 raise ValueError(f"The case {case.name} has no image.")
             volumeNode = mrml.loadVolume(case.image, f"{case.name} (training case)")
-        return self.segmentationLogic().preview(volumeNode, options=settings.preview_options(), callback=callback)
+        return volumeNode, settings.preview_options()
+
+    def showPreview(self, case, settings=None):
+        """The Step-1 shuffle/mask preview of a training case (a ``CaseSource`` or a volume node),
+        with these training settings (arch, ROI, mask ratio, cube size, spacing, intensity), made by
+        LWI Segmentation's preview. Blocks (console); the panel uses :meth:`startPreview`."""
+        volumeNode, options = self._previewInputs(case, settings)
+        return self.segmentationLogic().preview(volumeNode, options=options)
+
+    def startPreview(self, case, settings=None):
+        """:meth:`showPreview` as a background process, not started yet (the panel follows it)."""
+        volumeNode, options = self._previewInputs(case, settings)
+        segmentationLogic = self.segmentationLogic()
+        runner = segmentationLogic.startPreview(volumeNode, options)
+        self.lastCommand = segmentationLogic.lastCommand
+        return runner
 
     def segmentWithModel(
         self,
@@ -395,8 +416,25 @@ class TrainingLogic:
         callback: Optional[Callable] = None,
     ):
         """Segment ``volumeNode`` with ``modelPath`` (default: the model trained last) through
-        LWI Segmentation; returns the segmentation node (``wait``) or the running job."""
+        LWI Segmentation; returns the segmentation node (``wait``) or the running job (a failure
+        in the background is logged, or passed to ``callback(node, error)``)."""
+        return self.segmentationLogic().segment(
+            volumeNode, self._modelToUse(modelPath), device=device, wait=wait, callback=callback
+        )
+
+    def startSegmentWithModel(
+        self, volumeNode, modelPath: Optional[str] = None, device: str = "auto", onImported: Optional[Callable] = None
+    ):
+        """:meth:`segmentWithModel` as a job not started yet (the panel follows it)."""
+        segmentationLogic = self.segmentationLogic()
+        job = segmentationLogic.startSegmentation(
+            volumeNode, self._modelToUse(modelPath), device=device, onImported=onImported
+        )
+        self.lastCommand = segmentationLogic.lastCommand
+        return job
+
+    def _modelToUse(self, modelPath: Optional[str]) -> str:
         modelPath = modelPath or self.lastModelPath
         if not modelPath:
             raise ValueError("No model has been trained yet in this session: give modelPath.")
-        return self.segmentationLogic().segment(volumeNode, modelPath, device=device, wait=wait, callback=callback)
+        return str(modelPath)
