@@ -104,6 +104,19 @@ def test_cmake_s4ext_and_catalog_entry_agree():
     assert (ROOT / _cmake_var("EXTENSION_ICONURL").split("/main/", 1)[1]).is_file()
 
 
+def test_screenshot_urls_point_at_pngs_in_this_repository():
+    """The Extensions Index validator downloads every screenshot URL: each must be a raw URL of the
+    homepage's repository whose file exists here and is a PNG."""
+    raw = _cmake_var("EXTENSION_HOMEPAGE").replace("https://github.com/", "https://raw.githubusercontent.com/")
+    urls = _cmake_var("EXTENSION_SCREENSHOTURLS").split()
+    assert urls
+    for url in urls:
+        assert url.startswith(raw + "/main/"), url
+        path = ROOT / url[len(raw + "/main/") :]
+        assert path.is_file(), f"{url}: no {path.relative_to(ROOT)} in the repository"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+
+
 def test_top_level_cmake_adds_every_module_and_installs_the_core():
     cmake = _top_cmake()
     assert re.findall(r"add_subdirectory\((\w+)\)", cmake) == MODULES

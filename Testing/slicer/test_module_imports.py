@@ -75,6 +75,11 @@ TARGETS = [
     "LWICommon.models",
     "LWICommon.training_settings",
     "LWICommon.mrml",
+    "LWICommon.jobs",
+    "LWICommon.plot_nodes",
+    "LWICommon.run_folder",
+    "LWICommon.segmentation_logic",
+    "LWICommon.training_logic",
     "LWICommon.gui",
     "LWICommon.slicer_setup",
 ]
