@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 
 import numpy as np
 
@@ -48,6 +49,23 @@ def _segments(segmentation_node):
         yield segmentation.GetNthSegmentID(index), segmentation.GetNthSegment(index)
 
 
+def segment_values(volume, segmentation_node):
+    """The segments as one label array on the volume's grid ([k, j, i]; segment i -> i + 1) and their colours."""
+    handle, exported = tempfile.mkstemp(suffix=".nrrd")
+    os.close(handle)
+    try:
+        names = mrml.writeSegmentsAsLabelmap(segmentation_node, volume, exported)
+        node = mrml.loadVolume(exported, "segments", labelmap=True)
+    finally:
+        if os.path.exists(exported):
+            os.remove(exported)
+    values = slicer.util.arrayFromVolume(node).copy()
+    mrml.removeNodes([node])
+    segmentation = segmentation_node.GetSegmentation()
+    colors = [segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName(n)).GetColor() for n in names]
+    return values, colors
+
+
 def _windowed(array: np.ndarray, level: float = 40.0, width: float = 400.0) -> np.ndarray:
     low = level - width / 2.0
     return np.clip((array - low) / width, 0.0, 1.0)
@@ -72,16 +90,10 @@ def render_slice(volume, segmentation_node, path: str, zoom: int = 8) -> None:
     """The axial slice with the most labelled voxels: the CT (abdomen window) with the segments
     blended in their colours and outlined, patient right on the left and anterior up, as Slicer shows it."""
     ct = slicer.util.arrayFromVolume(volume).astype(float)  # [k, j, i]
-    exported = os.path.join(os.path.dirname(os.path.abspath(path)), ".segments.nrrd")
-    names = mrml.writeSegmentsAsLabelmap(segmentation_node, volume, exported)  # segment i -> value i + 1
-    node = mrml.loadVolume(exported, "segments", labelmap=True)
-    values = slicer.util.arrayFromVolume(node).copy()
-    mrml.removeNodes([node])
-    os.remove(exported)
-    segmentation = segmentation_node.GetSegmentation()
+    values, colors = segment_values(volume, segmentation_node)
     overlay = np.zeros(ct.shape + (3,))
-    for value, name in enumerate(names, start=1):
-        overlay[values == value] = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName(name)).GetColor()
+    for value, color in enumerate(colors, start=1):
+        overlay[values == value] = color
     mask = values > 0
     k = int(np.argmax(mask.sum(axis=(1, 2))))
     gray = _windowed(ct[k])[..., None].repeat(3, axis=2)
@@ -118,21 +130,26 @@ def render_3d(volume, segmentation_node, path: str, size=(900, 700)) -> None:
         actor.GetProperty().SetColor(*segment.GetColor())
         actor.GetProperty().SetSpecular(0.2)
         renderer.AddActor(actor)
-    # an axial CT plane below the organs for orientation
+    # an axial CT plane under the organs for orientation (air transparent)
+    values, _ = segment_values(volume, segmentation_node)
+    labelled = np.nonzero(values.sum(axis=(1, 2)))[0]
+    k = int(labelled[0]) if len(labelled) else values.shape[0] // 2
+    ct = slicer.util.arrayFromVolume(volume)[k].astype(float)  # [j, i]
+    rgba = np.empty(ct.shape + (4,), dtype=np.uint8)
+    rgba[..., :3] = (_windowed(ct)[..., None] * 255.0).astype(np.uint8)
+    rgba[..., 3] = np.where(ct > -500.0, 235, 0)
+    plane_image = vtk.vtkImageData()
+    plane_image.SetDimensions(ct.shape[1], ct.shape[0], 1)
+    plane_image.SetOrigin(0.0, 0.0, float(k))  # IJK coordinates; the actor's matrix maps them to RAS
+    from vtk.util.numpy_support import numpy_to_vtk
+
+    plane_image.GetPointData().SetScalars(numpy_to_vtk(rgba.reshape(-1, 4), deep=True))
     ijk_to_ras = vtk.vtkMatrix4x4()
     volume.GetIJKToRASMatrix(ijk_to_ras)
-    colors = vtk.vtkImageMapToWindowLevelColors()
-    colors.SetInputData(volume.GetImageData())
-    colors.SetWindow(400.0)
-    colors.SetLevel(40.0)
-    colors.SetOutputFormatToRGB()
     plane = vtk.vtkImageActor()
-    plane.GetMapper().SetInputConnection(colors.GetOutputPort())
-    dims = volume.GetImageData().GetDimensions()
-    k = dims[2] // 4
-    plane.SetDisplayExtent(0, dims[0] - 1, 0, dims[1] - 1, k, k)
+    plane.GetMapper().SetInputData(plane_image)
     plane.SetUserMatrix(ijk_to_ras)
-    plane.SetOpacity(0.85)
+    plane.ForceTranslucentOn()
     renderer.AddActor(plane)
 
     window = vtk.vtkRenderWindow()
