@@ -229,3 +229,33 @@ def test_segment_terminology_resolves_in_slicers_terminology_logic(slicer_app, t
         if (term.GetCodingSchemeDesignator(), term.GetCodeValue()) not in _terminology_types(logic, context, category):
             unresolved.append(f"{segment.GetName()}: {term.GetCodeMeaning()} in {category.GetCodeMeaning()}")
     assert not unresolved, unresolved
+
+
+def test_training_plot_has_one_colour_per_curve(slicer_app):
+    """F18: every loss and Dice curve of the live plot gets its own colour (series start black)."""
+    from LWICommon.plots import TrainingCurves
+    from LWICommon.training_logic import TrainingLogic
+
+    logic = TrainingLogic()
+    logic.curves = TrainingCurves()
+    events = [
+        {"event": "progress", "stage": "pretrain", "iteration": i, "iterations": 4, "epochs": 2, "loss": 1.0 / i,
+         "reconstruction": 0.5 / i, "order": [0.1, 0.2]}
+        for i in range(1, 5)
+    ] + [
+        {"event": "progress", "stage": "finetune", "iteration": i, "iterations": 4, "epochs": 2, "loss": 2.0 / i}
+        for i in range(1, 5)
+    ] + [{"event": "progress", "stage": "finetune", "epoch": 2, "epochs": 2, "dice": {"liver": 0.8, "spleen": 0.6},
+          "mean_dice": 0.7}]
+    for event in events:
+        if logic.curves.add(event):
+            logic.updatePlot()
+    series = list(logic.plot.seriesNodes.values())
+    names = sorted(s.GetName() for s in series)
+    assert names == sorted(["Step 1 loss", "Step 1 reconstruction", "Step 1 order", "Step 2 loss",
+                            "validation mean Dice", "validation Dice liver", "validation Dice spleen"])
+    colors = [tuple(round(c, 3) for c in s.GetColor()) for s in series]
+    assert len(set(colors)) == len(series), colors
+    assert logic.chartNode.GetNumberOfPlotSeriesNodes() == len(series)
+    table = logic.plot.tableNodes["step2"]
+    assert table.GetNumberOfRows() == 4  # the curve's points are in the table the series reads
