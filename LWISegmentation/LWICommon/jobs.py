@@ -86,8 +86,9 @@ class BackgroundPoller:
             self._timer.start()
 
 
-#: The one poller of the Slicer session (both modules).
-poller = BackgroundPoller()
+#: The one poller of the Slicer session (both modules); kept when Reload executes this file again,
+#: so jobs started before the reload are still polled.
+poller: BackgroundPoller = globals().get("poller") or BackgroundPoller()
 
 
 def pollInBackground(job: Job) -> Job:

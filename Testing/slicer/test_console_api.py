@@ -10,6 +10,7 @@ Tiny settings (a SegResNet at a 16^3 ROI, one epoch per step, on the CPU) keep e
 from __future__ import annotations
 
 import collections
+import importlib
 import os
 import time
 
@@ -19,7 +20,7 @@ import pytest
 pytest.importorskip("slicer")
 
 import slicer  # noqa: E402
-from LWICommon import jobs, mrml  # noqa: E402
+from LWICommon import mrml  # noqa: E402
 
 TINY = {
     "architecture": "segresnet",
@@ -44,10 +45,15 @@ def console(slicer_app, tmp_path, monkeypatch):
     slicer_app.addPythonModule("LWISegmentation", SegmentationLogic())
     slicer_app.addPythonModule("LWITraining", TrainingLogic())
     yield slicer_app
-    for job in list(jobs.poller.jobs):
+    for job in list(_poller().jobs):
         job.cancel()
-    jobs.poller.jobs.clear()
+    _poller().jobs.clear()
     shutdownSharedWorker()
+
+
+def _poller():
+    """The session's job poller (looked up now: other tests reload LWICommon, as Slicer's Reload does)."""
+    return importlib.import_module("LWICommon.jobs").poller
 
 
 def _event_loop(until, timeout: float = 120.0) -> None:
@@ -55,7 +61,7 @@ def _event_loop(until, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not until():
         assert time.monotonic() < deadline, "the background job was never reported finished"
-        jobs.poller.tick()
+        _poller().tick()
         time.sleep(0.05)
 
 
@@ -162,7 +168,7 @@ def test_console_segment_a_third_case_in_the_background_then_blocking(console, t
 
     results = []
     job = segmentation.segment(case3, model, device="cpu", callback=lambda node, error: results.append((node, error)))
-    assert job in jobs.poller.jobs
+    assert job in _poller().jobs
     _event_loop(lambda: bool(results))
     node, error = results[0]
     assert error is None and job.returncode == 0
