@@ -11,13 +11,14 @@ import shutil
 from typing import Any, Dict, Optional
 
 from LWICommon import files
+from LWICommon.vocabulary import names
 
 #: Sub-folder of the models folder where each model's training run lives.
 RUNS_FOLDER = "training-runs"
 SETTINGS_FILE = "settings.json"
 DATA_FOLDER = "data"
-#: Checkpoints the core leaves for Resume: ``<stem>.last`` (Step 2) and ``<stem>.step1`` (Step 1).
-RESUMABLE_INFIXES = ("last", "step1")
+#: Checkpoints the core leaves for Resume (its naming: lwi.names.derived_path): Step 2's, Step 1's.
+RESUMABLE_INFIXES = (names.LAST_INFIX, names.STEP1_INFIX)
 
 
 def run_folder(models_folder: str, model_name: str) -> str:
@@ -27,9 +28,9 @@ def run_folder(models_folder: str, model_name: str) -> str:
 
 def can_resume(run: str, model_name: str) -> bool:
     """Whether an interrupted run left its settings and a checkpoint to continue from."""
-    stem = files.model_path(run, model_name)[: -len(files.MODEL_SUFFIX)]
+    out = files.model_path(run, model_name)
     return os.path.isfile(os.path.join(run, SETTINGS_FILE)) and any(
-        os.path.isfile(f"{stem}.{infix}{files.MODEL_SUFFIX}") for infix in RESUMABLE_INFIXES
+        names.derived_path(out, infix).is_file() for infix in RESUMABLE_INFIXES
     )
 
 

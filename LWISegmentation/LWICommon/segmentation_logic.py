@@ -99,12 +99,13 @@ class SegmentationLogic:
 
     # -- models ---------------------------------------------------------------------------
     def listModels(self, folders=None, extra=()) -> list:
-        """The models the user trained (``~/LWI/models`` unless ``folders`` is given) and the
-        ``extra`` files, as :class:`LWICommon.models.ModelEntry` (``.name``, ``.path``, ``.labels``,
+        """The models the user trained (the models folder LWI Training publishes to:
+        :func:`LWICommon.files.models_folder`, unless ``folders`` is given) and the ``extra`` files,
+        as :class:`LWICommon.models.ModelEntry` (``.name``, ``.path``, ``.labels``,
         ``.architecture``, ``.strategy``, ``.validation_dice``, ``.description()``)."""
         from LWICommon import files, models
 
-        return models.list_models(folders if folders is not None else [files.default_models_folder()], extra)
+        return models.list_models(folders if folders is not None else [files.models_folder()], extra)
 
     def modelInfo(self, modelPath: str) -> dict:
         """A model bundle's metadata (labels, architecture, preprocessing, provenance), read from the

@@ -13,18 +13,6 @@ import os
 import shutil
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-#: Application setting (qt.QSettings) for the models folder, shared with LWI Segmentation's model list.
-MODELS_FOLDER_SETTING = "LWI/ModelsFolder"
-
-
-def _settingsModelsFolder() -> str:
-    """The ``LWI/ModelsFolder`` application setting ("" without Qt or when unset)."""
-    try:
-        import qt
-    except ImportError:
-        return ""
-    return str(qt.QSettings().value(MODELS_FOLDER_SETTING) or "")
-
 
 class TrainingLogic:
     """Everything LWI Training does, callable from the Python console without the GUI::
@@ -61,24 +49,13 @@ class TrainingLogic:
 
         return slicer.util.getModuleLogic("LWISegmentation")
 
-    def availableStrategies(self, env: Optional[Dict[str, str]] = None) -> List[str]:
-        """The strategies the bundled core offers (LWI and from scratch, plus any it has added);
-        asks the core in a short subprocess (blocks; the panel runs it in a thread). ``env``: the
-        core's environment (default :func:`LWICommon.slicer_setup.coreEnvironment`)."""
-        from LWICommon import training_settings
-        from LWICommon.slicer_setup import coreEnvironment
-
-        return training_settings.offered_strategies(
-            training_settings.query_strategies(env=env if env is not None else coreEnvironment())
-        )
-
     # -- folders -----------------------------------------------------------------------------
     def modelsFolder(self, folder: Optional[str] = None) -> str:
         """Where models go: ``folder`` if given, else the ``LWI/ModelsFolder`` application setting,
         else ``~/LWI/models`` (created)."""
         from LWICommon import files
 
-        folder = folder or _settingsModelsFolder() or files.default_models_folder()
+        folder = files.models_folder(folder)
         os.makedirs(folder, exist_ok=True)
         return folder
 
