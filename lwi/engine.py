@@ -105,6 +105,10 @@ class Trainer:
         progress: a :class:`lwi.progress.Progress`; ``progress_offset`` = iterations of earlier
             stages in a planned multi-stage run (see ``Progress.plan``).
         on_epoch_end: ``on_epoch_end(trainer)`` after each epoch's checkpoint (hooks, tests).
+        after_step: ``after_step(trainer)`` after every optimiser step, with ``trainer.iteration``
+            already counting it (the global iteration across resumes): EMA teachers update here.
+        clip_grad_norm: clip the gradients' global 2-norm to this value before each step (after
+            unscaling under AMP); None or 0 = no clipping.
         report_seconds: at most one mid-epoch progress line per this many seconds (epoch ends always report).
     """
 
@@ -134,6 +138,8 @@ class Trainer:
         progress_offset: int = 0,
         on_epoch_end: Optional[Callable[[Trainer], None]] = None,
         report_seconds: float = 1.0,
+        after_step: Optional[Callable[[Trainer], None]] = None,
+        clip_grad_norm: Optional[float] = None,
     ):
         if epochs < 1 or iterations_per_epoch < 1:
             raise LWIError("The number of epochs and of iterations per epoch must be at least 1.")
@@ -161,12 +167,15 @@ class Trainer:
         self.progress_offset = int(progress_offset)
         self.on_epoch_end = on_epoch_end
         self.report_seconds = float(report_seconds)
+        self.after_step = after_step
+        self.clip_grad_norm = float(clip_grad_norm) if clip_grad_norm else None
 
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest kernels
         from monai.optimizers import WarmupCosineSchedule
 
         params = [p for p in model.parameters() if p.requires_grad]
+        self._params = params
         self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         self.scheduler = WarmupCosineSchedule(
             self.optimizer, warmup_steps=self.warmup_iterations, t_total=self.total_iterations
@@ -210,6 +219,7 @@ class Trainer:
             "warmup_iterations": self.warmup_iterations,
             "seed": self.seed,
             "amp": self.amp,
+            "clip_grad_norm": self.clip_grad_norm,
             "best": self.best,
             "last_validation": self.last_validation,
         }
@@ -287,6 +297,9 @@ class Trainer:
     def _optimise(self, total: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
+        if self.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the loss-scaled ones
+            torch.nn.utils.clip_grad_norm_(self._params, self.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         with warnings.catch_warnings():
@@ -327,6 +340,8 @@ class Trainer:
             loss = losses["total"]
             self._optimise(loss)
             self.iteration += 1
+            if self.after_step is not None:
+                self.after_step(self)
             # Accumulate on the device: no GPU sync per iteration, only when a line is reported.
             ok = torch.isfinite(loss.detach()).float()
             finite = finite + ok

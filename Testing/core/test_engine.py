@@ -222,3 +222,46 @@ def test_step1_run_lowers_reconstruction_and_order_losses():
     assert sum(first["order"]) == pytest.approx(4 * math.log(4), rel=0.1)  # chance level at the start
     assert last["reconstruction"] < 0.5 * first["reconstruction"]
     assert sum(last["order"]) < 0.85 * sum(first["order"])
+
+
+def test_after_step_sees_the_global_iteration_across_a_resume(tmp_path: Path):
+    ckpt = tmp_path / "run.safetensors"
+    model, sample, step = _toy_problem()
+    seen = []
+    first = Trainer(
+        model, step, sample, epochs=2, iterations_per_epoch=3, checkpoint_path=ckpt, checkpoint_every=1,
+        after_step=lambda t: seen.append((t.iteration, t.epoch)),
+    )
+    first.run()
+    assert seen == [(1, 0), (2, 0), (3, 1), (4, 1), (5, 1), (6, 2)]
+
+    seen.clear()
+    model, sample, step = _toy_problem()
+    longer = Trainer(
+        model, step, sample, epochs=3, iterations_per_epoch=3, after_step=lambda t: seen.append(t.iteration)
+    )
+    longer.load_checkpoint(ckpt)
+    longer.run()
+    assert seen == [7, 8, 9]  # continues the count of the interrupted run, not from 1
+
+
+def test_gradient_clipping_bounds_the_update():
+    def one_step(clip):
+        torch.manual_seed(0)
+        model = nn.Conv3d(1, 1, 1, bias=False)
+        grads = []
+
+        def step(net, batch, generator):
+            return {"total": 1000.0 * net(batch).sum()}  # a huge gradient
+
+        trainer = Trainer(
+            model, step, lambda g: torch.ones(1, 1, 2, 2, 2), epochs=1, iterations_per_epoch=1, lr=1.0,
+            weight_decay=0.0, clip_grad_norm=clip, after_step=lambda t: grads.append(model.weight.grad.norm()),
+        )
+        trainer.run()
+        return float(grads[0])
+
+    clipped_norm = one_step(12.0)
+    raw_norm = one_step(None)
+    assert clipped_norm == pytest.approx(12.0, rel=1e-4)
+    assert raw_norm == pytest.approx(8000.0, rel=1e-4)
