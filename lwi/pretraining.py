@@ -76,16 +76,24 @@ def step1_losses(
 
 
 def transfer_step1_weights(
-    step1_state: Mapping[str, torch.Tensor], seg_adapter: Adapter
+    step1_state: Mapping[str, torch.Tensor], seg_adapter: Adapter, only: Optional[Sequence[str]] = None
 ) -> Tuple[List[str], List[str]]:
-    """Copy every Step-1 ``net.`` tensor into ``seg_adapter`` except its output layer(s); the order heads
-    are dropped. Returns ``(loaded_keys, new_keys)`` in the adapter's own key space (``net.<monai key>``):
-    the keys taken from Step 1 and those left at their fresh initialisation."""
+    """Copy every pre-trained ``net.`` tensor into ``seg_adapter`` except its output layer(s), or with
+    ``only`` (state-dict prefixes, e.g. ``seg_adapter.encoder_prefixes``) just those; other pre-trained
+    tensors (order heads, EMA teachers, decoders) are dropped. Returns ``(loaded_keys, new_keys)`` in the
+    adapter's own key space (``net.<monai key>``): the keys taken over and those left at their fresh
+    initialisation."""
     target = seg_adapter.state_dict()
     outputs = tuple(seg_adapter.output_prefixes)
     source = {k[len(NET_PREFIX) :]: v for k, v in step1_state.items() if k.startswith(NET_PREFIX)}
-    wanted = {k for k in target if not k.startswith(outputs)}
-    offered = {k for k in source if not k.startswith(outputs)}
+
+    def taken(key: str) -> bool:
+        return key.startswith(tuple(only)) if only is not None else not key.startswith(outputs)
+
+    if only is not None and not tuple(only):
+        raise LWIError(f"{seg_adapter.name} names no encoder to transfer.")
+    wanted = {k for k in target if taken(k)}
+    offered = {k for k in source if taken(k)}
     mismatched = sorted(k for k in wanted & offered if tuple(source[k].shape) != tuple(target[k].shape))
     differences = mismatched or sorted(wanted ^ offered)
     if differences:
@@ -97,5 +105,5 @@ def transfer_step1_weights(
     with torch.no_grad():
         for k in loaded:
             target[k].copy_(source[k].to(device=target[k].device, dtype=target[k].dtype))
-    new = sorted(k for k in target if k.startswith(outputs))
+    new = sorted(k for k in target if k not in wanted)
     return loaded, new

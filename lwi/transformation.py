@@ -14,6 +14,9 @@ import torch
 from torch import nn
 
 from lwi.errors import LWIError
+from lwi.masking import mask_to_voxels, random_mask, uniform
+
+__all__ = ["TransformationModule", "Transformed", "mask_to_voxels", "shuffle", "unshuffle"]
 
 
 class Transformed(NamedTuple):
@@ -47,20 +50,6 @@ def shuffle(x: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:
 def unshuffle(x: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:
     """Undo :func:`shuffle`: restore the original depth order of a shuffled batch."""
     return shuffle(x, torch.argsort(permutation.to(torch.long), dim=1))
-
-
-def mask_to_voxels(mask: torch.Tensor, cube_size: int) -> torch.Tensor:
-    """Expand a cube mask ``[B, gx, gy, gz]`` to a voxel mask ``[B, gx*c, gy*c, gz*c]`` (same dtype)."""
-    b, gx, gy, gz = mask.shape
-    c = int(cube_size)
-    voxels = mask.view(b, gx, 1, gy, 1, gz, 1).expand(b, gx, c, gy, c, gz, c)
-    return voxels.reshape(b, gx * c, gy * c, gz * c)
-
-
-def _rand(shape: Sequence[int], generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
-    # A generator draws on its own device; the result is then moved to the data's device.
-    gen_device = generator.device if generator is not None else device
-    return torch.rand(tuple(shape), generator=generator, device=gen_device).to(device)
 
 
 class TransformationModule(nn.Module):
@@ -120,20 +109,15 @@ class TransformationModule(nn.Module):
     ) -> torch.Tensor:
         """Uniform random permutations ``[B, N]`` (one repeated B times when not per-sample)."""
         rows = batch_size if self.per_sample else 1
-        perm = torch.argsort(_rand((rows, self.num_subvolumes), generator, device), dim=1)
+        perm = torch.argsort(uniform((rows, self.num_subvolumes), generator, device), dim=1)
         return perm.expand(batch_size, -1).contiguous()
 
     def random_mask(
         self, batch_size: int, grid: Sequence[int], device: torch.device, generator: Optional[torch.Generator] = None
     ) -> torch.Tensor:
         """Cube masks ``[B, gx, gy, gz]`` with exactly ``int(L * mask_ratio)`` True cubes per sample."""
-        total = int(grid[0]) * int(grid[1]) * int(grid[2])
-        count = int(total * self.mask_ratio)
-        rows = batch_size if self.per_sample else 1
-        chosen = torch.argsort(_rand((rows, total), generator, device), dim=1)[:, :count]
-        flat = torch.zeros(rows, total, dtype=torch.bool, device=device)
-        flat.scatter_(1, chosen, True)
-        return flat.view(rows, *grid).expand(batch_size, *grid).contiguous()
+        count = int(int(grid[0]) * int(grid[1]) * int(grid[2]) * self.mask_ratio)
+        return random_mask(batch_size, grid, count, device, generator, per_sample=self.per_sample)
 
     def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> Transformed:
         """Transform a batch ``x [B, C, X, Y, Z]``; ``x`` itself is left untouched."""

@@ -3,7 +3,9 @@
 An adapter adds no computation of its own. It builds the MONAI network (so state-dict keys are
 ``net.<monai keys>``), registers forward hooks that capture the encoder features feeding the decoder
 (shallow to deep), and reports what Step 1 and Step 2 need: the level channels, the bottleneck depth N,
-and the state-dict prefixes of the output layer(s), which Step 2 re-initialises.
+the state-dict prefixes of the output layer(s), which Step 2 re-initialises, and of the encoder
+(what AnatoMask fine-tuning keeps), and for transformers the patch-token embedding (MedContext's
+token masking).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class Adapter(nn.Module):
     defaults: Dict[str, Any] = {}
     fixed: Dict[str, Any] = {}  # MONAI arguments the adapter relies on; users cannot override them
     output_prefixes: Tuple[str, ...] = ()  # relative to this adapter's state dict, e.g. ("net.out.",)
+    encoder_prefixes: Tuple[str, ...] = ()  # the encoder's state-dict prefixes (decoder and output excluded)
+    token_patch: int = 0  # transformers: edge in voxels of one patch token; 0 = no tokens (CNNs)
 
     def __init__(self, in_channels: int, out_channels: int, roi_size: Sequence[int], **params: Any):
         super().__init__()
@@ -109,6 +113,21 @@ class Adapter(nn.Module):
     def num_subvolumes(self) -> int:
         """N: the bottleneck grid size along depth for this ROI (the number of Step-1 sub-volumes)."""
         return self.roi_size[2] // self.depth_factor
+
+    def token_embedding(self) -> Optional[nn.Module]:
+        """The module whose output holds the patch tokens (``[B, L, D]`` in ``(x y z)`` order, or
+        ``[B, D, gx, gy, gz]``), for token masking; None for CNNs, which have no tokens."""
+        return None
+
+    @property
+    def token_channels(self) -> int:
+        """The width of one patch token (0 without tokens)."""
+        return 0
+
+    @property
+    def token_grid(self) -> Optional[List[int]]:
+        """The patch-token grid ``[gx, gy, gz]`` for this ROI, or None without tokens."""
+        return [s // self.token_patch for s in self.roi_size] if self.token_patch else None
 
     def capture_output(self, module: nn.Module, index: int, select: Callable[[Any], Any] = _identity) -> None:
         """Record ``select(output)`` of ``module`` as level ``index`` (a list selects several levels)."""

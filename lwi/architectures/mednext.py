@@ -29,6 +29,7 @@ class MedNeXtAdapter(Adapter):
     }
     fixed = {"deep_supervision": False}
     output_prefixes = ("net.out_0.",)
+    encoder_prefixes = ("net.stem.", "net.enc_stages.", "net.down_blocks.", "net.bottleneck.")
 
     def make_network(self) -> nn.Module:
         from monai.networks.nets import MedNeXt

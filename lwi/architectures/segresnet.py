@@ -25,6 +25,7 @@ class SegResNetAdapter(Adapter):
     # Only the last convolution of ``conv_final`` depends on the number of output channels; its
     # normalisation layer is shared by both steps.
     output_prefixes = ("net.conv_final.2.",)
+    encoder_prefixes = ("net.convInit.", "net.down_layers.")
 
     def make_network(self) -> nn.Module:
         from monai.networks.nets import SegResNet

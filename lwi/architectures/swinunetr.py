@@ -29,6 +29,8 @@ class SwinUNETRAdapter(Adapter):
     }
     fixed = {"patch_size": 2}
     output_prefixes = ("net.out.",)
+    encoder_prefixes = ("net.swinViT.",)
+    token_patch = 2
 
     def make_network(self) -> nn.Module:
         from monai.networks.nets import SwinUNETR
@@ -36,6 +38,13 @@ class SwinUNETRAdapter(Adapter):
         return SwinUNETR(
             in_channels=self.in_channels, out_channels=self.out_channels, spatial_dims=3, **self.monai_kwargs()
         )
+
+    def token_embedding(self) -> nn.Module:
+        return self.net.swinViT.patch_embed  # tokens [B, feature_size, gx, gy, gz] (no absolute positions)
+
+    @property
+    def token_channels(self) -> int:
+        return int(self.params["feature_size"])
 
     def register_level_hooks(self) -> None:
         self.capture_output(self.net.swinViT, 0)

@@ -26,6 +26,8 @@ class UNETRAdapter(Adapter):
         "qkv_bias": False,
     }
     output_prefixes = ("net.out.",)
+    encoder_prefixes = ("net.vit.",)  # the ViT; encoder1-4 are the convolutional skip paths of the decoder
+    token_patch = 16
 
     def make_network(self) -> nn.Module:
         from monai.networks.nets import UNETR
@@ -33,6 +35,13 @@ class UNETRAdapter(Adapter):
         return UNETR(
             self.in_channels, self.out_channels, img_size=self.roi_size, spatial_dims=3, **self.monai_kwargs()
         )
+
+    def token_embedding(self) -> nn.Module:
+        return self.net.vit.patch_embedding  # tokens [B, L, hidden] with the position embedding added
+
+    @property
+    def token_channels(self) -> int:
+        return int(self.params["hidden_size"])
 
     def register_level_hooks(self) -> None:
         for i, name in enumerate(["encoder2", "encoder3", "encoder4", "decoder5"]):

@@ -1,0 +1,147 @@
+"""The ``medcontext`` strategy (Gani et al., MedContext): one supervised stage with a self-supervised
+context term. Per batch ``(x, y)``:
+
+* the student S segments ``x`` and a masked ``x~`` (tube mask, ratio 0.6);
+* an EMA teacher T (a frozen copy of S) segments ``x`` without gradients;
+* loss = DiceCE(S(x), y) + DiceCE(S(x~), y) + beta * mean((T(x) - S(x~))^2) / ||T(x)||_2;
+* after every optimiser step, ``T <- m T + (1 - m) S`` with m rising on a cosine from 0.996 to 1 over
+  the whole run (the paper; ``ema_mode="code"`` reproduces the authors' code, see docs/strategies.md).
+
+Inference and the bundle use the student. Masking: transformers (UNETR, SwinUNETR) replace masked
+patch tokens by a learned mask token (as the paper); CNNs (SegResNet, MedNeXt) have no tokens, so
+masked patches of the image are set to 0 (an adaptation, docs/strategies.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional
+
+import torch
+from torch import nn
+
+from lwi import masking
+from lwi.architectures import Adapter
+from lwi.ema import cosine_schedule, ema_update, make_teacher
+from lwi.errors import LWIError
+
+NAME = "medcontext"
+DESCRIPTION = "MedContext: supervised training of a student on images and masked images, with an EMA teacher"
+
+
+class MedContextModel(nn.Module):
+    """Student, EMA teacher and (transformers) the learned mask token; ``forward`` is the student's.
+
+    State-dict keys: ``student.net.``, ``teacher.net.``, ``mask_token``. The teacher is frozen and stays
+    in eval mode whatever ``train()`` is called with.
+    """
+
+    def __init__(self, student: Adapter, patch_size: int = 16):
+        super().__init__()
+        self.student = student
+        self.teacher = make_teacher(student)  # copied before the mask hook: the teacher never masks
+        embedding = student.token_embedding()
+        self.token_space = embedding is not None
+        self.patch = int(student.token_patch) if self.token_space else int(patch_size)
+        self.grid = masking.grid_of(student.roi_size, self.patch)
+        self._mask: Optional[torch.Tensor] = None
+        if self.token_space:
+            # MedContext initialises the mask token to zeros (UNETR code: nn.Parameter(torch.zeros(768))).
+            self.mask_token = nn.Parameter(torch.zeros(student.token_channels))
+            embedding.register_forward_hook(_TokenMaskHook(self))
+
+    def train(self, mode: bool = True) -> MedContextModel:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+    def masked_forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The student's logits for ``x`` masked by ``mask [B, *self.grid]`` (tokens or image patches)."""
+        if not self.token_space:
+            return self.student(masking.mask_voxels(x, mask, self.patch))
+        self._mask = mask
+        try:
+            return self.student(x)
+        finally:
+            self._mask = None
+
+
+class _TokenMaskHook:
+    """Forward hook on the student's patch embedding: replaces masked tokens during a masked pass."""
+
+    def __init__(self, owner: MedContextModel):
+        self.owner = owner
+
+    def __call__(self, _module: nn.Module, _args: Any, output: torch.Tensor) -> Optional[torch.Tensor]:
+        if self.owner._mask is None:
+            return None
+        return masking.replace_tokens(output, self.owner._mask, self.owner.mask_token)
+
+
+def consistency(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """``mean((T - S)^2) / ||T||_2`` with ``||T||_2`` the 2-norm of the flattened teacher logits, as in the
+    authors' code; the teacher side is a constant (no gradient)."""
+    teacher_logits = teacher_logits.detach().float()
+    difference = ((teacher_logits - student_logits.float()) ** 2).mean()
+    return difference / torch.linalg.norm(teacher_logits.flatten()).clamp_min(1e-12)
+
+
+def make_mask(model: MedContextModel, batch_size: int, ratio: float, shape: str, axis: str,
+              device: torch.device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """A tube mask along ``axis`` (``"x"``, ``"y"``, ``"z"``) or, with ``shape="cube"``, random patches,
+    on the model's token or image-patch grid; one mask shared by the batch (as the authors' code)."""
+    if shape == "tube":
+        return masking.tube_mask(batch_size, model.grid, ratio, masking.AXES[axis], device, generator)
+    if shape == "cube":
+        count = int(ratio * model.grid[0] * model.grid[1] * model.grid[2])
+        return masking.random_mask(batch_size, model.grid, count, device, generator, per_sample=False)
+    raise LWIError(f"Unknown MedContext mask shape {shape!r}; use tube or cube.")
+
+
+def medcontext_losses(
+    model: MedContextModel,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    supervised: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    mask: torch.Tensor,
+    beta: float,
+) -> Dict[str, torch.Tensor]:
+    """``{"total", "supervised", "masked", "consistency"}`` for one batch (losses in float32)."""
+    logits = model(images)
+    masked_logits = model.masked_forward(images, mask)
+    with torch.no_grad():
+        teacher_logits = model.teacher(images)
+    plain = supervised(logits.float(), targets)
+    masked = supervised(masked_logits.float(), targets)
+    term = consistency(masked_logits, teacher_logits)
+    return {"total": plain + masked + beta * term, "supervised": plain, "masked": masked, "consistency": term}
+
+
+def momentum_updater(mode: str, start: float, end: float, iterations_per_epoch: int,
+                     warmup_epochs: int = 50) -> Callable[[Any], Optional[float]]:
+    """``after_step(trainer)`` body for the teacher: returns the momentum it applied (None = no update).
+
+    * ``paper``: every iteration, m = cosine(start -> end) indexed by the global iteration of the run.
+    * ``code``: the authors' UNETR code: once per epoch, with the schedule (linear warmup from 0 over
+      ``warmup_epochs``, then cosine) indexed by the last *within-epoch* batch index, which gives
+      m ~ 0.019 in every epoch for 18 cases: the teacher is about last epoch's student.
+    """
+    if mode not in ("paper", "code"):
+        raise LWIError(f"Unknown EMA mode {mode!r}; use paper or code.")
+
+    def momentum(trainer: Any) -> Optional[float]:
+        if mode == "paper":
+            return cosine_schedule(trainer.iteration - 1, trainer.total_iterations, start, end)
+        if trainer.iteration % iterations_per_epoch and trainer.iteration != trainer.total_iterations:
+            return None
+        warmup = min(warmup_epochs, trainer.epochs) * iterations_per_epoch
+        return cosine_schedule(iterations_per_epoch - 1, trainer.total_iterations, start, end, warmup=warmup)
+
+    return momentum
+
+
+def update_teacher(model: MedContextModel, momentum: Optional[float]) -> None:
+    if momentum is not None:
+        ema_update(model.teacher, model.student, momentum)
