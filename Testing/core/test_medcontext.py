@@ -35,7 +35,7 @@ def _batch(roi=(32, 32, 32)):
 @pytest.mark.parametrize("arch", ["unetr", "swinunetr"])
 def test_masked_tokens_equal_the_mask_token_and_others_are_unchanged(arch):
     # Item 10: tokens after the patch embedding (position embedding included for UNETR).
-    model = _model(arch, (64, 64, 64) if arch == "swinunetr" else (32, 32, 64))
+    model = _model(arch, (32, 32, 64))
     assert model.token_space
     with torch.no_grad():
         model.mask_token.copy_(torch.randn_like(model.mask_token))
