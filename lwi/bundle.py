@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from lwi import __version__
 from lwi.errors import LWIError
 from lwi.labels import LabelInfo, label_table, table_from_dicts
-from lwi.names import MODEL_FORMAT, STEP1_FORMAT, STEP2_STATE_FORMAT
+from lwi.names import ANATOMASK_FORMAT, MODEL_FORMAT, STEP1_FORMAT, STEP2_STATE_FORMAT
 
 FORMAT_VERSION = 1
 
@@ -130,7 +130,12 @@ def _check_metadata(path: Union[str, Path], metadata: Any, allow_step1: bool = F
             f"{path} is the resumable state of a fine-tuning run, not a segmentation model; "
             "use the model file written beside it (the same name without '.last')."
         )
-    if fmt not in (MODEL_FORMAT, STEP1_FORMAT, STEP2_STATE_FORMAT):
+    if fmt == ANATOMASK_FORMAT and not allow_step1:
+        raise LWIError(
+            f"{path} is an AnatoMask pre-training checkpoint, not a segmentation model; use the model "
+            "`lwi train --strategy anatomask` wrote next to it."
+        )
+    if fmt not in (MODEL_FORMAT, STEP1_FORMAT, STEP2_STATE_FORMAT, ANATOMASK_FORMAT):
         raise LWIError(f"{path} is not an LWI model (format {fmt!r}).")
     version = metadata.get("format_version", 1)
     if not isinstance(version, int) or version > FORMAT_VERSION:
@@ -325,6 +330,7 @@ def describe(metadata: Dict[str, Any]) -> str:
         MODEL_FORMAT: "LWI segmentation model",
         STEP1_FORMAT: "LWI Step-1 checkpoint",
         STEP2_STATE_FORMAT: "LWI fine-tuning state (resumable with --resume)",
+        ANATOMASK_FORMAT: "AnatoMask pre-training checkpoint (resumable with --resume)",
     }.get(fmt, str(fmt))
     lines = [f"{title} (format {fmt} v{version})"]
     if "architecture" in meta:

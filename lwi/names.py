@@ -22,6 +22,8 @@ DEFAULT_ARCHITECTURE = "unetr"
 STRATEGY_DESCRIPTIONS: Dict[str, str] = {
     "lwi": "LWI: self-supervised initialisation (Step 1), then fine-tuning (Step 2), as in the paper.",
     "scratch": "From scratch: fine-tuning only, from random weights, for the same number of iterations.",
+    "medcontext": "MedContext: one supervised stage with a masked student and an EMA teacher, same iterations.",
+    "anatomask": "AnatoMask: teacher-guided masked-image pre-training, then fine-tuning from the encoder.",
 }
 STRATEGY_NAMES: Tuple[str, ...] = tuple(STRATEGY_DESCRIPTIONS)
 DEFAULT_STRATEGY = "lwi"
@@ -40,11 +42,13 @@ MODEL_SUFFIX = ".lwi.safetensors"
 MODEL_FORMAT = "lwi-model"
 STEP1_FORMAT = "lwi-step1"
 STEP2_STATE_FORMAT = "lwi-step2-state"  # the resumable last state of a fine-tuning run
+ANATOMASK_FORMAT = "lwi-anatomask-pretrain"  # the resumable AnatoMask pre-training checkpoint
 #: The safetensors header entry (``__metadata__[METADATA_KEY]``) that holds LWI's JSON metadata.
 METADATA_KEY = "lwi"
 #: Infixes of the files a training run writes beside its model (``model.last.lwi.safetensors``).
 LAST_INFIX = "last"
 STEP1_INFIX = "step1"
+ANATOMASK_INFIX = "anatomask"
 
 _MAX_HEADER = 100 * 1024 * 1024  # a safetensors header larger than this is not one of ours
 

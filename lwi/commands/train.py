@@ -18,12 +18,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--strategy", choices=list(STRATEGIES), default="lwi",
-        help="lwi: Step 1 then Step 2; scratch: Step 2 from random weights for the same total iterations (default: lwi)",
+        help="lwi: Step 1 then Step 2; scratch: Step 2 from random weights for the same total iterations; "
+        "medcontext: one stage with a masked student and an EMA teacher, same total iterations; anatomask: "
+        "teacher-guided masked-image pre-training then Step 2 (default: lwi; see docs/strategies.md)",
     )
     common.add_common(parser, epochs_help="Step-2 epochs (default 2000); Step 1's are --pretrain-epochs")
     parser.add_argument("--pretrain-epochs", type=int, help="Step-1 epochs (default 400); --epochs is Step 2's (default 2000)")
     common.add_step1(parser)
     common.add_step2(parser)
+    common.add_strategies(parser)
 
 
 def run(args: argparse.Namespace) -> int:

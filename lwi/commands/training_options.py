@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 from lwi.commands import options
 from lwi.errors import LWIError
 from lwi.names import ARCHITECTURE_NAMES, MODALITIES
+from lwi.strategies.settings import CHOICES
 
 OUTPUT_NOTE = (
     "Files: MODEL is the best model (by mean validation Dice; the last one without validation), "
@@ -55,6 +56,10 @@ def add_common(
         "--warmup", type=int, dest="warmup_epochs", metavar="EPOCHS",
         help="linear warmup epochs before the cosine decay, stepped every iteration (default: 5%% of the epochs)",
     )
+    opt.add_argument(
+        "--clip-grad-norm", type=float, metavar="NORM",
+        help="clip the gradients' 2-norm at NORM (default: 12 in AnatoMask pre-training, else no clipping)",
+    )
     opt.add_argument("--checkpoint-every", type=int, metavar="EPOCHS", help="checkpoint interval (default: 1/10 of the epochs)")
     opt.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no mixed precision on CUDA")
     pre = parser.add_argument_group("preprocessing")
@@ -76,6 +81,35 @@ def add_step1(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--mask-ratio", type=float, help="share of masked cubes (default 0.4)")
     group.add_argument("--cube-size", type=int, help="edge of the masked cubes in voxels (default 16)")
+
+
+def add_strategies(parser: argparse.ArgumentParser) -> None:
+    """The settings of the MedContext and AnatoMask strategies (docs/strategies.md)."""
+    ctx = parser.add_argument_group("MedContext (--strategy medcontext)")
+    ctx.add_argument("--consistency-weight", type=float, help="beta, the weight of the teacher consistency term (default 0.5)")
+    ctx.add_argument("--context-mask-ratio", type=float, help="share of masked tokens or patches (default 0.6)")
+    ctx.add_argument("--context-mask-shape", choices=CHOICES["context_mask_shape"], help="tube masks (default) or random cubes")
+    ctx.add_argument("--context-tube-axis", choices=CHOICES["context_tube_axis"], help="the axis the tubes run along (default z)")
+    ctx.add_argument(
+        "--ema-mode", choices=CHOICES["ema_mode"],
+        help="paper: momentum cosine per iteration (default); code: the authors' once-per-epoch update (ablation)",
+    )
+    ctx.add_argument("--ema-momentum", type=float, nargs=2, metavar=("START", "END"), help="EMA momentum (default 0.996 1)")
+    am = parser.add_argument_group("AnatoMask (--strategy anatomask)")
+    am.add_argument("--mim-patch-size", type=int, help="masked patch edge in voxels (default 16; also MedContext's CNN masks)")
+    am.add_argument("--anatomask-mask-ratio", type=float, help="share of masked patches (default 0.6)")
+    am.add_argument("--guided-final-ratio", type=float, help="final share of masked patches chosen by the teacher (default 0.5)")
+    am.add_argument(
+        "--anatomask-ema-decay", type=float, nargs=2, metavar=("START", "END"), help="teacher EMA decay (default 0.999 0.9999)"
+    )
+    am.add_argument(
+        "--teacher-error-target", choices=CHOICES["teacher_error_target"],
+        help="score the teacher against the normalised patches (default) or the raw ones (the authors' code)",
+    )
+    am.add_argument(
+        "--anatomask-transfer", choices=CHOICES["anatomask_transfer"],
+        help="fine-tune from the encoder's weights (default, as the paper) or all but the output layer",
+    )
 
 
 def add_step2(parser: argparse.ArgumentParser) -> None:
@@ -109,7 +143,9 @@ def _arch_params(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
 SETTING_ARGS: List[str] = [
     "arch", "roi", "batch_size", "iterations_per_epoch", "lr", "weight_decay", "warmup_epochs", "checkpoint_every",
     "amp", "spacing", "modality", "seed", "mask_ratio", "cube_size", "val_every", "val_fraction", "overlap",
-    "sw_batch_size", "pretrain_epochs",
+    "sw_batch_size", "pretrain_epochs", "clip_grad_norm", "consistency_weight", "context_mask_ratio",
+    "context_mask_shape", "context_tube_axis", "ema_mode", "ema_momentum", "mim_patch_size", "anatomask_mask_ratio",
+    "guided_final_ratio", "anatomask_ema_decay", "teacher_error_target", "anatomask_transfer",
 ]
 
 
@@ -123,8 +159,9 @@ def settings_from_args(args: argparse.Namespace) -> Dict[str, Any]:
         values["arch_params"] = params
     if "roi" in values:
         values["roi"] = tuple(values["roi"])
-    if "spacing" in values:
-        values["spacing"] = tuple(values["spacing"])
+    for key in ("spacing", "ema_momentum", "anatomask_ema_decay"):
+        if key in values:
+            values[key] = tuple(values[key])
     return values
 
 

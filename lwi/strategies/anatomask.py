@@ -19,7 +19,8 @@ Fine-tuning keeps only the encoder's weights (as the authors' loader), or option
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -28,10 +29,13 @@ from lwi import masking
 from lwi.architectures import Adapter, build
 from lwi.ema import ema_update, make_teacher, ramp_schedule
 from lwi.errors import LWIError
+from lwi.names import ANATOMASK_FORMAT, ANATOMASK_INFIX, LAST_INFIX, STRATEGY_DESCRIPTIONS, derived_path
+from lwi.strategies.run import public_summary
+from lwi.strategies.settings import epoch_iterations, make_trainer, step1_iterations, step2_iterations
 
 NAME = "anatomask"
-DESCRIPTION = "AnatoMask: teacher-guided masked-image pre-training, then fine-tuning from the encoder"
-FORMAT = "lwi-anatomask-pretrain"  # the resumable pre-training checkpoint
+DESCRIPTION = STRATEGY_DESCRIPTIONS[NAME]
+FORMAT = ANATOMASK_FORMAT  # the resumable pre-training checkpoint
 
 
 class AnatoMaskModel(nn.Module):
@@ -111,3 +115,128 @@ def update_teacher(model: AnatoMaskModel, epoch: float, epochs: int, start: floa
     decay = ramp_schedule(epoch, epochs, start, end)
     ema_update(model.teacher, model.net, decay)
     return decay
+
+
+# -- the strategy ----------------------------------------------------------------------------------
+DEFAULT_CLIP = 12.0  # the authors' clip_grad_norm_ in pre-training
+
+
+def settings_of(s: Any) -> Dict[str, Any]:
+    """The AnatoMask settings of a run, for the bundle's provenance and ``lwi info``."""
+    return {
+        "patch_size": s.mim_patch_size,
+        "mask_ratio": s.anatomask_mask_ratio,
+        "guided_final_ratio": s.guided_final_ratio,
+        "ema_decay": list(s.anatomask_ema_decay),
+        "teacher_error_target": s.teacher_error_target,
+        "clip_grad_norm": s.clip_grad_norm if s.clip_grad_norm is not None else DEFAULT_CLIP,
+        "transfer": s.anatomask_transfer,
+    }
+
+
+def outputs(out: Path) -> List[Path]:
+    """Files this strategy writes: the model, its resumable last state, the pre-training checkpoint."""
+    return [out, derived_path(out, LAST_INFIX), derived_path(out, ANATOMASK_INFIX)]
+
+
+def run_pretraining(
+    *, cache: Any, n_images: int, settings: Any, device: Any, out: Path, progress: Any, resume: bool,
+    metadata: Dict[str, Any],
+) -> Dict[str, Any]:
+    """AnatoMask pre-training on the images of ``cache``; the resumable checkpoint ``out`` (format
+    :data:`FORMAT`) is written every K epochs and at the end."""
+    s = settings
+    image, _ = cache.full_case(0)
+    torch.manual_seed(s.seed)
+    model = AnatoMaskModel.build(s.arch, int(image.shape[0]), s.roi, **s.arch_params).to(device)
+    masking.grid_of(s.roi, s.mim_patch_size)  # a clear error before any work
+    roi = tuple(s.roi)
+    epochs = s.pretrain_epochs
+    ipe = epoch_iterations(s, n_images)
+    holder: Dict[str, Any] = {}
+
+    def sample(generator: torch.Generator) -> torch.Tensor:
+        images, _ = cache.sample(s.batch_size, roi, generator=generator, labelled=False)
+        return images
+
+    def step(net: AnatoMaskModel, images: torch.Tensor, generator: torch.Generator) -> Dict[str, Any]:
+        trainer = holder["trainer"]
+        grid = masking.grid_of(images.shape[2:], s.mim_patch_size)
+        guided = masking.guided_count(
+            masked_count(grid, s.anatomask_mask_ratio), s.guided_final_ratio, trainer.epoch, trainer.epochs
+        )
+        return anatomask_losses(
+            net, images, patch=s.mim_patch_size, mask_ratio=s.anatomask_mask_ratio, guided=guided,
+            generator=generator, teacher_error=s.teacher_error_target,
+        )
+
+    def after_step(trainer: Any) -> None:
+        epoch = (trainer.iteration - 1) // trainer.iterations_per_epoch  # the epoch of the step just made
+        update_teacher(trainer.model, epoch, trainer.epochs, *s.anatomask_ema_decay)
+
+    trainer = make_trainer(
+        model, step, sample,
+        settings=s, clip_grad_norm=s.clip_grad_norm or DEFAULT_CLIP,
+        epochs=epochs, iterations_per_epoch=ipe, stage="pretrain", title="AnatoMask pre-training", device=device,
+        checkpoint_path=out, checkpoint_format=FORMAT, metadata={"anatomask": settings_of(s), **metadata},
+        progress=progress, resume=resume, after_step=after_step,
+    )
+    holder["trainer"] = trainer
+    progress.log(
+        f"AnatoMask pre-training: {s.arch} at ROI {list(roi)}, {s.mim_patch_size}^3 patches, mask ratio "
+        f"{s.anatomask_mask_ratio}, {trainer.total_iterations} iterations ({epochs} epochs x {ipe}) on {device}."
+    )
+    summary = trainer.run()
+    summary["checkpoint"] = str(out)
+    return summary
+
+
+def train(run: Any, out: Path, resume: bool = False) -> Dict[str, Any]:
+    """Pre-training, then Step 2 from its encoder (or all but the output layer)."""
+    from lwi import checkpoint
+    from lwi.engine import model_tensors
+
+    s = run.settings
+    pre_path = derived_path(out, ANATOMASK_INFIX)
+    last = derived_path(out, LAST_INFIX)
+    i1 = step1_iterations(s, run.n_step1_images)
+    _, i2 = step2_iterations(s, len(run.train_cases))
+    pre_cache, _, validation = run.step1_cache(), run.train_cache(), run.validation_pairs()
+    run.progress.plan(i1 + i2)
+    step2_started = resume and last.exists()
+    pre_done = False
+    if resume and pre_path.exists():
+        training = checkpoint.read_metadata(pre_path).get("training", {})
+        pre_done = bool(training.get("complete")) and int(training.get("iteration", 0)) >= i1
+    if step2_started or pre_done:
+        run.progress.log(f"AnatoMask pre-training already done ({pre_path}).")
+    else:
+        run_pretraining(
+            cache=pre_cache, n_images=run.n_step1_images, settings=s, device=run.device, out=pre_path,
+            progress=run.progress, resume=resume and pre_path.exists(),
+            metadata={"preprocessing": run.config.to_dict(), "data": {**run.describe_split(), "unlabeled": len(run.unlabeled)}},
+        )
+    tensors, meta = checkpoint.load(pre_path)
+    if meta.get("format") != FORMAT:
+        raise LWIError(f"{pre_path} is not an AnatoMask pre-training checkpoint.")
+    summary = run.step2(
+        out,
+        last,
+        validation_cases=validation,
+        resume=step2_started,
+        init=(model_tensors(tensors), pre_path.name),
+        encoder_only=s.anatomask_transfer == "encoder",
+        provenance={
+            "strategy": NAME,
+            "strategy_settings": settings_of(s),
+            "pretrain_epochs": s.pretrain_epochs,
+            **run.describe_split(),
+            "unlabeled_images": len(run.unlabeled),
+            "iterations": {"pretrain": i1},
+            "seed": s.seed,
+        },
+        progress_offset=i1,
+    )
+    summary["pretraining"] = str(pre_path)
+    summary["iterations"] = {"pretrain": i1, "finetune": summary["iterations"]}
+    return public_summary(summary)

@@ -5,11 +5,19 @@ refuses to replace earlier results, then trains."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from lwi.errors import LWIError
-from lwi.names import DEFAULT_STRATEGY, LAST_INFIX, STEP1_FORMAT, STEP2_STATE_FORMAT, derived_path
+from lwi.names import (
+    ANATOMASK_FORMAT,
+    DEFAULT_STRATEGY,
+    LAST_INFIX,
+    STEP1_FORMAT,
+    STEP2_STATE_FORMAT,
+    derived_path,
+)
 from lwi.progress import Progress
 from lwi.strategies.run import PathLike, Run, check_outputs, public_summary, resumed_settings
 from lwi.strategies.step1 import run_step1
@@ -158,7 +166,7 @@ def train(
     if resume:
         stored = resumed_settings(
             [p for p in module.outputs(out) if p != out],
-            (STEP1_FORMAT, STEP2_STATE_FORMAT),
+            (STEP1_FORMAT, STEP2_STATE_FORMAT, ANATOMASK_FORMAT),
             f"Nothing to resume: no checkpoint of a {module.NAME} run next to {out}.",
         )
     run = Run.from_options(
@@ -167,9 +175,13 @@ def train(
     if not resume:
         check_outputs(module.outputs(out), overwrite)
     progress.log(run.split_message)
+    started = time.monotonic()
     try:
         summary = module.train(run, out, resume=resume)
     finally:
         progress.plan(None)
     summary["strategy"] = module.NAME
+    # Equal budgets: every strategy reports its optimiser steps (all stages) and this call's wall time.
+    summary["optimizer_steps"] = sum(int(v) for v in summary.get("iterations", {}).values())
+    summary["wall_seconds"] = round(time.monotonic() - started, 3)
     return summary

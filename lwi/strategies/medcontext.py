@@ -14,7 +14,8 @@ masked patches of the image are set to 0 (an adaptation, docs/strategies.md).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -23,9 +24,12 @@ from lwi import masking
 from lwi.architectures import Adapter
 from lwi.ema import cosine_schedule, ema_update, make_teacher
 from lwi.errors import LWIError
+from lwi.names import LAST_INFIX, STRATEGY_DESCRIPTIONS, derived_path
+from lwi.strategies.run import public_summary
+from lwi.strategies.settings import step1_iterations, step2_iterations
 
 NAME = "medcontext"
-DESCRIPTION = "MedContext: supervised training of a student on images and masked images, with an EMA teacher"
+DESCRIPTION = STRATEGY_DESCRIPTIONS[NAME]
 
 
 class MedContextModel(nn.Module):
@@ -56,6 +60,10 @@ class MedContextModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.student(x)
+
+    def spec(self) -> Dict[str, Any]:
+        """The student's spec: what the bundle and the training checkpoint describe."""
+        return self.student.spec()
 
     def masked_forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The student's logits for ``x`` masked by ``mask [B, *self.grid]`` (tokens or image patches)."""
@@ -145,3 +153,76 @@ def momentum_updater(mode: str, start: float, end: float, iterations_per_epoch: 
 def update_teacher(model: MedContextModel, momentum: Optional[float]) -> None:
     if momentum is not None:
         ema_update(model.teacher, model.student, momentum)
+
+
+# -- the strategy ----------------------------------------------------------------------------------
+def settings_of(s: Any) -> Dict[str, Any]:
+    """The MedContext settings of a run, for the bundle's provenance and ``lwi info``."""
+    return {
+        "consistency_weight": s.consistency_weight,
+        "mask_ratio": s.context_mask_ratio,
+        "mask_shape": s.context_mask_shape,
+        "tube_axis": s.context_tube_axis,
+        "ema_mode": s.ema_mode,
+        "ema_momentum": list(s.ema_momentum),
+        "image_patch": s.mim_patch_size,
+        "inference": "student",
+    }
+
+
+def outputs(out: Path) -> List[Path]:
+    """Files this strategy writes: the model and its resumable last state."""
+    return [out, derived_path(out, LAST_INFIX)]
+
+
+def train(run: Any, out: Path, resume: bool = False) -> Dict[str, Any]:
+    """One supervised stage for as many iterations as ``lwi`` would take in total (Step 1 + Step 2)."""
+    import math
+
+    from monai.losses import DiceCELoss
+
+    s = run.settings
+    last = derived_path(out, LAST_INFIX)
+    i1 = step1_iterations(s, run.n_step1_images)
+    ipe, i2 = step2_iterations(s, len(run.train_cases))
+    total = i1 + i2
+    epochs = s.epochs + math.ceil(i1 / ipe)  # the last epoch may be cut short at `total`
+    _, validation = run.train_cache(), run.validation_pairs()
+    run.progress.plan(total)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    momentum = momentum_updater(s.ema_mode, s.ema_momentum[0], s.ema_momentum[1], ipe)
+
+    def step(model: MedContextModel, batch: Any, generator: torch.Generator) -> Dict[str, Any]:
+        images, targets = batch
+        mask = make_mask(
+            model, images.shape[0], s.context_mask_ratio, s.context_mask_shape, s.context_tube_axis, images.device,
+            generator,
+        )
+        return medcontext_losses(model, images, targets, loss_fn, mask, s.consistency_weight)
+
+    def after_step(trainer: Any) -> None:
+        update_teacher(trainer.model, momentum(trainer))
+
+    summary = run.step2(
+        out,
+        last,
+        validation_cases=validation,
+        resume=resume and last.exists(),
+        epochs=epochs,
+        max_iterations=total,
+        stage="train",
+        make_model=lambda adapter: MedContextModel(adapter, patch_size=s.mim_patch_size),
+        step=step,
+        export=lambda model: model.student,
+        after_step=after_step,
+        provenance={
+            "strategy": NAME,
+            "strategy_settings": settings_of(s),
+            "pretrain_epochs": 0,
+            **run.describe_split(),
+            "seed": s.seed,
+            "matched_iterations": {"pretrain": i1, "finetune": i2},
+        },
+    )
+    summary["iterations"] = {"train": summary["iterations"]}
+    return public_summary(summary)

@@ -52,13 +52,38 @@ class Settings:
     modality: Optional[str] = None
     seed: int = 0
     amp: Optional[bool] = None
+    clip_grad_norm: Optional[float] = None  # None: the strategy's default (AnatoMask pre-training 12, else off)
+    # MedContext and AnatoMask (docs/strategies.md): own names, so no default collides with LWI's on resume.
+    consistency_weight: float = 0.5
+    context_mask_ratio: float = 0.6
+    context_mask_shape: str = "tube"
+    context_tube_axis: str = "z"
+    ema_mode: str = "paper"
+    ema_momentum: Tuple[float, float] = (0.996, 1.0)
+    mim_patch_size: int = 16
+    anatomask_mask_ratio: float = 0.6
+    guided_final_ratio: float = 0.5
+    anatomask_ema_decay: Tuple[float, float] = (0.999, 0.9999)
+    teacher_error_target: str = "normalized"
+    anatomask_transfer: str = "encoder"
 
     def to_dict(self) -> Dict[str, Any]:
         return records.to_dict(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Settings:
-        return records.from_dict(cls, values)
+        return records.from_dict(cls, values, tuple_fields=TUPLE_FIELDS)
+
+
+TUPLE_FIELDS = ("roi", "spacing", "ema_momentum", "anatomask_ema_decay")
+#: The choices of the strategies' text settings.
+CHOICES: Dict[str, Tuple[str, ...]] = {
+    "context_mask_shape": ("tube", "cube"),
+    "context_tube_axis": ("x", "y", "z"),
+    "ema_mode": ("paper", "code"),
+    "teacher_error_target": ("normalized", "raw"),
+    "anatomask_transfer": ("encoder", "all"),
+}
 
 
 # Settings a resumed run may change (the others define the run and come from its checkpoint).
@@ -80,7 +105,7 @@ def make_settings(
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"unknown training option(s): {', '.join(unknown)}")
-    for key in ("roi", "spacing"):
+    for key in TUPLE_FIELDS:
         if key in options:
             options[key] = tuple(options[key])
     if stored is None:
@@ -115,6 +140,20 @@ def _check_settings(s: Settings) -> None:
         raise LWIError("The mask ratio must be in [0, 1).")
     if not 0.0 <= s.val_fraction < 1.0:
         raise LWIError("The validation fraction must be in [0, 1).")
+    for name in ("context_mask_ratio", "anatomask_mask_ratio", "guided_final_ratio"):
+        if not 0.0 <= float(getattr(s, name)) < 1.0:
+            raise LWIError(f"The {name.replace('_', ' ')} must be in [0, 1).")
+    for name, allowed in CHOICES.items():
+        if getattr(s, name) not in allowed:
+            raise LWIError(f"Unknown {name.replace('_', ' ')} {getattr(s, name)!r}; use {' or '.join(allowed)}.")
+    for name in ("ema_momentum", "anatomask_ema_decay"):
+        values = tuple(getattr(s, name))
+        if len(values) != 2 or not 0.0 <= values[0] <= values[1] <= 1.0:
+            raise LWIError(f"The {name.replace('_', ' ')} must be two numbers 0 <= start <= end <= 1.")
+    if s.clip_grad_norm is not None and s.clip_grad_norm <= 0:
+        raise LWIError("The gradient clipping norm must be positive.")
+    if int(s.mim_patch_size) < 1:
+        raise LWIError("The masked patch size must be at least 1 voxel.")
     if s.modality is not None and s.modality.upper() not in MODALITIES:
         raise LWIError(f"Unknown modality {s.modality!r}; use CT or MR.")
 
@@ -181,9 +220,10 @@ def make_trainer(
     **extra: Any,
 ) -> Any:
     """The :class:`lwi.engine.Trainer` of one step with the schedule of ``settings``
-    (:func:`trainer_schedule`); with ``resume`` it continues from ``checkpoint_path`` (and says so,
-    naming the step by ``title``). ``extra``:
-    the Trainer's other arguments (validation, ``on_best``, ``max_iterations``).
+    (:func:`trainer_schedule`; gradients clipped at ``settings.clip_grad_norm`` unless ``extra`` gives
+    ``clip_grad_norm``, a strategy's own default); with ``resume`` it continues from ``checkpoint_path``
+    (and says so, naming the step by ``title``). ``extra``: the Trainer's other arguments (validation,
+    ``on_best``, ``max_iterations``, ``after_step``).
 
     The checkpoint's metadata is ``{"format": checkpoint_format, "format_version", "architecture":
     model.spec(), **metadata, "settings"}`` (what resuming reads back: :func:`stored_settings`).
@@ -208,7 +248,7 @@ def make_trainer(
         progress=progress,
         progress_offset=progress_offset,
         on_epoch_end=on_epoch_end,
-        **extra,
+        **{"clip_grad_norm": settings.clip_grad_norm, **extra},
     )
     if resume:
         trainer.load_checkpoint(checkpoint_path)

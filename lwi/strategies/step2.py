@@ -1,13 +1,14 @@
 """LWI Step 2: supervised fine-tuning (DiceCE) of the segmentation network, from a Step-1
-checkpoint's weights (all but the output layer; the order heads are dropped) or from random
-initialisation. Writes the best model (by mean validation Dice) as a bundle (:mod:`lwi.bundle`) and
+checkpoint's weights (all but the output layer; the order heads are dropped), from another
+pre-training's encoder, or from random initialisation; a strategy may replace the recipe (model,
+loss, what is exported, a hook after each step: MedContext). Writes the best model (by mean validation Dice) as a bundle (:mod:`lwi.bundle`) and
 the last, resumable state (``format: lwi-step2-state``) beside it with a ``.last`` infix."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from lwi.errors import LWIError
 from lwi.names import STEP1_FORMAT, STEP2_STATE_FORMAT, PathLike
@@ -34,9 +35,11 @@ def build_step2_model(
     out_channels: int,
     init: Optional[Tuple[Mapping[str, Any], str]] = None,
     progress: Optional[Progress] = None,
+    encoder_only: bool = False,
 ) -> Tuple[Any, Dict[str, Any]]:
     """The segmentation network of Step 2 (a plain adapter: no order heads), seeded, with every
-    Step-1 weight but the output layer when ``init = (step1 tensors, name)`` is given.
+    pre-trained ``net.`` weight but the output layer when ``init = (tensors, name)`` is given (only
+    the encoder's, ``Adapter.encoder_prefixes``, with ``encoder_only``).
 
     Returns ``(adapter, {"init", "loaded_tensors", "new_tensors"} or {})``.
     """
@@ -50,11 +53,14 @@ def build_step2_model(
     if init is None:
         return model, {}
     tensors, name = init
-    loaded, new = transfer_step1_weights(tensors, model)
+    loaded, new = transfer_step1_weights(tensors, model, only=model.encoder_prefixes if encoder_only else None)
     if progress is not None:
+        fresh = "decoder and output layer" if encoder_only else "output layer: " + ", ".join(
+            sorted({k.rsplit(".", 1)[0] for k in new})
+        )
         progress.log(
-            f"Initialised from Step 1 ({name}): {len(loaded)} tensors loaded, {len(new)} new "
-            f"(output layer: {', '.join(sorted({k.rsplit('.', 1)[0] for k in new}))}); order heads dropped."
+            f"Initialised from {name}: {len(loaded)} tensors loaded, {len(new)} new ({fresh}); "
+            "other pre-training tensors (order heads, teachers) dropped."
         )
     return model, {"init": name, "loaded_tensors": len(loaded), "new_tensors": len(new)}
 
@@ -80,9 +86,22 @@ def run_step2(
     progress_offset: int = 0,
     stage: str = "finetune",
     on_epoch_end: Any = None,
+    encoder_only: bool = False,
+    make_model: Optional[Callable[[Any], Any]] = None,
+    step: Optional[Callable[..., Dict[str, Any]]] = None,
+    export: Optional[Callable[[Any], Any]] = None,
+    after_step: Optional[Callable[[Any], None]] = None,
 ) -> Dict[str, Any]:
-    """Supervised training (DiceCE) of a segmentation network: from Step-1 weights (``init`` =
-    (tensors, name)) or from random initialisation. Best model -> ``out`` (bundle), last -> ``last``."""
+    """Supervised training of a segmentation network: from pre-trained weights (``init`` =
+    (tensors, name); ``encoder_only`` keeps only the encoder's) or from random initialisation.
+    Best model -> ``out`` (bundle), last -> ``last``.
+
+    The recipe is DiceCE on the adapter unless a strategy replaces parts of it:
+    ``make_model(adapter) -> module`` wraps the initialised adapter into what is trained and
+    checkpointed (its ``forward`` gives the segmentation logits, which validation uses);
+    ``step(model, (images, targets), generator) -> {"total", ...}`` is the loss;
+    ``export(model) -> adapter`` is the network written to the bundle; ``after_step(trainer)`` runs
+    after every optimiser step (an EMA teacher's update)."""
     import torch
     from monai.losses import DiceCELoss
 
@@ -91,8 +110,11 @@ def run_step2(
 
     image, _ = train_cache.full_case(0)
     out_channels = max(int(v) for v in labels) + 1
-    model, transfer = build_step2_model(settings, int(image.shape[0]), out_channels, init, progress)
-    model = model.to(device)
+    adapter, transfer = build_step2_model(
+        settings, int(image.shape[0]), out_channels, init, progress, encoder_only=encoder_only
+    )
+    model = (make_model(adapter) if make_model is not None else adapter).to(device)
+    export = export or (lambda trained: trained)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     roi = tuple(settings.roi)
     epochs = epochs or settings.epochs
@@ -103,7 +125,7 @@ def run_step2(
             settings.batch_size, roi, generator=generator, labelled=True, pos_fraction=settings.pos_fraction
         )
 
-    def step(net, batch, generator):
+    def supervised_step(net, batch, generator):
         images, targets = batch
         logits = net(images)
         loss = loss_fn(logits.float(), targets)  # the loss in float32 even under autocast
@@ -128,7 +150,7 @@ def run_step2(
         return prov
 
     def write_best(net, metrics):
-        save_bundle(out, net, labels, preprocessing.to_dict(), inference, bundle_provenance(trainer, metrics))
+        save_bundle(out, export(net), labels, preprocessing.to_dict(), inference, bundle_provenance(trainer, metrics))
 
     meta = {
         "labels": {str(k): v for k, v in labels.items()},
@@ -139,7 +161,7 @@ def run_step2(
     }
     trainer = make_trainer(
         model,
-        step,
+        step or supervised_step,
         sample,
         settings=settings,
         epochs=epochs,
@@ -158,6 +180,7 @@ def run_step2(
         validate_fn=validator,
         val_every=every(settings.val_every, epochs),
         on_best=write_best,
+        after_step=after_step,
     )
     progress.log(
         f"Step 2 ({stage}): {settings.arch} at ROI {list(roi)}, {out_channels} output channels, "
@@ -172,7 +195,7 @@ def run_step2(
     summary["validation_dice"] = best.get("dice")
     summary["mean_validation_dice"] = _finite(best.get("mean_dice"))
     summary["best_epoch"] = best.get("epoch")
-    summary["network"] = model
+    summary["network"] = export(model)
     return summary
 
 
