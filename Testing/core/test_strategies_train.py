@@ -21,7 +21,7 @@ from lwi.engine import model_tensors
 from lwi.errors import LWIError
 from lwi.progress import Progress
 from lwi.strategies import STRATEGIES, train
-from lwi.strategies.steps import derived_path
+from lwi.names import derived_path
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPE = (48, 48, 32)
