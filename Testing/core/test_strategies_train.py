@@ -19,9 +19,9 @@ from lwi.bundle import describe, load_bundle, read_lwi_metadata
 from lwi.data.phantoms import make_phantom, write_phantom_dataset
 from lwi.engine import model_tensors
 from lwi.errors import LWIError
+from lwi.names import derived_path
 from lwi.progress import Progress
 from lwi.strategies import STRATEGIES, train
-from lwi.names import derived_path
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPE = (48, 48, 32)
