@@ -26,7 +26,8 @@ from lwi.ema import cosine_schedule, ema_update, make_teacher
 from lwi.errors import LWIError
 from lwi.names import LAST_INFIX, STRATEGY_DESCRIPTIONS, derived_path
 from lwi.strategies.run import public_summary
-from lwi.strategies.settings import step1_iterations, step2_iterations
+from lwi.strategies.settings import epoch_iterations, matched_iterations
+from lwi.strategies.step2 import supervised_loss
 
 NAME = "medcontext"
 DESCRIPTION = STRATEGY_DESCRIPTIONS[NAME]
@@ -177,20 +178,16 @@ def outputs(out: Path) -> List[Path]:
 
 def train(run: Any, out: Path, resume: bool = False) -> Dict[str, Any]:
     """One supervised stage for as many iterations as ``lwi`` would take in total (Step 1 + Step 2)."""
-    import math
-
-    from monai.losses import DiceCELoss
-
     s = run.settings
     last = derived_path(out, LAST_INFIX)
-    i1 = step1_iterations(s, run.n_step1_images)
-    ipe, i2 = step2_iterations(s, len(run.train_cases))
+    i1, i2, epochs = matched_iterations(s, run.n_step1_images, len(run.train_cases))
     total = i1 + i2
-    epochs = s.epochs + math.ceil(i1 / ipe)  # the last epoch may be cut short at `total`
     _, validation = run.train_cache(), run.validation_pairs()
     run.progress.plan(total)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    momentum = momentum_updater(s.ema_mode, s.ema_momentum[0], s.ema_momentum[1], ipe)
+    loss_fn = supervised_loss()
+    momentum = momentum_updater(
+        s.ema_mode, s.ema_momentum[0], s.ema_momentum[1], epoch_iterations(s, len(run.train_cases))
+    )
 
     def step(model: MedContextModel, batch: Any, generator: torch.Generator) -> Dict[str, Any]:
         images, targets = batch

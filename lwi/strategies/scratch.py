@@ -3,13 +3,12 @@ for the same total number of iterations as an ``lwi`` run (Step 1 + Step 2) with
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Dict, List
 
 from lwi.names import LAST_INFIX, STRATEGY_DESCRIPTIONS, derived_path
 from lwi.strategies.run import Run, public_summary
-from lwi.strategies.settings import step1_iterations, step2_iterations
+from lwi.strategies.settings import matched_iterations
 
 NAME = "scratch"
 DESCRIPTION = STRATEGY_DESCRIPTIONS[NAME]
@@ -22,10 +21,8 @@ def outputs(out: Path) -> List[Path]:
 def train(run: Run, out: Path, resume: bool = False) -> Dict[str, Any]:
     s = run.settings
     last = derived_path(out, LAST_INFIX)
-    i1 = step1_iterations(s, run.n_step1_images)
-    ipe, i2 = step2_iterations(s, len(run.train_cases))
+    i1, i2, epochs = matched_iterations(s, run.n_step1_images, len(run.train_cases))
     total = i1 + i2
-    epochs = s.epochs + math.ceil(i1 / ipe)  # the last epoch may be cut short at `total`
     _, validation = run.train_cache(), run.validation_pairs()  # preprocessed before the progress starts
     run.progress.plan(total)
     summary = run.step2(

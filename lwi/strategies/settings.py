@@ -199,6 +199,15 @@ def step2_iterations(settings: Settings, n_cases: int, epochs: Optional[int] = N
     return ipe, (epochs or settings.epochs) * ipe
 
 
+def matched_iterations(settings: Settings, n_step1_images: int, n_train: int) -> Tuple[int, int, int]:
+    """A single-stage strategy's budget, equal to ``lwi``'s total: ``(Step-1 iterations, Step-2
+    iterations, epochs)`` where the epochs (of Step 2's length, the last one possibly cut short) cover
+    both; the stage runs ``max_iterations = i1 + i2``."""
+    i1 = step1_iterations(settings, n_step1_images)
+    ipe, i2 = step2_iterations(settings, n_train)
+    return i1, i2, settings.epochs + math.ceil(i1 / ipe)
+
+
 def make_trainer(
     model: Any,
     step: Callable[..., Any],

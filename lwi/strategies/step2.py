@@ -65,6 +65,13 @@ def build_step2_model(
     return model, {"init": name, "loaded_tensors": len(loaded), "new_tensors": len(new)}
 
 
+def supervised_loss() -> Any:
+    """Step 2's loss: Dice + cross-entropy on softmax logits against integer label maps (MONAI)."""
+    from monai.losses import DiceCELoss
+
+    return DiceCELoss(to_onehot_y=True, softmax=True)
+
+
 def run_step2(
     *,
     train_cache: Any,
@@ -103,7 +110,6 @@ def run_step2(
     ``export(model) -> adapter`` is the network written to the bundle; ``after_step(trainer)`` runs
     after every optimiser step (an EMA teacher's update)."""
     import torch
-    from monai.losses import DiceCELoss
 
     from lwi.bundle import save_bundle
     from lwi.engine import Validator
@@ -115,7 +121,7 @@ def run_step2(
     )
     model = (make_model(adapter) if make_model is not None else adapter).to(device)
     export = export or (lambda trained: trained)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    loss_fn = supervised_loss()
     roi = tuple(settings.roi)
     epochs = epochs or settings.epochs
     ipe, _ = step2_iterations(settings, n_train, epochs)
