@@ -1,8 +1,9 @@
 """LWI Step 2: supervised fine-tuning (DiceCE) of the segmentation network, from a Step-1
 checkpoint's weights (all but the output layer; the order heads are dropped), from another
-pre-training's encoder, or from random initialisation; a strategy may replace the recipe (model,
-loss, what is exported, a hook after each step: MedContext). Writes the best model (by mean validation Dice) as a bundle (:mod:`lwi.bundle`) and
-the last, resumable state (``format: lwi-step2-state``) beside it with a ``.last`` infix."""
+pre-training's encoder (AnatoMask), or from random initialisation; a strategy may replace the
+recipe (model, loss, exported network, a hook after each step: MedContext). Writes the best model
+(by mean validation Dice) as a bundle (:mod:`lwi.bundle`) and the last, resumable state
+(``format: lwi-step2-state``) beside it with a ``.last`` infix."""
 
 from __future__ import annotations
 
