@@ -17,8 +17,8 @@ X_COLUMN = "epoch"
 STEP1_STAGES = ("pretrain", "step1")
 
 STAGE_TITLES = {
-    "pretrain": "Step 1: LWI initialisation",
-    "step1": "Step 1: LWI initialisation",
+    "pretrain": "Step 1: self-supervised pre-training",  # LWI initialisation or AnatoMask
+    "step1": "Step 1: self-supervised pre-training",
     "finetune": "Step 2: fine-tuning",
     "train": "Step 2: training",
     "step2": "Step 2: fine-tuning",
@@ -27,7 +27,7 @@ STAGE_TITLES = {
 
 
 def stage_title(stage: Optional[str]) -> str:
-    """The user's name of a stage (``"pretrain"`` -> ``"Step 1: LWI initialisation"``)."""
+    """The user's name of a stage (``"pretrain"`` -> ``"Step 1: self-supervised pre-training"``)."""
     return STAGE_TITLES.get(str(stage), str(stage or "working").capitalize())
 
 
