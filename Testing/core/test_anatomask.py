@@ -9,6 +9,7 @@ import torch
 from lwi import masking
 from lwi.architectures import build
 from lwi.ema import ema_update
+from lwi.errors import LWIError
 from lwi.pretraining import transfer_step1_weights
 from lwi.strategies.anatomask import AnatoMaskModel, anatomask_losses, masked_count
 
@@ -106,3 +107,21 @@ def test_fine_tuning_takes_exactly_the_encoder(arch):
     seg = build(arch, 1, 3, roi, **TINY[arch])
     loaded, new = transfer_step1_weights(pre.state_dict(), seg)
     assert set(new) == {k for k in keys if k.startswith(seg.output_prefixes)}
+
+
+def test_raw_teacher_error_option_scores_raw_patches():
+    # The authors' code scores the teacher against the raw patches (option "raw").
+    torch.manual_seed(0)
+    model = AnatoMaskModel.build("segresnet", 1, ROI, **TINY["segresnet"])
+    teacher_outputs = []
+    model.teacher.register_forward_hook(lambda _m, _a, out: teacher_outputs.append(out.detach()))
+    teacher_inputs, student_inputs = _inputs_of(model.teacher.net), _inputs_of(model.net.net)
+    images = torch.randn(2, 1, *ROI, generator=torch.Generator().manual_seed(2)) + 5.0
+    images[:, :, :16] *= 10.0  # raw errors differ a lot between patches, normalised ones less
+    anatomask_losses(model, images, patch=16, mask_ratio=0.6, guided=3, generator=torch.Generator(), teacher_error="raw")
+    first = _zero_patches(teacher_inputs[0])
+    errors = masking.patch_errors(masking.patchify(teacher_outputs[0], 16), masking.patchify(images, 16)) * first
+    worst = torch.topk(errors, 3, dim=1).indices
+    assert _zero_patches(student_inputs[0]).gather(1, worst).all()
+    with pytest.raises(LWIError, match="teacher error"):
+        anatomask_losses(model, images, patch=16, mask_ratio=0.6, guided=3, teacher_error="other")

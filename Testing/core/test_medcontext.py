@@ -9,6 +9,7 @@ from monai.losses import DiceCELoss
 
 from lwi import masking
 from lwi.architectures import build
+from lwi.errors import LWIError
 from lwi.strategies.medcontext import MedContextModel, consistency, make_mask, medcontext_losses
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -129,3 +130,14 @@ def test_total_loss_and_beta_zero():
         )
         zero = medcontext_losses(model, images, targets, loss, mask, 0.0)
         assert float(zero["total"]) == pytest.approx(float(loss(zs, targets) + loss(zm, targets)), rel=1e-5)
+
+
+def test_cube_mask_option_and_unknown_shape():
+    model = _model("unetr", (32, 32, 64))
+    mask = make_mask(model, 3, 0.5, "cube", "z", torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert mask.shape == (3, 2, 2, 4) and (mask.flatten(1).sum(1) == 8).all()  # int(0.5 * 16) per sample
+    assert torch.equal(mask[0], mask[2])  # one mask for the batch
+    frames = mask[0].movedim(2, 0)
+    assert not all(torch.equal(f, frames[0]) for f in frames)  # not tubes (this draw)
+    with pytest.raises(LWIError, match="mask shape"):
+        make_mask(model, 1, 0.5, "sphere", "z", torch.device("cpu"))
