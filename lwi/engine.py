@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import torch
 from torch import nn
 
-from lwi import checkpoint
+from lwi import checkpoint, distributed
 from lwi.devices import resolve_device
 from lwi.errors import LWIError
 from lwi.progress import Progress
@@ -95,7 +95,9 @@ class Trainer:
         max_iterations: stop after this many iterations (the last epoch may be partial), e.g. to
             give a baseline exactly the same number of iterations as a two-step run.
         device: where training runs; ``amp`` defaults to True on CUDA and is never used on the CPU.
-        seed: seeds the (CPU) generator handed to ``sample_fn``/``step_fn`` (and saved for resume).
+        seed: seeds the (CPU) generator handed to ``sample_fn``/``step_fn`` (and saved for resume);
+            under torchrun each rank's generator gets :func:`lwi.distributed.rank_seed`, the model is
+            wrapped in DDP for ``step_fn``, and only rank 0 validates and writes checkpoints.
         checkpoint_path: the resumable checkpoint, written every ``checkpoint_every`` epochs and at
             the end (atomically: an interruption leaves the previous file intact).
         metadata: JSON fields stored in every checkpoint, or a function returning them.
@@ -182,8 +184,12 @@ class Trainer:
         )
         self.scaler = _grad_scaler(self.device, self.amp)
         # A CPU generator: crops and masks are drawn on the CPU without a GPU sync, then moved.
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.generator = torch.Generator()
-        self.generator.manual_seed(self.seed)
+        self.generator.manual_seed(distributed.rank_seed(self.seed, self.rank))
+        # What step_fn runs: DDP averages the gradients over the ranks; validation, checkpoints and
+        # on_best use the bare model (rank 0 alone must not enter a collective call).
+        self.net = distributed.wrap(model, self.device)
         self.iteration = 0
         self.best: Optional[Dict[str, Any]] = None
         self.last_validation: Optional[Dict[str, Any]] = None
@@ -220,21 +226,31 @@ class Trainer:
             "seed": self.seed,
             "amp": self.amp,
             "clip_grad_norm": self.clip_grad_norm,
+            "world_size": self.world_size,
             "best": self.best,
             "last_validation": self.last_validation,
         }
 
-    def save_checkpoint(self, path: Union[str, Path, None] = None) -> Path:
-        """Write the resumable checkpoint atomically (weights, optimizer, schedule, scaler, RNG)."""
+    def save_checkpoint(self, path: Union[str, Path, None] = None) -> Optional[Path]:
+        """Write the resumable checkpoint atomically (weights, optimizer, schedule, scaler, RNG).
+
+        Under torchrun every rank must call it (their crop generators are gathered); rank 0 writes
+        and returns the path, the others return None.
+        """
         path = Path(path) if path else self.checkpoint_path
         if path is None:
             raise ValueError("no checkpoint path")
+        generators = distributed.gather_objects(self.generator.get_state())
+        if not distributed.is_main():
+            return None
         # Clone: safetensors refuses tensors that share storage (tied weights, views).
         tensors = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         skeleton = checkpoint.flatten_state(
             {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}, TRAIN_STATE, tensors
         )
-        tensors[f"{TRAIN_STATE}/rng/generator"] = self.generator.get_state()
+        tensors[f"{TRAIN_STATE}/rng/generator"] = generators[0]
+        for r, state in enumerate(generators[1:], start=1):
+            tensors[f"{TRAIN_STATE}/rng/generator/{r}"] = state
         tensors[f"{TRAIN_STATE}/rng/torch"] = torch.get_rng_state()
         if self.device.type == "cuda":
             tensors[f"{TRAIN_STATE}/rng/cuda"] = torch.cuda.get_rng_state(self.device)
@@ -247,7 +263,9 @@ class Trainer:
     def load_checkpoint(self, path: Union[str, Path]) -> Dict[str, Any]:
         """Restore everything :meth:`save_checkpoint` wrote; training continues at the saved iteration.
 
-        The schedule keeps this trainer's length, so a resumed run may be given more epochs.
+        The schedule keeps this trainer's length, so a resumed run may be given more epochs. Any
+        world size may resume any checkpoint: a rank finds its own crop generator if the saved run
+        had that rank, else starts a fresh one from its seed and the iteration.
         Returns the checkpoint's metadata.
         """
         tensors, meta = checkpoint.load(path)
@@ -279,11 +297,16 @@ class Trainer:
         factor = self.scheduler.lr_lambda(self.scheduler.last_epoch)
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
             group["lr"] = base * factor
-        self.generator.set_state(tensors[f"{TRAIN_STATE}/rng/generator"])
+        iteration = int(training["iteration"])
+        key = f"{TRAIN_STATE}/rng/generator" + (f"/{self.rank}" if self.rank else "")
+        if key in tensors:
+            self.generator.set_state(tensors[key])
+        else:
+            self.generator.manual_seed(distributed.rank_seed(self.seed + iteration, self.rank))
         torch.set_rng_state(tensors[f"{TRAIN_STATE}/rng/torch"])
         if self.device.type == "cuda" and f"{TRAIN_STATE}/rng/cuda" in tensors:
             torch.cuda.set_rng_state(tensors[f"{TRAIN_STATE}/rng/cuda"], self.device)
-        self.iteration = int(training["iteration"])
+        self.iteration = iteration
         self.best = training.get("best")
         self.last_validation = training.get("last_validation")
         return meta
@@ -336,7 +359,7 @@ class Trainer:
         while self.iteration < total:
             batch = self.sample_fn(self.generator)
             with self._autocast():
-                losses = self.step_fn(self.model, batch, self.generator)
+                losses = self.step_fn(self.net, batch, self.generator)
             loss = losses["total"]
             self._optimise(loss)
             self.iteration += 1
@@ -356,6 +379,7 @@ class Trainer:
             if epoch_end:
                 self._end_epoch(last_losses)
         self.progress.close()
+        distributed.barrier()  # rank 0's last checkpoint is on disk before any rank reads it
         return {
             "stage": self.stage,
             "iterations": self.iteration,
@@ -390,7 +414,8 @@ class Trainer:
     def _end_epoch(self, losses: Dict[str, Any]) -> None:
         epoch = math.ceil(self.iteration / self.iterations_per_epoch)
         last = self.iteration >= self.total_iterations
-        if self.validate_fn is not None and ((self.val_every and epoch % self.val_every == 0) or last):
+        due = (self.val_every and epoch % self.val_every == 0) or last
+        if self.validate_fn is not None and due and distributed.is_main():
             metrics = self.validate()
             if metrics is not None:
                 entry = {

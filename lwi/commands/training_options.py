@@ -197,18 +197,26 @@ def run_command(
 ) -> int:
     """A training command's run: ``function(*positional, **kwargs)`` with the device, resume, overwrite,
     progress and training settings of ``args``; ``done(result)`` is the closing sentence."""
+    from lwi import distributed
     from lwi.progress import Progress
 
-    progress = Progress(args.progress)
-    result = run_training(
-        progress,
-        function,
-        *positional,
-        device=args.device,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=progress,
-        **kwargs,
-        **settings_from_args(args),
-    )
+    # Under torchrun: join the process group; rank 0 alone reports (docs/distributed.md).
+    device = distributed.init_from_env(args.device) or args.device
+    progress = Progress(args.progress if distributed.is_main() else "none")
+    if distributed.world_size() > 1:
+        progress.log(f"Distributed training on {distributed.world_size()} processes ({device.type}).")
+    try:
+        result = run_training(
+            progress,
+            function,
+            *positional,
+            device=device,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=progress,
+            **kwargs,
+            **settings_from_args(args),
+        )
+    finally:
+        distributed.shutdown()
     return finish(progress, result, done(result))

@@ -1,0 +1,99 @@
+"""What torchrun starts in the distributed tests (test_distributed.py); not a test module itself.
+
+``ddp_worker.py trainer DATA OUT ITERATIONS``: a tiny Step-2 training through :class:`lwi.engine.Trainer`
+on the real case cache, one crop per rank; rank 0 writes the checkpoint OUT.
+
+``ddp_worker.py lwi AUDIT_DIR ARGS...``: ``lwi ARGS...`` with a Python audit hook that records every
+file this rank creates, opens for writing, renames or deletes, saved to ``AUDIT_DIR/rank<R>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Tuple
+
+import torch
+
+ROI = (16, 16, 16)
+SEED = 3
+
+
+def tiny_training(data: Path, sample_crops: Callable[[Any, Any], Tuple[torch.Tensor, torch.Tensor]], out: Path,
+                  iterations: int):
+    """The trainer both runs of the equivalence test use; ``sample_crops(cache, generator)`` draws a batch."""
+    from monai.losses import DiceCELoss
+
+    from lwi.architectures import build
+    from lwi.data.cache import CaseCache
+    from lwi.data.dataset import load_dataset
+    from lwi.data.preprocessing import PreprocessConfig
+    from lwi.engine import Trainer
+
+    torch.set_num_threads(1)
+    cache = CaseCache(load_dataset(data).cases, PreprocessConfig(spacing=(6.0, 6.0, 8.0), modality="CT"))
+    torch.manual_seed(0)
+    model = build("segresnet", 1, 5, ROI, init_filters=8, blocks_down=[1, 1], blocks_up=[1])
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+
+    def step(net, batch, generator):
+        images, labels = batch
+        return {"total": loss_fn(net(images), labels)}
+
+    trainer = Trainer(
+        model, step, lambda g: sample_crops(cache, g), epochs=iterations, iterations_per_epoch=1, lr=1e-2,
+        warmup_iterations=1, seed=SEED, checkpoint_path=out, device="cpu",
+    )
+    trainer.run()
+    return trainer
+
+
+def one_crop(cache, generator):
+    return cache.sample(1, ROI, generator=generator, labelled=True)
+
+
+def _audit(directory: Path) -> List[List[str]]:
+    events: List[List[str]] = []
+    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+    def hook(event: str, args: Tuple[Any, ...]) -> None:
+        if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+            mode, flags = args[1], args[2] if len(args) > 2 else 0
+            if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & writing):
+                events.append([event, os.fsdecode(args[0])])
+        elif event in ("tempfile.mkstemp", "os.rename", "os.remove", "os.mkdir", "shutil.rmtree", "shutil.move"):
+            events.append([event, os.fsdecode(args[0]) if args and isinstance(args[0], (str, bytes, os.PathLike)) else ""])
+
+    sys.addaudithook(hook)
+    return events
+
+
+def main(argv: List[str]) -> int:
+    from lwi import distributed
+
+    if argv[0] == "trainer":
+        distributed.init_from_env("cpu")
+        try:
+            tiny_training(Path(argv[1]), one_crop, Path(argv[2]), int(argv[3]))
+        finally:
+            distributed.shutdown()
+        return 0
+    if argv[0] == "lwi":
+        directory = Path(argv[1])
+        events = _audit(directory)
+        from lwi.cli import main as lwi_main
+
+        try:
+            code = lwi_main(argv[2:])
+        finally:
+            record = [e for e in events if "/dev/" not in e[1]]
+            log = directory / f"rank{os.environ.get('RANK', '0')}.json"
+            log.write_text(json.dumps(record))  # recorded too, after the copy above
+        return code
+    raise SystemExit(f"unknown mode {argv[0]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
