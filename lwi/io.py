@@ -77,8 +77,22 @@ def _first_line(exc: Exception) -> str:
     return lines[-1].replace("sitk::ERROR: ", "").rstrip(".") if lines else type(exc).__name__
 
 
+def dicom_series_ids(folder: PathLike) -> tuple:
+    """The DICOM series UIDs in ``folder`` (empty when it holds none).
+
+    ITK's own warning for a folder without DICOM ("No Series were found") is switched off during the
+    scan: an empty answer is a normal outcome here, and the caller words any error for the user.
+    """
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+
+
 def _read_dicom_folder(folder: Path) -> sitk.Image:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    series = dicom_series_ids(folder)
     if not series:
         raise LWIError(f"The folder {folder} holds no DICOM series.")
     files = max(

@@ -11,14 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import ddp_worker  # Testing/core, beside this file
 import pytest
 import torch
 
 from lwi import checkpoint, distributed
 from lwi.data.phantoms import write_phantom_dataset
 from lwi.engine import model_tensors
-
-import ddp_worker  # noqa: E402  (Testing/core, beside this file)
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(ddp_worker.__file__)

@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_segmenter_arguments(parser)
     parser.add_argument(
+        "--devices", nargs="+", metavar="DEVICE", default=None,
+        help="for folder input: one worker process per device, sharing the images (e.g. cuda:0 cuda:1; "
+        "'all' = every visible GPU; 'cpu cpu' splits the CPU cores between two workers); overrides --device",
+    )
+    parser.add_argument(
         "--probabilities",
         metavar="FILE",
         default=None,
@@ -95,12 +100,16 @@ def _batch_jobs(args: argparse.Namespace) -> List[Tuple[Path, Path, Optional[Pat
     return jobs
 
 
+def segmenter_options(args: argparse.Namespace) -> dict:
+    """The Segmenter keyword arguments of ``args`` other than the device and progress (picklable)."""
+    return {"model_path": args.model, **segment_options.from_args(args, segment_options.SEGMENTER_KEYS)}
+
+
 def make_segmenter(args: argparse.Namespace, progress):
     """The Segmenter of ``--model`` with the sliding-window, device and grid options of ``args``."""
     from lwi.inference import Segmenter
 
-    options = segment_options.from_args(args, segment_options.SEGMENTER_KEYS)
-    return Segmenter(args.model, device=args.device, progress=progress, **options)
+    return Segmenter(**segmenter_options(args), device=args.device, progress=progress)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,38 +135,65 @@ def run(args: argparse.Namespace) -> int:
         if output.resolve() == image.resolve() or (probs is not None and probs.resolve() == image.resolve()):
             raise LWIError(f"The output {output} would overwrite the input image.")
 
+    if batch:
+        return _run_folder(args, jobs, progress)
+    image, output, probs = jobs[0]
     segmenter = make_segmenter(args, progress)
     if args.color_table:
         write_color_table(segmenter.labels, args.color_table)
-    written, failed = [], []
     start = time.monotonic()
-    device = str(segmenter.device)
-    for n, (image, output, probs) in enumerate(jobs, start=1):
-        t0 = time.monotonic()
-        try:
-            result = segment_file(
-                segmenter,
-                image,
-                output,
-                largest_component=args.largest_component,
-                probabilities_path=probs,
-                compress=args.compress,
-            )
-        except LWIError as exc:
-            if not batch:
-                raise
-            failed.append(f"{image.name}: {exc}")
-            progress.log(f"[{n}/{len(jobs)}] {image.name} failed: {exc}")
-            continue
-        device = result.device
-        written.append(str(output))
-        names = "" if is_nrrd(output) else " (values only; use .seg.nrrd for named segments)"
-        prefix = f"[{n}/{len(jobs)}] " if batch else ""
-        progress.log(f"{prefix}{image.name} -> {output}{names} on {result.device} in {time.monotonic() - t0:.1f} s")
+    result = segment_file(
+        segmenter,
+        image,
+        output,
+        largest_component=args.largest_component,
+        probabilities_path=probs,
+        compress=args.compress,
+    )
+    names = "" if is_nrrd(output) else " (values only; use .seg.nrrd for named segments)"
+    progress.log(f"{image.name} -> {output}{names} on {result.device} in {time.monotonic() - start:.1f} s")
+    progress.result(outputs=[str(output)], device=result.device, seconds=time.monotonic() - start)
+    return 0
+
+
+def _run_folder(args: argparse.Namespace, jobs, progress) -> int:
+    """A folder input: :func:`lwi.folder.segment_folder` on ``--devices`` (or ``--device``)."""
+    from lwi.bundle import bundle_labels, read_bundle_metadata
+    from lwi.errors import LWIError
+    from lwi.folder import Job, resolve_devices, segment_folder
+    from lwi.labelmap import is_nrrd, write_color_table
+
+    devices = resolve_devices(args.devices or [args.device])
+    if args.color_table:
+        write_color_table(bundle_labels(read_bundle_metadata(args.model)), args.color_table)
+    start = time.monotonic()
+    if len(devices) > 1:
+        progress.log(f"Segmenting {len(jobs)} images with one worker per device: {', '.join(devices)}.")
+
+    def report(job: Job, outcome, n: int) -> None:
+        if outcome.error is not None:
+            progress.log(f"[{n}/{len(jobs)}] {job.image.name} failed: {outcome.error}")
+        else:
+            names = "" if is_nrrd(job.output) else " (values only; use .seg.nrrd for named segments)"
+            progress.log(f"[{n}/{len(jobs)}] {job.image.name} -> {job.output}{names} on {outcome.device} "
+                         f"in {outcome.seconds:.1f} s")
+
+    outcomes = segment_folder(
+        [Job(*job) for job in jobs],
+        segmenter_options(args),
+        devices,
+        progress=progress,
+        largest_component=args.largest_component,
+        compress=args.compress,
+        on_outcome=report,
+    )
+    failed = [f"{jobs[o.index][0].name}: {o.error}" for o in outcomes if o.error is not None]
+    written = [str(jobs[o.index][1]) for o in outcomes if o.error is None]
     if failed:
         raise LWIError(
             f"{len(failed)} of {len(jobs)} images could not be segmented ({'; '.join(failed)}); "
             f"{len(written)} label maps were written."
         )
-    progress.result(outputs=written, device=device, seconds=time.monotonic() - start)
+    used = sorted({o.device for o in outcomes})
+    progress.result(outputs=written, device=used[0] if len(used) == 1 else used, seconds=time.monotonic() - start)
     return 0

@@ -29,7 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lwi.errors import DatasetError, LWIError
-from lwi.io import read_image, read_image_information
+from lwi.io import dicom_series_ids, read_image, read_image_information
 
 PathLike = Union[str, Path]
 
@@ -98,9 +98,12 @@ def _is_image_file(path: Path) -> bool:
 
 def is_dicom_folder(path: Path) -> bool:
     """Whether ``path`` is a (visible) folder holding a DICOM series."""
-    return path.is_dir() and not path.name.startswith(".") and bool(
-        sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-    )
+    if not path.is_dir() or path.name.startswith("."):
+        return False
+    # A folder of image files (or of folders) is no DICOM series: skip GDCM's scan of every file.
+    if all(p.name.startswith(".") or p.is_dir() or _is_image_file(p) for p in path.iterdir()):
+        return False
+    return bool(dicom_series_ids(path))
 
 
 def list_images(folder: PathLike) -> List[Path]:
