@@ -46,6 +46,9 @@ from typing import Any, Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import record  # noqa: E402
 
 NETWORKS = {
     # The paper's UNETR (BTCV: 13 organs + background).
@@ -383,16 +386,25 @@ def main(argv: Any = None) -> int:
     for title, key in (("tutorial / ours: time", "seconds"), ("tutorial / ours: memory", memory_key)):
         print(f"{title:<26}" + "".join(f"{base[key] / results[n][key]:>{width - 1}.2f}x" for n in names))
     print()
+    agreements: Dict[str, Any] = {}
     for n in names:
         if n != "tutorial":
-            agree = _agreement(outputs[n], outputs["tutorial"], labels)
+            agree = agreements[f"{n} vs tutorial"] = _agreement(outputs[n], outputs["tutorial"], labels)
             print(f"Agreement {n} vs tutorial: mean Dice over labels {agree['mean_dice']:.4f} "
                   f"(min {agree['min_dice']:.4f}), identical voxels {100 * agree['identical_voxels']:.2f}%, "
                   f"same grid: {agree['same_grid']}")
     if cuda:
-        agree = _agreement(outputs["ours"], outputs["ours-fp32"], labels)
+        agree = agreements["ours float16 vs float32"] = _agreement(outputs["ours"], outputs["ours-fp32"], labels)
         print(f"Agreement ours (float16) vs ours (float32): mean Dice {agree['mean_dice']:.4f}, "
               f"identical voxels {100 * agree['identical_voxels']:.2f}%")
+    grid = "x".join(f"{s:g}" for s in (args.model_spacing or PREPROCESSING["spacing"]))
+    record.write("segment", str(device), {
+        "description": f"{' x '.join(map(str, size.GetSize()))} {'CT' if args.model else 'synthetic CT'}, {what}, "
+                       f"network grid {grid} mm, {where}",
+        "repeat": args.repeat,
+        "results": results,
+        "agreement": agreements,
+    })
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

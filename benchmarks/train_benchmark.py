@@ -19,6 +19,7 @@ ratios ours/tutorial and ours/model-only. Each way runs ``--warmup`` untimed ite
 
     python benchmarks/train_benchmark.py                    # CUDA if present, else CPU
     python benchmarks/train_benchmark.py --device cpu --iterations 20
+    torchrun --nproc-per-node 8 benchmarks/train_benchmark.py   # DDP scaling vs the 1-GPU file
 
 This is a measurement, not a test: nothing is asserted.
 """
@@ -77,6 +78,7 @@ def _step_fn(loss_fn) -> Callable:
 
 
 def run_ours(args, device, dataset, config, network, loss_fn) -> float:
+    """Iterations per second of the Trainer (under torchrun: of the DDP run, each rank B crops)."""
     from lwi.data.cache import CaseCache
     from lwi.engine import Trainer
 
@@ -206,6 +208,39 @@ def _sync(device) -> None:
 WAYS = {"ours": run_ours, "tutorial": run_tutorial, "model only": run_model_only}
 
 
+def _ddp_scaling(args, device, setup) -> int:
+    """Under torchrun: ``lwi``'s loop with DDP on every rank; rank 0 compares with the 1-device file."""
+    import json
+
+    from lwi import distributed
+
+    world, main_rank = distributed.world_size(), distributed.is_main()
+    rate = max(run_ours(args, device, *setup) for _ in range(max(1, args.repeat)))
+    distributed.shutdown()
+    if not main_rank:
+        return 0
+    runs = []
+    single = record.RESULTS / f"train-{device.type}.json"
+    if single.exists():
+        one = json.loads(single.read_text())["figures"]
+        base = one["iterations_per_second"]["ours"]
+        runs.append({"world_size": 1, "iterations_per_second": base, "crops_per_second": base * one["network"]["batch"],
+                     "scaling": 1.0})
+    else:
+        base = None
+    runs.append({"world_size": world, "iterations_per_second": rate, "crops_per_second": rate * args.batch * world,
+                 "scaling": rate * world / base if base else None})
+    for run in runs:
+        print(f"{run['world_size']} process(es): {run['iterations_per_second']:.2f} it/s, "
+              f"{run['crops_per_second']:.1f} crops/s")
+    record.write("train-ddp", str(device), {
+        "network": {"arch": args.arch, "params": args.arch_params, "roi": list(args.roi), "batch_per_rank": args.batch},
+        "iterations": args.iterations,
+        "runs": runs,
+    })
+    return 0
+
+
 def main(argv: Any = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
@@ -221,9 +256,11 @@ def main(argv: Any = None) -> int:
 
     import torch
 
+    from lwi import distributed
     from lwi.engine import resolve_device
 
-    device = resolve_device(args.device)
+    ddp_device = distributed.init_from_env(args.device)  # under torchrun: the DDP scaling run
+    device = ddp_device or resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     arch, params, roi, batch, shape, spacing, model_spacing = DEFAULTS[device.type]
@@ -240,6 +277,8 @@ def main(argv: Any = None) -> int:
     setup = _setup(args, device)
     print(f"{arch} {params}, batch {batch} x {list(roi)}, {args.iterations} timed iterations on {device} "
           f"({torch.get_num_threads()} threads; tutorial DataLoader workers: {args.workers})", flush=True)
+    if ddp_device is not None:
+        return _ddp_scaling(args, device, setup)
     rates: Dict[str, float] = {}
     for r in range(max(1, args.repeat)):
         for name, way in WAYS.items():

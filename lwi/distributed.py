@@ -126,13 +126,18 @@ def gather_objects(value: Any) -> List[Any]:
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """``model`` in DistributedDataParallel when a process group is set up, else ``model`` itself.
 
-    Buffers are not re-broadcast each forward pass: LWI's networks use instance, group and layer
-    norms (no running statistics), and a broadcast would be a collective call that rank 0's
-    validation, run on the bare model, must not need.
+    Buffers are synchronised once at the start, not at every forward pass: LWI's networks use
+    instance, group and layer norms (no running statistics), and a per-pass broadcast is a collective
+    call that rank 0's validation, run on the bare model, must not need.
     """
     if not is_initialized():
         return model
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    # torch >= 2.13 names the switch forward_sync_buffers (broadcast_buffers is deprecated there).
+    named = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    buffers = {"forward_sync_buffers": False} if named else {"broadcast_buffers": False}
+    return DistributedDataParallel(model, device_ids=ids, **buffers)

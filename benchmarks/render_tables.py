@@ -1,0 +1,174 @@
+"""Render the README's benchmark tables from the JSON files in ``benchmarks/results/``.
+
+The README marks each table's place with ``<!-- results:NAME -->`` ... ``<!-- /results:NAME -->``,
+where NAME is a result file's name without ``.json`` (``train-cpu``, ``folder-cpu``, ...). Everything
+between the two markers is replaced by the table of that file, or by a line saying the figures are
+still to be measured (and with which command) when the file does not exist yet.
+
+    python benchmarks/render_tables.py           # rewrite README.md in place
+    python benchmarks/render_tables.py --check   # exit 1 if README.md differs from the files
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+MARKER = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
+
+# How to produce each result file (shown while it is missing).
+COMMANDS = {
+    "train-cpu": "python benchmarks/train_benchmark.py --device cpu",
+    "train-cuda": "benchmarks/run_all_gpu.sh",
+    "train-ddp-cuda": "benchmarks/run_all_gpu.sh",
+    "segment-cpu": "python benchmarks/segment_benchmark.py --device cpu",
+    "segment-cuda": "benchmarks/run_all_gpu.sh",
+    "folder-cpu": "python benchmarks/folder_benchmark.py",
+    "folder-cuda": "benchmarks/run_all_gpu.sh",
+    "ct-lowres-cpu": "python benchmarks/cli_benchmark.py --input CT --name ct-lowres -- --spacing-scale 2 --device cpu",
+    "warm-cuda": "benchmarks/run_all_gpu.sh",
+}
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _footer(r: Dict[str, Any]) -> str:
+    m = r["machine"]
+    load = m.get("load_average_at_start")
+    where = ", ".join(m.get("gpus") or []) or f"{m.get('cpu')} ({m.get('logical_cpus')} logical CPUs)"
+    parts = [f"`{r['command']}`", r["date"], where, f"torch {r['versions'].get('torch')}",
+             f"MONAI {r['versions'].get('monai')}"]
+    if load:
+        parts.append(f"load average {load[0]:.1f} at the start")
+    return "<sub>" + "; ".join(parts) + f" (file `benchmarks/results/{r['_file']}`)</sub>\n"
+
+
+def _train(r: Dict[str, Any]) -> str:
+    f = r["figures"]
+    net = f["network"]
+    rates, ratios = f["iterations_per_second"], f["ratios"]
+    lines = [
+        f"| {net['arch']}, batch {net['batch']} x {'x'.join(map(str, net['roi']))}, on {r['device']} | iterations/s | ours / this |",
+        "| --- | --- | --- |",
+        f"| ours: `lwi train`'s loop (case cache on the device) | {_f(rates['ours'])} | |",
+        f"| MONAI tutorial: CacheDataset + DataLoader ({f['tutorial_workers']} workers) | {_f(rates['tutorial'])} | "
+        f"{_f(ratios['ours / tutorial'])}x |",
+        f"| model only (fixed batch on the device) | {_f(rates['model only'])} | {_f(ratios['ours / model only'])}x |",
+    ]
+    return "\n".join(lines) + "\n\n" + _footer(r)
+
+
+def _train_ddp(r: Dict[str, Any]) -> str:
+    f = r["figures"]
+    lines = [
+        "| GPUs | iterations/s | crops/s | scaling vs 1 GPU |",
+        "| --- | --- | --- | --- |",
+        *(f"| {row['world_size']} | {_f(row['iterations_per_second'])} | {_f(row['crops_per_second'])} | "
+          f"{_f(row.get('scaling'))}x |" for row in f["runs"]),
+    ]
+    return "\n".join(lines) + "\n\n" + _footer(r)
+
+
+def _folder(r: Dict[str, Any]) -> str:
+    f = r["figures"]
+    one, pipe, once = f["one_by_one"], f["pipeline"], f["once"]
+    rows = ["read", "preprocess", "network forward", "sliding-window bookkeeping", "back to input grid",
+            "assemble label map", "write"]
+    lines = [
+        f"| per image, {f['images']} images of {' x '.join(map(str, f['image_size']))}, {f['model']}, "
+        f"{r['device']} ({f['threads']} thread(s)) | one by one (s) | folder pipeline (s) |",
+        "| --- | --- | --- |",
+        *(f"| {k} | {_f(one[k], 3)} | |" for k in rows),
+        f"| **total** | {_f(one['total'], 3)} | {_f(pipe['total'], 3)} |",
+        f"| **overhead** (total - network forward) | {_f(one['overhead'], 3)} | {_f(pipe['overhead'], 3)} |",
+        f"| once per folder: listing + DICOM probing, model load | {_f(once['listing'], 3)}, {_f(once['model_load'], 2)} | |",
+    ]
+    return "\n".join(lines) + "\n\n" + _footer(r)
+
+
+def _cli(r: Dict[str, Any]) -> str:
+    f = r["figures"]
+    lines = [
+        f"| `lwi segment {' '.join(f['options'])}`: {f['input']} ({' x '.join(map(str, f['input_size']))} at "
+        f"{' x '.join(map(str, f['input_spacing']))} mm), {f['model']} | measured | target |",
+        "| --- | --- | --- |",
+        f"| wall time, whole process | {_f(f['seconds'], 1)} s | < {f['target_seconds']:.0f} s |",
+        f"| peak memory (RSS) | {_f(f['peak_rss_gb'])} GB | < {f['target_gb']:.0f} GB |",
+    ]
+    return "\n".join(lines) + "\n\n" + _footer(r)
+
+
+def _segment(r: Dict[str, Any]) -> str:
+    f = r["figures"]
+    names = list(f["results"])
+    base = f["results"]["tutorial"]
+    head = f"| {f['description']} | " + " | ".join(names) + " |"
+    lines = [head, "| --- |" + " --- |" * len(names)]
+    lines.append("| total time, file to label file (s) | " + " | ".join(
+        f"{_f(f['results'][n]['seconds'], 1)} ({_f(base['seconds'] / f['results'][n]['seconds'])}x)" for n in names) + " |")
+    for step in ("read + preprocess", "network", "back to input grid", "write"):
+        lines.append(f"| {step} (s) | " + " | ".join(_f(f["results"][n]["steps"].get(step), 1) for n in names) + " |")
+    lines.append("| peak process memory (GB) | " + " | ".join(_f(f["results"][n]["rss_gb"]) for n in names) + " |")
+    if any(f["results"][n].get("gpu_gb") for n in names):
+        lines.append("| peak GPU memory (GB) | " + " | ".join(_f(f["results"][n].get("gpu_gb")) for n in names) + " |")
+    for name, agree in f.get("agreement", {}).items():
+        lines.append(f"| agreement {name} | mean Dice {agree['mean_dice']:.4f}, "
+                     f"{100 * agree['identical_voxels']:.2f}% identical voxels |" + " |" * (len(names) - 1))
+    return "\n".join(lines) + "\n\n" + _footer(r)
+
+
+def _warm(r: Dict[str, Any]) -> str:
+    f = r["figures"]
+    lines = ["| warm worker, same volume again | first call (s) | repeat (s) |", "| --- | --- | --- |",
+             f"| {f['description']} | {_f(f['first'])} | {_f(f['repeat'])} |"]
+    return "\n".join(lines) + "\n\n" + _footer(r)
+
+
+RENDERERS: Dict[str, Callable[[Dict[str, Any]], str]] = {
+    "train-ddp": _train_ddp, "train": _train, "folder": _folder, "ct-lowres": _cli, "cli": _cli,
+    "segment": _segment, "warm": _warm,
+}
+
+
+def render(name: str) -> str:
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        how = COMMANDS.get(name, "its benchmark")
+        return f"*Still to be measured: run `{how}`.*\n"
+    result = json.loads(path.read_text())
+    result["_file"] = path.name
+    kind = next(k for k in RENDERERS if name == k or name.startswith(k + "-"))
+    return RENDERERS[kind](result)
+
+
+def rendered_readme(text: str) -> str:
+    return MARKER.sub(lambda m: m.group(1) + render(m.group("name")) + m.group(4), text)
+
+
+def main(argv: List[str] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
+    args = parser.parse_args(argv)
+    text = README.read_text()
+    new = rendered_readme(text)
+    if args.check:
+        if new != text:
+            print("README.md's benchmark tables differ from benchmarks/results/; run benchmarks/render_tables.py")
+            return 1
+        return 0
+    README.write_text(new)
+    print(f"{len(MARKER.findall(text))} tables rendered into README.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
