@@ -87,7 +87,7 @@ def main(argv: Any = None) -> int:
         "input_size": list(reader.GetSize()),
         "input_spacing": [round(s, 3) for s in reader.GetSpacing()],
         "model": "paper UNETR, random weights" if args.model is None else model.name,
-        "options": extra,
+        "options": [record.display_path(a) if os.path.isabs(a) else a for a in extra],
         "seconds": seconds,
         "peak_rss_gb": peak_gb,
         "target_seconds": args.target_seconds,

@@ -170,7 +170,7 @@ def main(argv: Any = None) -> int:
     record.write("folder", str(segmenter.device), {
         "images": n,
         "image_size": size,
-        "input": "synthetic 35 x 50 x 35 phantoms" if args.input is None else str(source),
+        "input": "synthetic 35 x 50 x 35 phantoms" if args.input is None else record.display_path(source),
         "model": "tiny random SegResNet" if args.model is None else model_path.name,
         "threads": __import__("torch").get_num_threads(),
         "once": {"imports": imports, "listing": listing, "model_load": load},

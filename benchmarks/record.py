@@ -62,6 +62,21 @@ def versions() -> Dict[str, str]:
     return out
 
 
+def display_path(path: Any) -> str:
+    """A path as result files show it: relative inside the repository, else its last two parts
+    (where a data set lies on the measuring machine says nothing to a reader)."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(Path(*p.parts[-2:])) if p.is_absolute() else str(p)
+
+
+def _command() -> str:
+    words = [display_path(a) if os.path.isabs(a) else a for a in sys.argv]
+    return " ".join(["python", *map(shlex.quote, words)])
+
+
 def write(name: str, device: str, figures: Dict[str, Any], command: Optional[str] = None) -> Path:
     """Write ``benchmarks/results/<name>-<device kind>.json`` (the latest run of each replaces the last)."""
     kind = str(device).split(":")[0]
@@ -71,7 +86,7 @@ def write(name: str, device: str, figures: Dict[str, Any], command: Optional[str
         "benchmark": name,
         "device": str(device),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": command or " ".join(["python", *map(shlex.quote, sys.argv)]),
+        "command": command or _command(),
         "machine": machine(device),
         "versions": versions(),
         "figures": figures,
