@@ -102,6 +102,7 @@ def _cli(r: Dict[str, Any]) -> str:
         f"{' x '.join(map(str, f['input_spacing']))} mm), {f['model']} | measured | target |",
         "| --- | --- | --- |",
         f"| wall time, whole process | {_f(f['seconds'], 1)} s | < {f['target_seconds']:.0f} s |",
+        f"| CPU time (user + system) | {_f(f.get('cpu_seconds'), 1)} s | |",
         f"| peak memory (RSS) | {_f(f['peak_rss_gb'])} GB | < {f['target_gb']:.0f} GB |",
     ]
     return "\n".join(lines) + "\n\n" + _footer(r)
