@@ -10,7 +10,8 @@ Two passes over the same images with the same loaded model:
    last one written in background threads while the network runs).
 
 The overhead per image is the wall time per image minus the network's forward time per image,
-for both passes. Written to ``benchmarks/results/folder-<device>.json``.
+for both passes; its CPU time (this process's, all threads) is given too, as it depends less on
+other jobs sharing the machine. Written to ``benchmarks/results/folder-<device>.json``.
 
     python benchmarks/folder_benchmark.py --input DIR --model MODEL --images 10
     python benchmarks/folder_benchmark.py              # 10 synthetic 35 x 50 x 35 volumes, a tiny random model
@@ -72,16 +73,18 @@ class _TimedNetwork:
                 super().__init__()
                 inner.net = net
                 inner.seconds = 0.0
+                inner.cpu_seconds = 0.0  # process CPU time: less sensitive than wall time to other jobs
 
             def forward(inner, x):  # noqa: N805
                 cuda = x.device.type == "cuda"
                 if cuda:
                     torch.cuda.synchronize(x.device)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 out = inner.net(x)
                 if cuda:
                     torch.cuda.synchronize(x.device)
                 inner.seconds += time.perf_counter() - t0
+                inner.cpu_seconds += time.process_time() - c0
                 return out
 
         self.module = Timed(model)
@@ -123,9 +126,10 @@ def main(argv: Any = None) -> int:
     # 1. one by one, every step timed
     steps: Dict[str, List[float]] = {k: [] for k in ("read", "preprocess", "network forward", "sliding-window bookkeeping",
                                                      "back to input grid", "assemble label map", "write", "total")}
+    cpu_overheads = []
     for job in jobs:
-        before = timed.module.seconds
-        start = time.perf_counter()
+        before, cpu_before = timed.module.seconds, timed.module.cpu_seconds
+        start, cpu_start = time.perf_counter(), time.process_time()
         image = read_image(job.image)
         read = time.perf_counter() - start
         result = segmenter.segment(image)
@@ -141,20 +145,24 @@ def main(argv: Any = None) -> int:
         steps["assemble label map"].append(result.seconds["postprocess"])
         steps["write"].append(end - t_write)
         steps["total"].append(end - start)
+        cpu_overheads.append(time.process_time() - cpu_start - (timed.module.cpu_seconds - cpu_before))
     sequential = {k: statistics.mean(v) for k, v in steps.items()}
     sequential["overhead"] = sequential["total"] - sequential["network forward"]
+    sequential["overhead CPU time"] = statistics.mean(cpu_overheads)
 
     # 2. the folder pipeline
-    before = timed.module.seconds
-    start = time.perf_counter()
+    before, cpu_before = timed.module.seconds, timed.module.cpu_seconds
+    start, cpu_start = time.perf_counter(), time.process_time()
     errors: List[str] = []
     Pipeline(segmenter).run(iter(enumerate(jobs)), lambda o: errors.append(o.error) if o.error else None)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     if errors:
         raise SystemExit(f"segmentation failed: {errors[0]}")
     n = len(jobs)
     forward = (timed.module.seconds - before) / n
-    pipelined = {"total": wall / n, "network forward": forward, "overhead": wall / n - forward}
+    cpu_forward = (timed.module.cpu_seconds - cpu_before) / n
+    pipelined = {"total": wall / n, "network forward": forward, "overhead": wall / n - forward,
+                 "overhead CPU time": cpu / n - cpu_forward}
 
     size = list(read_image(images[0]).GetSize())
     print(f"{n} images like {' x '.join(map(str, size))} from {source}, model {model_path.name}, on {segmenter.device} "

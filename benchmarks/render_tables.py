@@ -90,6 +90,7 @@ def _folder(r: Dict[str, Any]) -> str:
         *(f"| {k} | {_f(one[k], 3)} | |" for k in rows),
         f"| **total** | {_f(one['total'], 3)} | {_f(pipe['total'], 3)} |",
         f"| **overhead** (total - network forward) | {_f(one['overhead'], 3)} | {_f(pipe['overhead'], 3)} |",
+        f"| overhead, CPU time | {_f(one.get('overhead CPU time'), 3)} | {_f(pipe.get('overhead CPU time'), 3)} |",
         f"| once per folder: listing + DICOM probing, model load | {_f(once['listing'], 3)}, {_f(once['model_load'], 2)} | |",
     ]
     return "\n".join(lines) + "\n\n" + _footer(r)
