@@ -257,7 +257,7 @@ def main(argv: Any = None) -> int:
     import torch
 
     from lwi import distributed
-    from lwi.engine import resolve_device
+    from lwi.devices import resolve_device
 
     ddp_device = distributed.init_from_env(args.device)  # under torchrun: the DDP scaling run
     device = ddp_device or resolve_device(args.device)

@@ -41,7 +41,7 @@ def main(argv: Any = None) -> int:
     import torch
 
     from lwi.data.phantoms import make_phantom
-    from lwi.engine import resolve_device
+    from lwi.devices import resolve_device
 
     device = resolve_device(args.device)
     size = args.size or ([512, 512, 200] if device.type == "cuda" else [192, 192, 64])

@@ -50,7 +50,7 @@ def resolve_devices(specs: Sequence[str]) -> List[str]:
     """
     import torch
 
-    from lwi.engine import resolve_device
+    from lwi.devices import resolve_device
 
     names: List[str] = []
     for spec in specs:
@@ -185,7 +185,7 @@ def segment_folder(
 
 
 def _cpu_threads(devices: Sequence[str]) -> int:
-    from lwi.inference import physical_cores
+    from lwi.devices import physical_cores
 
     return max(1, physical_cores() // max(1, sum(d == "cpu" for d in devices)))
 

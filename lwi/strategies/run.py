@@ -156,8 +156,11 @@ class Run:
         return self._cache("step1", images, False)
 
     def validation_pairs(self) -> List[Tuple[Any, Any]]:
-        """``(image, label)`` tensors of the held-out cases, on the device."""
-        if not self.held_cases:
+        """``(image, label)`` tensors of the held-out cases, on the device (none on the torchrun
+        ranks other than 0, which do not validate)."""
+        from lwi import distributed
+
+        if not self.held_cases or not distributed.is_main():
             return []
         cache = self._cache("validation", self.held_cases, True)
         return [cache.full_case(i) for i in range(len(self.held_cases))]

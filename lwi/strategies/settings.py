@@ -184,8 +184,13 @@ def trainer_schedule(settings: Settings, epochs: int, iterations_per_epoch: int)
 
 
 def epoch_iterations(settings: Settings, n_images: int) -> int:
-    """Iterations per epoch of a stage on ``n_images``: the setting, else one pass over the images."""
-    return settings.iterations_per_epoch or math.ceil(n_images / settings.batch_size)
+    """Iterations per epoch of a stage on ``n_images``: the setting, else one pass over the images.
+
+    Under torchrun an iteration takes ``world size x batch size`` crops (docs/distributed.md).
+    """
+    from lwi import distributed
+
+    return settings.iterations_per_epoch or math.ceil(n_images / (settings.batch_size * distributed.world_size()))
 
 
 def step1_iterations(settings: Settings, n_images: int) -> int:

@@ -112,6 +112,7 @@ def run_step2(
     after every optimiser step (an EMA teacher's update)."""
     import torch
 
+    from lwi import distributed
     from lwi.bundle import save_bundle
     from lwi.engine import Validator
 
@@ -157,6 +158,8 @@ def run_step2(
         return prov
 
     def write_best(net, metrics):
+        if not distributed.is_main():  # under torchrun, rank 0 alone writes files
+            return
         save_bundle(out, export(net), labels, preprocessing.to_dict(), inference, bundle_provenance(trainer, metrics))
 
     meta = {
