@@ -103,8 +103,8 @@ def main(argv: Any = None) -> int:
     tmp = Path(work.name)
     t0 = time.perf_counter()
     from lwi.data.dataset import list_images
-    from lwi.folder import Job, Pipeline, write_outputs
-    from lwi.inference import Segmenter
+    from lwi.folder import Job, Pipeline
+    from lwi.inference import Segmenter, write_result
     from lwi.io import read_image
 
     imports = time.perf_counter() - t0
@@ -134,7 +134,7 @@ def main(argv: Any = None) -> int:
         read = time.perf_counter() - start
         result = segmenter.segment(image)
         t_write = time.perf_counter()
-        write_outputs(segmenter, result, job)
+        write_result(segmenter, result, job.output)
         end = time.perf_counter()
         forward = timed.module.seconds - before
         steps["read"].append(read)

@@ -67,20 +67,6 @@ def resolve_devices(specs: Sequence[str]) -> List[str]:
     return names
 
 
-def write_outputs(segmenter: Any, result: Any, job: Job, compress: bool = True) -> None:
-    """Write a result's label map (and probabilities) atomically; all or nothing."""
-    from lwi.io import write_sitk_atomic
-    from lwi.labelmap import write_labelmap
-
-    write_labelmap(result.label, job.output, segmenter.labels, compress=compress)
-    if job.probabilities is not None and result.probabilities is not None:
-        try:
-            write_sitk_atomic(result.probabilities, job.probabilities, compress=compress)
-        except Exception:
-            Path(job.output).unlink(missing_ok=True)
-            raise
-
-
 class Pipeline:
     """Segments a stream of jobs with one segmenter: read ahead, compute, write behind.
 
@@ -126,9 +112,11 @@ class Pipeline:
                 w.result()
 
     def _write(self, index: int, job: Job, result: Any, started: float, done: Callable[[Outcome], None]) -> None:
+        from lwi.inference import write_result
+
         error = None
         try:
-            write_outputs(self.segmenter, result, job, compress=self.compress)
+            write_result(self.segmenter, result, job.output, job.probabilities, compress=self.compress)
         except Exception as exc:  # noqa: BLE001
             error = _message(exc)
         done(Outcome(index, str(result.device), time.monotonic() - started, error))

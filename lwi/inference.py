@@ -388,18 +388,32 @@ def segment_file(
 
     Outputs are written atomically, so an error leaves no output file behind.
     """
-    from lwi.io import read_image, write_sitk_atomic
-    from lwi.labelmap import write_labelmap
+    from lwi.io import read_image
 
     image = read_image(input_path)
     result = segmenter.segment(
         image, largest_component=largest_component, return_probabilities=probabilities_path is not None
     )
+    write_result(segmenter, result, output_path, probabilities_path, compress=compress)
+    return result
+
+
+def write_result(
+    segmenter: Segmenter,
+    result: SegmentationResult,
+    output_path: PathLike,
+    probabilities_path: Optional[PathLike] = None,
+    compress: bool = True,
+) -> None:
+    """Write a result's label map (with the model's segment names) and probabilities; atomically,
+    all or nothing (the label map is removed again when the probabilities cannot be written)."""
+    from lwi.io import write_sitk_atomic
+    from lwi.labelmap import write_labelmap
+
     write_labelmap(result.label, output_path, segmenter.labels, compress=compress)
     if probabilities_path is not None and result.probabilities is not None:
         try:
             write_sitk_atomic(result.probabilities, probabilities_path, compress=compress)
         except Exception:
-            Path(output_path).unlink(missing_ok=True)  # all or nothing
+            Path(output_path).unlink(missing_ok=True)
             raise
-    return result
