@@ -11,25 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
-from lwi.architectures import build
-from lwi.bundle import MODEL_SUFFIX, save_bundle
 from lwi.data.phantoms import make_phantom
+from lwi.names import MODEL_SUFFIX
 
 pytestmark = pytest.mark.slow
 N_IMAGES = 4
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
+def folder(tmp_path_factory, make_bundle) -> Path:
     root = tmp_path_factory.mktemp("folder")
-    torch.manual_seed(0)
-    adapter = build("segresnet", 1, 3, (16, 16, 16), init_filters=8, blocks_down=[1, 1], blocks_up=[1],
-                    norm=["GROUP", {"num_groups": 4}])
-    save_bundle(root / f"tiny{MODEL_SUFFIX}", adapter, {0: "background", 1: "liver", 2: "kidney"},
-                {"orientation": "RAS", "spacing": [4.0, 4.0, 4.0], "modality": "CT", "ct_window": [-175, 250]},
-                {"overlap": 0.25, "sw_batch_size": 2})
+    make_bundle(root / f"tiny{MODEL_SUFFIX}")
     (root / "images").mkdir()
     for i in range(N_IMAGES):
         image, _ = make_phantom(i, shape=(24, 20, 12 + 2 * i), spacing=(3.0, 3.5, 5.0))
