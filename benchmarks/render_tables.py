@@ -92,8 +92,13 @@ def _folder(r: Dict[str, Any]) -> str:
         f"| **overhead** (total - network forward) | {_f(one['overhead'], 3)} | {_f(pipe['overhead'], 3)} |",
         f"| overhead, CPU time | {_f(one.get('overhead CPU time'), 3)} | {_f(pipe.get('overhead CPU time'), 3)} |",
         f"| once per folder: listing + DICOM probing, model load | {_f(once['listing'], 3)}, {_f(once['model_load'], 2)} | |",
+        f"| target: overhead below 0.1 s per image | {_met(one['overhead'] < 0.1)} | {_met(pipe['overhead'] < 0.1)} |",
     ]
     return "\n".join(lines) + "\n\n" + _footer(r)
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
 
 
 def _cli(r: Dict[str, Any]) -> str:
@@ -102,9 +107,10 @@ def _cli(r: Dict[str, Any]) -> str:
         f"| `lwi segment {' '.join(f['options'])}`: {f['input']} ({' x '.join(map(str, f['input_size']))} at "
         f"{' x '.join(map(str, f['input_spacing']))} mm), {f['model']} | measured | target |",
         "| --- | --- | --- |",
-        f"| wall time, whole process | {_f(f['seconds'], 1)} s | < {f['target_seconds']:.0f} s |",
+        f"| wall time, whole process | {_f(f['seconds'], 1)} s | < {f['target_seconds']:.0f} s: "
+        f"{_met(f['seconds'] < f['target_seconds'])} |",
         f"| CPU time (user + system) | {_f(f.get('cpu_seconds'), 1)} s | |",
-        f"| peak memory (RSS) | {_f(f['peak_rss_gb'])} GB | < {f['target_gb']:.0f} GB |",
+        f"| peak memory (RSS) | {_f(f['peak_rss_gb'])} GB | < {f['target_gb']:.0f} GB: {_met(f['peak_rss_gb'] < f['target_gb'])} |",
     ]
     return "\n".join(lines) + "\n\n" + _footer(r)
 
