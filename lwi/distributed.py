@@ -123,6 +123,17 @@ def gather_objects(value: Any) -> List[Any]:
     return out
 
 
+class _DistributedModel(torch.nn.parallel.DistributedDataParallel):
+    """DDP that also answers for the wrapped model's own attributes (``num_subvolumes``, ``spec()``,
+    ...), so a strategy's step function works the same on the bare and the wrapped model."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
+
+
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """``model`` in DistributedDataParallel when a process group is set up, else ``model`` itself.
 
@@ -134,10 +145,8 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return model
     import inspect
 
-    from torch.nn.parallel import DistributedDataParallel
-
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     # torch >= 2.13 names the switch forward_sync_buffers (broadcast_buffers is deprecated there).
-    named = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    named = "forward_sync_buffers" in inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
     buffers = {"forward_sync_buffers": False} if named else {"broadcast_buffers": False}
-    return DistributedDataParallel(model, device_ids=ids, **buffers)
+    return _DistributedModel(model, device_ids=ids, **buffers)

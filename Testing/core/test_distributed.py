@@ -82,7 +82,8 @@ NET = ["--arch", "segresnet", "--init-filters", "8", "--arch-param", "blocks_dow
 
 
 def _train_args(data: Path, out: Path, epochs: int) -> list:
-    return ["train", "--data", str(data), "--out", str(out), "--strategy", "scratch", *NET, "--pretrain-epochs", "1",
+    # The lwi strategy: Step 1 and Step 2 both run under DDP (the Step-1 model's own attributes too).
+    return ["train", "--data", str(data), "--out", str(out), "--strategy", "lwi", *NET, "--pretrain-epochs", "2",
             "--epochs", str(epochs), "--batch-size", "1", "--iterations-per-epoch", "2", "--checkpoint-every", "1",
             "--val-fraction", "0", "--device", "cpu", "--progress", "json"]
 
@@ -117,8 +118,8 @@ def test_killed_run_resumes_from_its_checkpoint_and_only_rank0_writes(data, tmp_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     events = [json.loads(line) for line in resumed.stdout.splitlines()]
     assert any(f"at iteration {stopped_at} of" in e.get("message", "") for e in events if e["event"] == "log")
-    first = next(e for e in events if e["event"] == "progress" and e.get("stage") == "train")
+    first = next(e for e in events if e["event"] == "progress" and e.get("stage") == "finetune")
     assert first["iteration"] > stopped_at
     training = checkpoint.read_metadata(last)["training"]
     assert training["complete"] and training["iteration"] == training["total_iterations"] > stopped_at
-    assert out.exists()
+    assert out.exists() and out.with_name("m.step1.lwi.safetensors").exists()
