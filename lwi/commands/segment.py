@@ -138,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
     if batch:
         return _run_folder(args, jobs, progress)
     image, output, probs = jobs[0]
+    if args.devices:  # one image: the first of the devices
+        from lwi.folder import resolve_devices
+
+        args.device = resolve_devices(args.devices)[0]
     segmenter = make_segmenter(args, progress)
     if args.color_table:
         write_color_table(segmenter.labels, args.color_table)
