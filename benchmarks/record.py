@@ -63,13 +63,15 @@ def versions() -> Dict[str, str]:
 
 
 def display_path(path: Any) -> str:
-    """A path as result files show it: relative inside the repository, else its last two parts
-    (where a data set lies on the measuring machine says nothing to a reader)."""
+    """A path as result files show it: relative inside the repository, else a file's name or a
+    folder's last two parts (where data lie on the measuring machine says nothing to a reader)."""
     p = Path(path)
     try:
         return str(p.resolve().relative_to(ROOT))
     except ValueError:
-        return str(Path(*p.parts[-2:])) if p.is_absolute() else str(p)
+        if not p.is_absolute():
+            return str(p)
+        return p.name if p.is_file() else str(Path(*p.parts[-2:]))
 
 
 def _command() -> str:
