@@ -17,6 +17,8 @@ import qt
 import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -68,9 +70,10 @@ class LWITraining(ScriptedLoadableModule):
 
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "LWI Training"
-        self.parent.categories = ["Segmentation"]
-        self.parent.dependencies = []
+        self.parent.title = _("LWI Training")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        # Its LWICommon helpers are installed by LWISegmentation, and models are used there.
+        self.parent.dependencies = ["LWISegmentation"]
         self.parent.contributors = ["LWI extension developers"]
         self.parent.helpText = (
             "Train a segmentation network on a few labelled cases (volumes with segmentations in the "
@@ -125,6 +128,8 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self.task = None
+        self.previewTask = None
+        self.segmentTask = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
 
@@ -142,6 +147,12 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.task = TaskPanel(
             self.ui.trainButton, self.ui.progressBar, self.ui.statusLabel, self.ui.logTextEdit
         )
+        self.previewTask = TaskPanel(
+            self.ui.previewButton, self.ui.previewProgressBar, self.ui.previewStatusLabel, self.ui.logTextEdit
+        )
+        self.segmentTask = TaskPanel(
+            self.ui.segmentButton, self.ui.segmentProgressBar, self.ui.segmentStatusLabel, self.ui.logTextEdit
+        )
         self.ui.casesTableWidget.setColumnCount(len(CASE_COLUMNS))
         self.ui.casesTableWidget.setHorizontalHeaderLabels(CASE_COLUMNS)
 
@@ -158,9 +169,19 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        for task in (self.task, self.previewTask, self.segmentTask):
+            if task is not None:
+                task.cancel(wait=True)  # the timer stops with the widget: finish the runs here
+        if self.logic is not None:
+            self.logic.clearCases()  # removes the staged copies of scene cases
         self.removeObservers()
+
+    def onReload(self) -> None:
+        """Reload the LWICommon helpers too (Slicer reloads only this file), then the module."""
+        from LWICommon.gui import reloadPackage
+
+        reloadPackage("LWICommon")
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -172,6 +193,11 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
 
     def onSceneStartClose(self, caller, event) -> None:
+        # A preview or segmentation would load its result next to nodes being removed: stop them.
+        # Training writes only files (its plot is made again), so it goes on.
+        for task in (self.previewTask, self.segmentTask):
+            if task is not None:
+                task.cancel()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -189,24 +215,40 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            if self._parameterNode.strategy not in STRATEGIES:  # a scene saved with a strategy now gone
-                self._parameterNode.strategy = _names.DEFAULT_STRATEGY
+            from LWICommon import files
+            from LWICommon.gui import connectParameterNodeToGui, isUnsetPath
+
+            p = self._parameterNode
+            if p.strategy not in STRATEGIES:  # a scene saved with a strategy now gone
+                p.strategy = _names.DEFAULT_STRATEGY
+            # pathlib.Path parameters default to ".": the folder buttons would show Slicer's
+            # working directory. Show the real defaults instead.
+            if isUnsetPath(p.modelsFolder):
+                p.modelsFolder = pathlib.Path(self.logic.modelsFolder())
+            if isUnsetPath(p.dataFolder):
+                p.dataFolder = pathlib.Path(files.default_training_folder())  # where "Add to training set" writes
             # Widgets are bound through their SlicerParameterName property in the .ui file.
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+            self._parameterNodeGuiTag = connectParameterNodeToGui(p, self.ui)
+            self.addObserver(p, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
             self._updateButtons()
 
     def _updateButtons(self, caller=None, event=None) -> None:
+        from LWICommon.gui import isUnsetPath
+
         p = self._parameterNode
         running = self.task is not None and self.task.running
         included = len(self.logic.trainingSet.included) if self.logic.trainingSet else 0
         name = p.modelName.strip() if p else ""
         self.ui.addPairButton.enabled = bool(p and p.caseVolume and p.caseSegmentation)
-        self.ui.addFolderCasesButton.enabled = bool(p and os.path.isdir(str(p.dataFolder)))
-        self.ui.previewButton.enabled = bool(self._selectedCase() is not None)
+        self.ui.addFolderCasesButton.enabled = bool(
+            p and not isUnsetPath(p.dataFolder) and os.path.isdir(str(p.dataFolder))
+        )
+        if not (self.previewTask is not None and self.previewTask.running):  # it is Cancel while running
+            self.ui.previewButton.enabled = bool(self._selectedCase() is not None)
         canResume = bool(p and name and not running and self.logic.canResume(name, self._modelsFolder()))
         self.ui.resumeButton.enabled = canResume
-        self.ui.segmentButton.enabled = bool(self.logic.lastModelPath and not running)
+        if not (self.segmentTask is not None and self.segmentTask.running):
+            self.ui.segmentButton.enabled = bool(self.logic.lastModelPath and not running)
         if running:
             return  # the Train button is Cancel while running
         ready = bool(p and included and name)
@@ -217,7 +259,9 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _modelsFolder(self) -> str:
         p = self._parameterNode
-        return self.logic.modelsFolder(str(p.modelsFolder) if p and str(p.modelsFolder) not in ("", ".") else None)
+        from LWICommon.gui import isUnsetPath
+
+        return self.logic.modelsFolder(None if not p or isUnsetPath(p.modelsFolder) else str(p.modelsFolder))
 
     # -- cases -------------------------------------------------------------------------------
     def _run(self, what: str, function: Callable[[], Any]) -> Any:
@@ -280,8 +324,16 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return self.logic.settingsFromParameterNode(p)
 
     def onPreview(self) -> None:
-        case = self._selectedCase()
-        self._run("The preview", lambda: self.logic.showPreview(case, self._settings()))
+        if self.previewTask.running:
+            self.previewTask.cancel()
+            return
+        try:
+            runner = self.logic.startPreview(self._selectedCase(), self._settings())
+            self.previewTask.log("Running: " + self.logic.lastCommand)
+            self.previewTask.start(runner)
+        except Exception as e:
+            slicer.util.errorDisplay(f"The preview could not start: {e}")
+            logging.exception("LWITraining preview failed to start")
 
     def onTrainButton(self) -> None:
         if self.task.running:
@@ -324,11 +376,23 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
 
     def onSegmentButton(self) -> None:
-        volume = self._parameterNode.caseVolume or slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        if self.segmentTask.running:
+            self.segmentTask.cancel()
+            return
+        volume = self._parameterNode.caseVolume or self.logic.segmentationLogic().shownVolume()
         if volume is None:
             slicer.util.errorDisplay("Load or select a volume to segment.")
             return
-        self._run("Segmenting", lambda: self.logic.segmentWithModel(volume, device=self._parameterNode.device))
+        try:
+            job = self.logic.startSegmentWithModel(
+                volume, device=self._parameterNode.device,
+                onImported=lambda node: self.segmentTask.log(f"Segmented {volume.GetName()}: {node.GetName()}."),
+            )
+            self.segmentTask.log("Running: " + self.logic.lastCommand)
+            self.segmentTask.start(job, onDone=lambda job: self._updateButtons())
+        except Exception as e:
+            slicer.util.errorDisplay(f"Segmentation could not start: {e}")
+            logging.exception("LWITraining segmentation failed to start")
 
 
 class LWITrainingLogic(ScriptedLoadableModuleLogic, TrainingLogic):
@@ -414,9 +478,15 @@ class LWITrainingTest(ScriptedLoadableModuleTest):
         """Three synthetic cases, a tiny SegResNet, a few iterations on the CPU: a model file with the right labels appears."""
         import tempfile
 
+        import LWISegmentation
+
         logic = LWITrainingLogic()
-        if not logic.setupDependencies(askConfirmation=False):
-            self.skipTest("The core's dependencies are not installed.")
+        # Probe, never install (setupDependencies would download GBs); and no skipTest: Reload and
+        # Test calls runTest directly and reports SkipTest as a failure.
+        ready, _cuda = LWISegmentation.LWISegmentationTest()._coreStatus()
+        if not ready:
+            self.delayDisplay("Skipped tiny training: the core's dependencies are not installed")
+            return
         pairs = [self._makeCase(f"synthetic{i}", ["liver", "spleen"], i) for i in range(3)]
         logic.addCases(logic.collectCasesFromNodes(pairs))
         modelsFolder = tempfile.mkdtemp(prefix="lwi-selftest-", dir=slicer.app.temporaryPath)

@@ -14,6 +14,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 #: torch requirement (passed to PyTorchUtils, which installs the build matching the GPU driver).
 TORCH_REQUIREMENT = "torch>=2.1"
 
+#: Installed with torch by the PyTorch extension: pinned like torch, so pip never swaps the build.
+TORCH_PACKAGES: Tuple[str, ...] = ("torch", "torchvision", "torchaudio")
+
 #: The core's other requirements; kept equal to pyproject.toml (a test checks it).
 CORE_REQUIREMENTS: Tuple[str, ...] = (
     "monai>=1.5",
@@ -84,6 +87,18 @@ def installed_version(name: str) -> Optional[str]:
         return None
 
 
+def torch_problem(version_of: Callable[[str], Optional[str]] = installed_version) -> Optional[str]:
+    """None when the installed torch meets :data:`TORCH_REQUIREMENT`; otherwise what is wrong
+    (``"missing"`` or ``"2.0.1 installed"``). Reads package metadata only: torch is not imported."""
+    name, specifier = split_requirement(TORCH_REQUIREMENT)
+    version = version_of(name)
+    if version is None:
+        return "missing"
+    if specifier and not satisfies(version, specifier):
+        return f"{version} installed"
+    return None
+
+
 def missing_requirements(
     requirements: Iterable[str] = CORE_REQUIREMENTS,
     version_of: Callable[[str], Optional[str]] = installed_version,
@@ -125,7 +140,10 @@ def pip_install_requirements(
     shipped: Sequence[str] = SLICER_SHIPPED,
 ) -> List[str]:
     """The arguments after ``pip install``: the missing requirements, plus every installed package
-    that Slicer ships pinned to its installed version (``numpy==1.26.4``), so pip keeps it.
+    that Slicer ships, and the installed torch build (:data:`TORCH_PACKAGES`), pinned to its
+    installed version (``numpy==1.26.4``, ``torch==2.5.1+cu121``), so pip keeps it: MONAI
+    depends on torch, and pip would otherwise replace the PyTorch extension's CUDA build with a
+    PyPI wheel.
 
     Requirements for a shipped package that is already installed are left out (the pin stands
     for them); check :func:`shipped_conflicts` first.
@@ -138,18 +156,20 @@ def pip_install_requirements(
             continue
         wanted.append(requirement)
     pins = []
-    for _key, name in sorted(protected.items()):
+    for _key, name in sorted(protected.items()) + [(canonical_name(n), n) for n in TORCH_PACKAGES]:
         version = version_of(name)
         if version is not None:
             pins.append(f"{name}=={version}")
     return wanted + pins if wanted else []
 
 
-def describe_missing(torch_missing: bool, missing: Sequence[str]) -> str:
-    """The question asked once before installing: what will be installed and why."""
-    items = (
-        ["PyTorch (through the PyTorch extension, matching your GPU driver)"] if torch_missing else []
-    ) + list(missing)
+def describe_missing(torch_problem: Optional[str], missing: Sequence[str]) -> str:
+    """The question asked once before installing: what will be installed and why
+    (``torch_problem``: :func:`torch_problem`'s answer, None when torch is fine)."""
+    torch_item = f"PyTorch {TORCH_REQUIREMENT[len('torch'):]} (through the PyTorch extension, matching your GPU driver)"
+    if torch_problem and torch_problem != "missing":
+        torch_item += f"; {torch_problem}"
+    items = ([torch_item] if torch_problem else []) + list(missing)
     return (
         "LWI needs these Python packages, which are not installed yet:\n\n  - "
         + "\n  - ".join(items)

@@ -9,9 +9,80 @@ log events go to the log; the end of the run gives one clear message. Qt is impo
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from LWICommon.process import Event, ProcessRunner, event_log_line, progress_fraction, progress_text
+
+#: The dynamic property that binds a widget of a module's .ui file to a parameter node field.
+PARAMETER_PROPERTY = "SlicerParameterName"
+
+
+def parameterWidgets(ui: Any) -> Dict[str, Any]:
+    """``{parameter name: widget}`` for the widgets of ``ui`` (``slicer.util.childWidgetVariables``)
+    that carry the :data:`PARAMETER_PROPERTY` property in the .ui file."""
+    mapping = {}
+    for widget in vars(ui).values():
+        name = widget.property(PARAMETER_PROPERTY) if hasattr(widget, "property") else None
+        if name:
+            mapping[str(name)] = widget
+    return mapping
+
+
+def connectParameterNodeToGui(parameterNode: Any, ui: Any) -> Any:
+    """Bind ``parameterNode`` (a ``parameterNodeWrapper``) to the widgets of ``ui``; returns the tag
+    for ``parameterNode.disconnectGui``.
+
+    Not ``parameterNode.connectGui(ui)``: before Slicer 5.10 it returns None (fixed by Slicer commit
+    b5a65a49a0), so ``disconnectGui`` cannot remove the connection, and every stale connection
+    resets combo boxes to their first choice on the next connect. ``connectParametersToGui``
+    returns the tag in every version since 5.6.
+    """
+    return parameterNode.connectParametersToGui(parameterWidgets(ui))
+
+
+def isUnsetPath(path: Any) -> bool:
+    """Whether a ``pathlib.Path`` parameter was never set: its parameter-node default is
+    ``Path()``, i.e. ``"."``, which widgets would show as Slicer's working directory."""
+    return str(path or "").strip() in ("", ".")
+
+
+def reloadPackage(name: str) -> List[str]:
+    """Load the package ``name`` and its loaded submodules again from their files (Slicer's Reload
+    re-reads only the module file). Returns the module names, imported afresh in dependency order
+    (a submodule importing another gets the new one)."""
+    import importlib
+    import importlib.util
+    import sys
+
+    names = sorted(m for m in list(sys.modules) if m == name or m.startswith(name + "."))
+    for moduleName in names:
+        del sys.modules[moduleName]
+    reloaded = []
+    for moduleName in names:
+        # Modules loaded by file path under the package's name (no file of that name) are made
+        # again by whoever loads them.
+        if moduleName in sys.modules or importlib.util.find_spec(moduleName) is not None:
+            importlib.import_module(moduleName)
+            reloaded.append(moduleName)
+    return reloaded
+
+
+def pollUntilDone(job: Any, intervalMsec: int = 200) -> None:
+    """Poll a started background job (``poll()``, ``finished``) from a Qt timer until it is over,
+    so its ``on_finished`` runs on the main thread (console calls that do not wait)."""
+    import qt
+
+    timer = qt.QTimer()
+    timer.setInterval(intervalMsec)
+
+    def poll() -> None:
+        job.poll()
+        if job.finished:
+            timer.stop()
+
+    timer.connect("timeout()", poll)
+    timer.start()
+    job._lwiTimer = timer  # keep the timer alive as long as the job
 
 
 class TaskPanel:
@@ -75,11 +146,18 @@ class TaskPanel:
         runner.start()
         self._timer.start()
 
-    def cancel(self) -> None:
-        """End the run's whole process tree and remove its temporary folder."""
+    def cancel(self, wait: bool = False) -> None:
+        """End the run's whole process tree and remove its temporary folder.
+
+        By default this only sends the request (the GUI never waits on it): the timer's polls
+        finish the run, killing it after its grace period. ``wait=True`` blocks until it is over
+        (a module being closed, whose timer stops).
+        """
         if self.runner is not None and self.running:
             self.statusLabel.text = "Cancelling..."
-            self.runner.cancel()
+            self.runner.cancel(wait=wait)
+            if wait:
+                self._poll()
 
     def _poll(self) -> None:
         if self.runner is not None:

@@ -141,6 +141,14 @@ def failure_message(
     return message
 
 
+def no_window_kwargs() -> Dict[str, Any]:
+    """Arguments for any child of the GUI application: on Windows, no console window flashes up
+    (PythonSlicer and taskkill are console programs; Slicer's GUI has no console to share)."""
+    if os.name == "nt":
+        return {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)}
+    return {}
+
+
 def popen_platform_kwargs() -> Dict[str, Any]:
     """Popen arguments that put the child in its own process group and hide console windows."""
     if os.name == "nt":
@@ -166,32 +174,65 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def kill_process_tree(proc: subprocess.Popen, grace_seconds: float = 3.0) -> None:
-    """End ``proc`` and every process in its group: politely first, then forcibly."""
+def terminate_process_tree(proc: subprocess.Popen) -> None:
+    """Ask ``proc`` and every process in its group to end, and return at once (never waits: it is
+    called from Slicer's main thread). Windows: ``taskkill /T /F``, started and not waited for."""
     if os.name == "nt":
-        subprocess.run(
-            kill_tree_command(proc.pid), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
-        )
         try:
-            proc.wait(timeout=grace_seconds)
-        except subprocess.TimeoutExpired:
+            subprocess.Popen(
+                kill_tree_command(proc.pid),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                **no_window_kwargs(),
+            )
+        except OSError:
             proc.kill()
         return
-    pgid = proc.pid  # start_new_session makes the child the leader of its own group
     try:
-        os.killpg(pgid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)  # start_new_session makes the child its group's leader
     except ProcessLookupError:
+        pass
+
+
+def force_kill_process_tree(proc: subprocess.Popen) -> None:
+    """End ``proc`` and its group forcibly, at once (after :func:`terminate_process_tree`'s grace)."""
+    if os.name == "nt":
+        if proc.poll() is None:
+            proc.kill()
         return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def kill_process_tree(proc: subprocess.Popen, grace_seconds: float = 3.0) -> None:
+    """End ``proc`` and every process in its group: politely first, then forcibly. Blocks up to
+    ``grace_seconds`` (scripts, shutdown); the GUI uses the non-blocking ``cancel(wait=False)``."""
+    terminate_process_tree(proc)
     deadline = time.monotonic() + grace_seconds
     while time.monotonic() < deadline:
         proc.poll()  # reap the leader so it does not linger as a zombie member of the group
-        if not _group_alive(pgid):
+        if (proc.returncode is not None) if os.name == "nt" else not _group_alive(proc.pid):
             return
         time.sleep(0.05)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    force_kill_process_tree(proc)
+
+
+class CancelDeadline:
+    """When a cancelled process tree that was asked to end gets killed: :meth:`check` from each
+    poll forces it after the grace period, so no cancel ever waits on the GUI thread."""
+
+    def __init__(self, proc: subprocess.Popen, grace_seconds: float):
+        self.proc = proc
+        self.deadline = time.monotonic() + grace_seconds
+        self.forced = False
+
+    def check(self) -> None:
+        if not self.forced and time.monotonic() >= self.deadline:
+            self.forced = True
+            force_kill_process_tree(self.proc)
 
 
 def read_events(stream: Any, put: Callable[[Event], None]) -> None:
@@ -300,6 +341,7 @@ class ProcessRunner(RunEnd):
         self._threads: List[threading.Thread] = []
         self._finished = False
         self._exit_seen_at: Optional[float] = None
+        self._kill: Optional[CancelDeadline] = None
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self) -> ProcessRunner:
@@ -333,7 +375,12 @@ class ProcessRunner(RunEnd):
     def poll(self) -> List[Event]:
         """Deliver the events read since the last call; report the end of the run once."""
         events = self._drain()
+        if self._kill is not None and not self._finished:
+            self._kill.check()
         if not self._finished and self.proc is not None and self.proc.poll() is not None:
+            if self.cancelled and os.name != "nt" and _group_alive(self.proc.pid):
+                # The leader is gone but a cancelled run's grandchildren (data loaders) are not.
+                force_kill_process_tree(self.proc)
             # The pipes close when the process exits; a grandchild that inherited them could keep
             # them open, so stop waiting for the readers after a few seconds (without blocking).
             if self._exit_seen_at is None:
@@ -351,21 +398,26 @@ class ProcessRunner(RunEnd):
         poll_until_finished(self, timeout, interval, f"{self.command_name()} did not finish within {timeout} s.")
         return self.returncode
 
-    def cancel(self, grace_seconds: float = 3.0) -> None:
-        """End the whole process tree, then report the run as cancelled and remove its temporary folder."""
+    def cancel(self, grace_seconds: float = 3.0, wait: bool = True) -> None:
+        """Stop the whole process tree (politely, then forcibly after ``grace_seconds``), then report
+        the run as cancelled and remove its temporary folder.
+
+        ``wait=False`` (the GUI) only sends the request and returns at once: the next
+        :meth:`poll` calls force the kill after the grace period and report the end as usual.
+        """
         if self._finished:
             return
         self.cancelled = True
-        if self.proc is not None and self.proc.poll() is None:
-            kill_process_tree(self.proc, grace_seconds)
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=grace_seconds)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.poll()
-        if not self._finished:  # never started
+        if self.proc is None:  # never started
             self._finish(CANCELLED)
+            return
+        if self._kill is None and self.proc.poll() is None:
+            terminate_process_tree(self.proc)
+            self._kill = CancelDeadline(self.proc, grace_seconds)
+        if wait:
+            poll_until_finished(self, None, 0.05, "")
+        else:
+            self.poll()
 
     def command_name(self) -> str:
         """``"lwi segment"`` for ``[python, "-m", "lwi", "segment", ...]``, else the program name."""
@@ -415,6 +467,7 @@ def model_info(
 
     proc = subprocess.run(
         info_command(model_path, python=python),
+        **no_window_kwargs(),
         env=dict(env) if env is not None else None,
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -20,6 +20,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional
 
 from LWICommon.cli_args import python_executable
 from LWICommon.process import (
+    CancelDeadline,
     Event,
     RunEnd,
     kill_process_tree,
@@ -27,6 +28,7 @@ from LWICommon.process import (
     popen_platform_kwargs,
     read_events,
     read_stderr_lines,
+    terminate_process_tree,
 )
 
 WORKER_MODULE = "lwi.worker"
@@ -89,6 +91,7 @@ class WorkerJob(RunEnd):
         self.stderr_tail: List[str] = []
         self._started = False
         self._finished = False
+        self._cancel_deadline: Optional[float] = None
 
     @property
     def args(self) -> List[str]:
@@ -111,31 +114,48 @@ class WorkerJob(RunEnd):
         return self._finished
 
     def poll(self) -> List[Event]:
-        """Deliver this job's events read since the last call (and dispatch the other jobs' ones)."""
-        return self.client.poll().get(json.dumps(self.id), [])
+        """Deliver this job's events read since the last call (and dispatch the other jobs' ones).
+
+        After :meth:`cancel`, a worker that has not stopped the request within the grace period is
+        ended here (its process tree), so cancelling never waits on the caller's thread.
+        """
+        events = self.client.poll().get(json.dumps(self.id), [])
+        if self.cancelled and not self._finished and self._cancel_deadline is not None:
+            if time.monotonic() >= self._cancel_deadline and self.client.alive:
+                self._cancel_deadline = None
+                self.client.terminate()
+        return events
 
     def wait(self, timeout: Optional[float] = None, interval: float = 0.05) -> Optional[int]:
         """Block until the request is answered; returns :attr:`returncode`."""
         poll_until_finished(self, timeout, interval, f"The worker did not answer within {timeout} s.")
         return self.returncode
 
-    def cancel(self, grace_seconds: float = 5.0) -> None:
+    def cancel(self, grace_seconds: float = 5.0, wait: bool = True) -> None:
         """Ask the worker to stop this request; if it does not within ``grace_seconds`` (a long
-        preprocessing step), end the worker's process tree (the next request starts a new one)."""
+        preprocessing step), end the worker's process tree (the next request starts a new one).
+
+        ``wait=False`` (the GUI) sends the request and returns at once; the following
+        :meth:`poll` calls finish the job, ending the worker after the grace period if needed.
+        """
         if self._finished:
             return
         self.cancelled = True
-        if self._started and self.client.alive:
-            self.client.send({"id": f"cancel-{self.id}", "command": "cancel", "target": self.id})
-            deadline = time.monotonic() + grace_seconds
-            while not self._finished and time.monotonic() < deadline and self.client.alive:
-                self.poll()
-                time.sleep(0.02)
+        if not (self._started and self.client.alive):
+            self.poll()
             if not self._finished:
-                self.client.stop(timeout=1.0, grace_seconds=1.0)
-        self.poll()
-        if not self._finished:
-            self._finish(None)
+                self._finish(None)
+            return
+        if self._cancel_deadline is None:
+            try:
+                self.client.send({"id": f"cancel-{self.id}", "command": "cancel", "target": self.id})
+            except (OSError, ValueError, RuntimeError):  # the worker died just now: poll reports it
+                pass
+            self._cancel_deadline = time.monotonic() + grace_seconds
+        if wait:
+            poll_until_finished(self, None, 0.02, "")
+        else:
+            self.poll()
 
     def command_name(self) -> str:
         return f"lwi {self.request.get('command', 'worker')}"
@@ -184,6 +204,7 @@ class WorkerClient:
         self._ids = itertools.count(1)
         self._write_lock = threading.Lock()
         self._stdout_closed = threading.Event()
+        self._kill: Optional[CancelDeadline] = None
         self.starts = 0  # how many worker processes this client started (a restart after a crash adds one)
 
     @property
@@ -203,6 +224,7 @@ class WorkerClient:
             return self
         self.stderr_tail.clear()
         self._stdout_closed = threading.Event()
+        self._kill = None
         self.proc = subprocess.Popen(
             self.args,
             env=self.env,
@@ -266,6 +288,8 @@ class WorkerClient:
         If the worker has died, every job still waiting fails with the worker's last words.
         """
         grouped: Dict[str, List[Event]] = {}
+        if self._kill is not None and self.alive:
+            self._kill.check()
         while True:
             try:
                 event = self._events.get_nowait()
@@ -306,6 +330,13 @@ class WorkerClient:
         self._stdout_closed.wait(timeout=grace_seconds)
         self.poll()
         self._fail_pending(self.proc.returncode)
+
+    def terminate(self, grace_seconds: float = 2.0) -> None:
+        """End the worker's process tree without waiting (politely, then forcibly from a later
+        :meth:`poll` after ``grace_seconds``); its waiting jobs fail when :meth:`poll` sees it gone."""
+        if self.alive and self._kill is None:
+            terminate_process_tree(self.proc)
+            self._kill = CancelDeadline(self.proc, grace_seconds)
 
     # -- internals -------------------------------------------------------------------------
     def _fail_pending(self, returncode: Optional[int]) -> None:

@@ -44,7 +44,7 @@ _CHILD = textwrap.dedent(
         sys.modules[name] = module
         return module
 
-    for name in ("qt", "ctk", "vtk", "slicer", "slicer.ScriptedLoadableModule", "slicer.util"):
+    for name in ("qt", "ctk", "vtk", "slicer", "slicer.ScriptedLoadableModule", "slicer.util", "slicer.i18n"):
         stub(name)
     pnw = stub("slicer.parameterNodeWrapper")
     pnw.parameterNodeWrapper = lambda cls=None: cls
@@ -52,6 +52,7 @@ _CHILD = textwrap.dedent(
     pnw.WithinRange = lambda lo, hi: ("WithinRange", lo, hi)
     sys.modules["slicer"].ScriptedLoadableModule = sys.modules["slicer.ScriptedLoadableModule"]
     sys.modules["slicer"].util = sys.modules["slicer.util"]
+    sys.modules["slicer"].i18n = sys.modules["slicer.i18n"]
     sys.modules["slicer"].parameterNodeWrapper = pnw
 
     sys.path[:0] = sys.argv[2:]

@@ -191,7 +191,7 @@ def test_the_scan_finds_what_the_modules_obviously_use():
         "slicer.util.loadUI",
         "slicer.util.childWidgetVariables",
         "ImportLabelmapToSegmentationNode",
-        "connectGui",
+        "disconnectGui",
         "resourcePath",
         "qMRMLNodeComboBox.nodeTypes",
         "slicer.mrmlScene.StartCloseEvent",

@@ -174,7 +174,7 @@ def test_pip_arguments_never_replace_packages_slicer_ships():
 
 
 def test_install_question_lists_what_will_be_installed():
-    text = dependencies.describe_missing(True, ["monai>=1.4"])
+    text = dependencies.describe_missing("missing", ["monai>=1.4"])
     assert "PyTorch" in text and "monai>=1.4" in text and "kept as they are" in text
 
 
