@@ -348,7 +348,10 @@ class LWISegmentationLogic(ScriptedLoadableModuleLogic, SegmentationLogic):
     scene, also from the Python console) plus the parameter node and the dependency installer."""
 
     def __init__(self) -> None:
+        from LWICommon.slicer_setup import ensureCoreImportable
+
         ScriptedLoadableModuleLogic.__init__(self)
+        ensureCoreImportable()  # label names and dataset layouts come from the core, in this process
         SegmentationLogic.__init__(self)
 
     def getParameterNode(self):

@@ -401,6 +401,9 @@ class LWITrainingLogic(ScriptedLoadableModuleLogic, TrainingLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        from LWICommon.slicer_setup import ensureCoreImportable
+
+        ensureCoreImportable()  # case layouts and label names come from the core, in this process
         TrainingLogic.__init__(self)
 
     def getParameterNode(self):

@@ -141,6 +141,69 @@ def test_cancel_ends_the_child_and_its_children_and_removes_the_temp_dir(tmp_pat
     assert runner.error_message() == f"{os.path.basename(sys.executable)} was cancelled."
 
 
+_STUBBORN = """
+    import json, signal, subprocess, sys, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a tree that ignores the polite request
+    child = subprocess.Popen([sys.executable, "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"])
+    print(json.dumps({"event": "progress", "fraction": 0.1, "child": child.pid}), flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_gui_cancel_returns_at_once_and_polling_kills_a_stubborn_tree_after_the_grace(tmp_path):
+    runner = ProcessRunner([sys.executable, str(_script(tmp_path, _STUBBORN))]).start()
+    deadline = time.monotonic() + 30
+    while runner.last_progress is None and time.monotonic() < deadline:
+        runner.poll()
+        time.sleep(0.05)
+    child = runner.last_progress["child"]
+
+    started = time.monotonic()
+    runner.cancel(grace_seconds=1.0, wait=False)  # Slicer's main thread: must not wait
+    assert time.monotonic() - started < 0.5 and runner.running and _alive(child)
+    while not runner.finished and time.monotonic() - started < 20:
+        runner.poll()  # the panel's timer
+        time.sleep(0.05)
+    assert runner.finished and runner.returncode == CANCELLED
+    assert time.monotonic() - started >= 1.0  # killed after the grace period, not before
+    assert not _alive(runner.proc.pid) and not _alive(child)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_worker_job_cancel_returns_at_once_and_ends_a_worker_that_does_not_stop(tmp_path):
+    from LWICommon.worker import WorkerClient
+
+    worker = _script(
+        tmp_path,
+        """
+        import json, signal, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        request = json.loads(sys.stdin.readline())
+        print(json.dumps({"event": "progress", "id": request["id"], "fraction": 0.2}), flush=True)
+        time.sleep(120)  # long preprocessing: the cancel request is never read
+        """,
+    )
+    client = WorkerClient(sys.executable)
+    client.args = [sys.executable, str(worker)]
+    job = client.segment("model.lwi.safetensors", "in.nrrd", "out.nrrd")
+    deadline = time.monotonic() + 30
+    while job.last_progress is None and time.monotonic() < deadline:
+        job.poll()
+        time.sleep(0.05)
+    assert job.last_progress is not None
+
+    started = time.monotonic()
+    job.cancel(grace_seconds=0.5, wait=False)
+    assert time.monotonic() - started < 0.5 and job.running and client.alive
+    while not job.finished and time.monotonic() - started < 20:
+        job.poll()
+        time.sleep(0.05)
+    assert job.finished and job.cancelled and job.returncode == CANCELLED
+    assert not client.alive  # ended after the grace periods; the next request starts a new worker
+
+
 def test_crash_is_reported_with_exit_code_and_stderr(tmp_path):
     script = _script(
         tmp_path,
