@@ -486,11 +486,13 @@ class LWISegmentationTest(ScriptedLoadableModuleTest):
         import sys
 
         from LWICommon import cli_args
+        from LWICommon.process import no_window_kwargs
         from LWICommon.slicer_setup import coreEnvironment
 
         python = cli_args.python_executable(current=sys.executable)
         done = subprocess.run(
-            [python, "-c", code], env=coreEnvironment(), capture_output=True, text=True, encoding="utf-8", timeout=600
+            [python, "-c", code], env=coreEnvironment(), capture_output=True, text=True, encoding="utf-8", timeout=600,
+            **no_window_kwargs(),
         )
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed")

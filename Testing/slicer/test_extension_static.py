@@ -246,3 +246,79 @@ def test_module_classes_and_metadata(module):
         and "Kunhimon" in namespace["PAPER_CITATION"]
     )
     assert (ROOT / module / "Resources" / "Icons" / f"{module}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- conventions Slicer expects of a GUI application's modules -----------------------------------
+
+
+def _class(module: str, name: str) -> ast.ClassDef:
+    return next(c for c in _tree(module).body if isinstance(c, ast.ClassDef) and c.name == name)
+
+
+def _calls(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            yield node, ast.unparse(node.func)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_title_and_category_are_translatable_and_reload_includes_the_helpers(module):
+    init = next(f for f in _class(module, module).body if isinstance(f, ast.FunctionDef) and f.name == "__init__")
+    assigned = {
+        ast.unparse(s.targets[0]): s.value for s in init.body if isinstance(s, ast.Assign)
+    }
+    title, categories = assigned["self.parent.title"], assigned["self.parent.categories"]
+    assert isinstance(title, ast.Call) and ast.unparse(title.func) == "_"  # slicer.i18n.tr, as the template
+    assert all(isinstance(c, ast.Call) and ast.unparse(c.func) == "translate" for c in categories.elts)
+    assert "from slicer.i18n import tr as _" in (ROOT / module / f"{module}.py").read_text()
+    widget = _class(module, f"{module}Widget")
+    reload = next(f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name == "onReload")
+    assert "reloadPackage('LWICommon')" in ast.unparse(reload)
+    dependencies = ast.literal_eval(assigned["self.parent.dependencies"])
+    # LWITraining uses LWISegmentation's LWICommon and logic: Slicer must load that module first.
+    assert dependencies == (["LWISegmentation"] if module == "LWITraining" else [])
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_self_tests_neither_install_nor_raise_skiptest(module):
+    """Reload and Test calls runTest directly: a SkipTest is reported as a failure; and a self-test
+    must never download the core's dependencies."""
+    for _node, name in _calls(_class(module, f"{module}Test")):
+        assert name not in ("self.skipTest", "unittest.skip"), name
+        assert not name.endswith(("setupDependencies", "installDependencies")), name
+
+
+def test_double_spin_box_limits_survive_the_spin_box_rounding():
+    """QDoubleSpinBox rounds its minimum and maximum to its decimals: a WithinRange limit it cannot
+    show becomes another value (1e-7 at 6 decimals is 0), which the parameter node then rejects."""
+    checked = 0
+    for module in MODULES:
+        fields = _parameter_node_fields(module)
+        for widget in _ui_widgets(module).values():
+            if widget.get("class") != "QDoubleSpinBox":
+                continue
+            decimals = widget.find("property[@name='decimals']/number")
+            decimals = int(decimals.text) if decimals is not None else 2  # Qt's default
+            for call, name in _calls(fields[_parameter_name(widget)]):
+                if name == "WithinRange":
+                    for limit in (ast.literal_eval(a) for a in call.args):
+                        assert round(limit, decimals) == limit, f"{widget.get('name')}: {limit} at {decimals} decimals"
+                        checked += 1
+    assert checked >= 4
+
+
+def test_every_child_process_of_the_gui_hides_its_console_window():
+    """Windows: a console program (PythonSlicer, taskkill) started by Slicer's GUI flashes a console
+    window unless it is created with CREATE_NO_WINDOW, which these helpers add."""
+    sources = [ROOT / m / f"{m}.py" for m in MODULES] + sorted((ROOT / "LWISegmentation" / "LWICommon").glob("*.py"))
+    found = 0
+    for path in sources:
+        for call, name in _calls(ast.parse(path.read_text())):
+            if name in ("subprocess.run", "subprocess.Popen", "subprocess.call", "subprocess.check_output"):
+                found += 1
+                spread = [ast.unparse(k.value) for k in call.keywords if k.arg is None]
+                named = [k.arg for k in call.keywords]
+                assert "creationflags" in named or set(spread) & {"no_window_kwargs()", "popen_platform_kwargs()"}, (
+                    f"{path.name}:{call.lineno}"
+                )
+    assert found >= 5
