@@ -631,9 +631,14 @@ def test_reload_loads_the_helper_package_again_from_its_files(slicer_env, tmp_pa
         sys.modules.pop(name, None)
 
     widget = slicer_env.train.LWITrainingWidget()
-    common = sys.modules["LWICommon.process"]
-    widget.onReload()
-    assert sys.modules["LWICommon.process"] is not common and widget.reloaded == 1
+    loaded = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "LWICommon"}
+    try:
+        widget.onReload()
+        assert sys.modules["LWICommon.process"] is not loaded["LWICommon.process"] and widget.reloaded == 1
+    finally:  # the other tests keep the modules they imported
+        for name in [n for n in sys.modules if n.split(".")[0] == "LWICommon"]:
+            del sys.modules[name]
+        sys.modules.update(loaded)
 
 
 # -- F24: the staging folder -------------------------------------------------------------------
