@@ -114,7 +114,8 @@ class LWITrainingParameterNode:
     targetSpacing: str = ""
     intensityPreset: Annotated[str, Choice(INTENSITY_PRESETS)] = "auto"
     device: Annotated[str, Choice(DEVICES)] = "auto"
-    learningRate: Annotated[float, WithinRange(1e-7, 1.0)] = 1e-4
+    # The spin box shows 6 decimals and Qt rounds its minimum to them: a smaller minimum would be 0.
+    learningRate: Annotated[float, WithinRange(1e-6, 1.0)] = 1e-4
     maskRatio: Annotated[float, WithinRange(0.0, 0.95)] = 0.4
     cubeSize: Annotated[int, WithinRange(2, 64)] = 16
     batchSize: Annotated[int, WithinRange(1, 64)] = 2

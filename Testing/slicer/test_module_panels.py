@@ -582,31 +582,16 @@ def test_segmentation_panel_cancels_its_runs_when_the_scene_closes(slicer_env, t
 
 
 def test_a_result_is_not_imported_next_to_a_node_that_left_the_scene(slicer_env):
+    check = importlib.import_module("LWICommon.segmentation_logic")._checkStillInScene
     volume = Node("CT")
     slicer_env.scene.nodes.append(volume)
-    slicer_env.seg._checkStillInScene(volume, None)
+    check(volume, None)
     slicer_env.scene.RemoveNode(volume)
     with pytest.raises(RuntimeError, match="CT was removed from the scene"):
-        slicer_env.seg._checkStillInScene(volume, None)
+        check(volume, None)
 
 
-# -- F8: Reload --------------------------------------------------------------------------------
-
-
-def test_reload_in_the_same_module_dict_keeps_the_worker_for_the_old_cleanup(slicer_env):
-    """Slicer 5.6-5.8's Reload re-executes the module file in the same module dict before the old
-    widget's cleanup() (``imp.load_module``; ``importlib.reload`` does the same)."""
-    from LWICommon.worker import WorkerClient
-
-    seg = slicer_env.seg
-    client = WorkerClient(sys.executable)
-    client.args = [sys.executable, "-c", "import sys; sys.stdin.read()"]  # a worker that waits for EOF
-    seg._worker = client.start()
-    oldLogic = seg.LWISegmentationLogic()
-    importlib.reload(seg)
-    oldLogic.shutdownWorker()  # what the old widget's cleanup() does
-    assert client.proc.poll() is not None, "the worker process was orphaned"
-    assert seg._worker is None
+# (F8, the worker kept across Reload, is tested with the logic in test_segmentation_logic_reload.py.)
 
 
 # -- F22: Reload reloads the helpers -----------------------------------------------------------
