@@ -47,42 +47,21 @@ def isUnsetPath(path: Any) -> bool:
 
 
 def reloadPackage(name: str) -> List[str]:
-    """Load the package ``name`` and its loaded submodules again from their files (Slicer's Reload
-    re-reads only the module file). Returns the module names, imported afresh in dependency order
-    (a submodule importing another gets the new one)."""
+    """Execute the package ``name`` and its loaded submodules again from their files (Slicer's
+    Reload re-reads only the module file). ``importlib.reload`` keeps each module's dict, so state
+    a module keeps across reloads (``_worker = globals().get("_worker")``) survives. Two rounds,
+    so a submodule that imported names from another one gets the new ones whatever the order.
+    Returns the reloaded module names."""
     import importlib
-    import importlib.util
     import sys
 
     names = sorted(m for m in list(sys.modules) if m == name or m.startswith(name + "."))
-    for moduleName in names:
-        del sys.modules[moduleName]
-    reloaded = []
-    for moduleName in names:
-        # Modules loaded by file path under the package's name (no file of that name) are made
-        # again by whoever loads them.
-        if moduleName in sys.modules or importlib.util.find_spec(moduleName) is not None:
-            importlib.import_module(moduleName)
-            reloaded.append(moduleName)
-    return reloaded
-
-
-def pollUntilDone(job: Any, intervalMsec: int = 200) -> None:
-    """Poll a started background job (``poll()``, ``finished``) from a Qt timer until it is over,
-    so its ``on_finished`` runs on the main thread (console calls that do not wait)."""
-    import qt
-
-    timer = qt.QTimer()
-    timer.setInterval(intervalMsec)
-
-    def poll() -> None:
-        job.poll()
-        if job.finished:
-            timer.stop()
-
-    timer.connect("timeout()", poll)
-    timer.start()
-    job._lwiTimer = timer  # keep the timer alive as long as the job
+    for _round in range(2):
+        for moduleName in names:
+            module = sys.modules.get(moduleName)
+            if module is not None and getattr(module, "__spec__", None) is not None:
+                importlib.reload(module)
+    return names
 
 
 class TaskPanel:

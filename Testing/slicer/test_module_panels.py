@@ -607,23 +607,23 @@ def test_reload_loads_the_helper_package_again_from_its_files(slicer_env, tmp_pa
     import LWIHelperCopy.b
 
     assert LWIHelperCopy.b.VALUE == 1
-    (package / "a.py").write_text("VALUE = 2\n")
     from LWICommon.gui import reloadPackage
 
+    (package / "a.py").write_text("VALUE = 2\n_kept = globals().get('_kept', [])\n")
+    sys.modules["LWIHelperCopy.a"]._kept = state = ["worker"]
     assert reloadPackage("LWIHelperCopy") == ["LWIHelperCopy", "LWIHelperCopy.a", "LWIHelperCopy.b"]
     assert sys.modules["LWIHelperCopy.b"].VALUE == 2  # b sees the new a
+    assert sys.modules["LWIHelperCopy.a"]._kept is state  # module state kept, as Slicer's Reload needs
     for name in ("LWIHelperCopy", "LWIHelperCopy.a", "LWIHelperCopy.b"):
         sys.modules.pop(name, None)
 
-    widget = slicer_env.train.LWITrainingWidget()
-    loaded = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "LWICommon"}
-    try:
+    reloaded = []
+    monkeypatch.setattr(sys.modules["LWICommon.gui"], "reloadPackage", reloaded.append)
+    for module in (slicer_env.seg, slicer_env.train):
+        widget = getattr(module, module.__name__ + "Widget")()
         widget.onReload()
-        assert sys.modules["LWICommon.process"] is not loaded["LWICommon.process"] and widget.reloaded == 1
-    finally:  # the other tests keep the modules they imported
-        for name in [n for n in sys.modules if n.split(".")[0] == "LWICommon"]:
-            del sys.modules[name]
-        sys.modules.update(loaded)
+        assert widget.reloaded == 1  # and then Slicer's own Reload of the module file
+    assert reloaded == ["LWICommon", "LWICommon"]
 
 
 # -- F24: the staging folder -------------------------------------------------------------------
