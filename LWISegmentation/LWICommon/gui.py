@@ -33,9 +33,9 @@ def connectParameterNodeToGui(parameterNode: Any, ui: Any) -> Any:
     for ``parameterNode.disconnectGui``.
 
     Not ``parameterNode.connectGui(ui)``: before Slicer 5.10 it returns None (fixed by Slicer commit
-    b5a65a49a0), so ``disconnectGui`` cannot remove the connection, and every stale connection
-    resets combo boxes to their first choice on the next connect. ``connectParametersToGui``
-    returns the tag in every version since 5.6.
+    b5a65a49a0), so ``disconnectGui`` cannot remove the connection, and on the next connect every
+    stale connection writes the refilled combo boxes' transient choices (last, then first) into the
+    parameters. ``connectParametersToGui`` returns the tag in every version since 5.6.
     """
     return parameterNode.connectParametersToGui(parameterWidgets(ui))
 
