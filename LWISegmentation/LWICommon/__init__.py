@@ -26,8 +26,9 @@ Three layers, so that as much as possible runs outside Slicer:
    - :mod:`LWICommon.plot_nodes`: the training curves as table and plot nodes.
    - :mod:`LWICommon.segmentation_logic`, :mod:`LWICommon.training_logic`: everything the two
      modules do on the scene (their console API); the module files subclass them.
-3. Qt (Slicer only): :mod:`LWICommon.gui` (task panels bound to widgets) and
-   :mod:`LWICommon.slicer_setup` (installing the dependencies).
+3. Qt (Slicer only): :mod:`LWICommon.gui` (task panels bound to widgets),
+   :mod:`LWICommon.slicer_setup` (installing the dependencies) and :mod:`LWICommon.selftest` (finding
+   the modules' self-tests in ``Testing/Python/``, running code in the core's Python for them).
 
 Naming: code that Slicer users and Slicer code call (layers 2 and 3, the Logic methods, keyword
 arguments such as ``onFinished``) is camelCase, as Slicer's own Python API is; plain-Python helpers

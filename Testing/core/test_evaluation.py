@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from lwi.evaluation import evaluate_pair, format_table, summarize
 
@@ -56,19 +55,14 @@ def test_summary_means_skip_undefined_values_and_table_lists_them():
 
 
 def test_evaluate_cli_writes_json_matching_a_hand_computed_dice(tmp_path):
-    from lwi.architectures import build
-    from lwi.bundle import save_bundle
     from lwi.data.phantoms import PHANTOM_LABELS, write_phantom_dataset
     from lwi.names import MODEL_SUFFIX
+    from lwi.testing import build_tiny_bundle
 
     data = write_phantom_dataset(tmp_path / "data", 2, seed=3, shape=(20, 20, 12), spacing=(4.0, 4.0, 6.0))
-    torch.manual_seed(1)
-    adapter = build("segresnet", 1, 5, (16, 16, 16), init_filters=8, blocks_down=[1, 1], blocks_up=[1],
-                    norm=["GROUP", {"num_groups": 4}])
-    with torch.no_grad():  # a bias towards label 1 so the random network predicts some of it
-        adapter.net.conv_final[-1].conv.bias.copy_(torch.tensor([0.0, 0.05, -1.0, -1.0, -1.0]))
-    model = save_bundle(tmp_path / f"m{MODEL_SUFFIX}", adapter, PHANTOM_LABELS,
-                        {"spacing": [4.0, 4.0, 4.0], "modality": "CT"}, {"overlap": 0.25})
+    # A bias towards label 1 so the random network predicts some of it.
+    model = build_tiny_bundle(tmp_path / f"m{MODEL_SUFFIX}", PHANTOM_LABELS, seed=1, bias=[0.0, 0.05, -1.0, -1.0, -1.0],
+                              preprocessing={"spacing": [4.0, 4.0, 4.0], "modality": "CT"}, inference={"overlap": 0.25})
     out_json = tmp_path / "res" / "eval.json"
     preds = tmp_path / "preds"
     proc = subprocess.run(

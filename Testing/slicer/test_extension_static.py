@@ -37,7 +37,11 @@ def test_every_installed_file_is_listed_in_cmake(module):
     on_disk_py = {
         p.relative_to(folder).as_posix() for p in folder.rglob("*.py") if "__pycache__" not in p.parts
     }
-    assert on_disk_py == set(scripts), "every .py under the module folder must be in MODULE_PYTHON_SCRIPTS"
+    tests = {p for p in on_disk_py if p.startswith("Testing/")}
+    assert on_disk_py - tests == set(scripts), "every installed .py must be in MODULE_PYTHON_SCRIPTS"
+    assert tests == {f"Testing/Python/{t}" for t in _test_scripts(module)}, (
+        "every .py under Testing/ must be in Testing/Python's MODULE_PYTHON_TEST_SCRIPTS"
+    )
     on_disk_resources = {
         p.relative_to(folder).as_posix()
         for p in (folder / "Resources").rglob("*")
@@ -46,7 +50,32 @@ def test_every_installed_file_is_listed_in_cmake(module):
     assert on_disk_resources == set(resources), "every .ui and icon must be in MODULE_PYTHON_RESOURCES"
     assert f"Resources/UI/{module}.ui" in resources and f"Resources/Icons/{module}.png" in resources
     assert re.search(r"slicerMacroBuildScriptedModule\((?s:.)*WITH_GENERIC_TESTS", cmake)
-    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in cmake
+
+
+def _test_scripts(module: str) -> List[str]:
+    text = (ROOT / module / "Testing" / "Python" / "CMakeLists.txt").read_text()
+    return _cmake_lists(text, module).get("MODULE_PYTHON_TEST_SCRIPTS", [])
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_self_tests_are_registered_from_testing_python_as_the_template_does(module):
+    """As Slicer's scripted-module template: ``add_subdirectory(Testing)`` when BUILD_TESTING, then
+    ``Testing/Python/CMakeLists.txt`` registers each test script with ``slicer_add_python_unittest``
+    (CTest runs ``slicer.testing.runUnitTest`` on that folder, which loads the TestCase classes of
+    the script). The module file itself holds no TestCase, so it is not registered."""
+    cmake = re.sub(r"#[^\n]*", "", (ROOT / module / "CMakeLists.txt").read_text())
+    assert re.search(r"if\(BUILD_TESTING\)\s*add_subdirectory\(Testing\)\s*endif\(\)", cmake)
+    assert "slicer_add_python_unittest" not in cmake
+    testing = re.sub(r"#[^\n]*", "", (ROOT / module / "Testing" / "CMakeLists.txt").read_text())
+    assert re.findall(r"add_subdirectory\((\w+)\)", testing) == ["Python"]
+    python = re.sub(r"#[^\n]*", "", (ROOT / module / "Testing" / "Python" / "CMakeLists.txt").read_text())
+    assert _test_scripts(module) == [f"{module}Test.py"]
+    assert re.search(
+        r"foreach\(script \$\{MODULE_PYTHON_TEST_SCRIPTS\}\)\s*slicer_add_python_unittest\(SCRIPT \$\{script\}\)",
+        python,
+    )
+    # Reload and Test finds the self-test next to the module file in the build tree as well.
+    assert "${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/Testing/Python/${script} COPYONLY" in python
 
 
 def test_shared_helper_package_is_installed_by_exactly_one_module():
@@ -134,6 +163,10 @@ def _tree(module: str) -> ast.Module:
     return ast.parse((ROOT / module / f"{module}.py").read_text())
 
 
+def _test_tree(module: str) -> ast.Module:
+    return ast.parse((ROOT / module / "Testing" / "Python" / f"{module}Test.py").read_text())
+
+
 def _ui_widgets(module: str) -> Dict[str, ET.Element]:
     root = ET.parse(ROOT / module / "Resources" / "UI" / f"{module}.ui").getroot()
     return {w.get("name"): w for w in root.iter("widget")}
@@ -212,19 +245,19 @@ def test_module_classes_and_metadata(module):
         module: "ScriptedLoadableModule",
         f"{module}Widget": "ScriptedLoadableModuleWidget",
         f"{module}Logic": "ScriptedLoadableModuleLogic",
-        f"{module}Test": "ScriptedLoadableModuleTest",
     }
     for name, base in expected.items():
         assert name in classes, f"{module}.py lacks class {name}"
         assert base in [ast.unparse(b) for b in classes[name].bases]
-    tests = [
-        f.name
-        for f in classes[f"{module}Test"].body
-        if isinstance(f, ast.FunctionDef) and f.name.startswith("test_")
-    ]
-    assert tests and "runTest" in [
-        f.name for f in classes[f"{module}Test"].body if isinstance(f, ast.FunctionDef)
-    ]
+    assert f"{module}Test" not in classes, "the self-test lives in Testing/Python/"
+    test_class = _class_in(_test_tree(module), f"{module}Test")
+    assert "ScriptedLoadableModuleTest" in [ast.unparse(b) for b in test_class.bases]
+    methods = [f.name for f in test_class.body if isinstance(f, ast.FunctionDef)]
+    tests = [name for name in methods if name.startswith("test_")]
+    # Reload and Test calls runTest, which must run every test_ method (CTest runs each of them).
+    run_test = next(f for f in test_class.body if isinstance(f, ast.FunctionDef) and f.name == "runTest")
+    called = {name[len("self.") :] for _node, name in _calls(run_test) if name.startswith("self.test_")}
+    assert tests and set(tests) == called
 
     source = (ROOT / module / f"{module}.py").read_text()
     namespace: Dict[str, object] = {}
@@ -251,8 +284,12 @@ def test_module_classes_and_metadata(module):
 # -- conventions Slicer expects of a GUI application's modules -----------------------------------
 
 
+def _class_in(tree: ast.Module, name: str) -> ast.ClassDef:
+    return next(c for c in tree.body if isinstance(c, ast.ClassDef) and c.name == name)
+
+
 def _class(module: str, name: str) -> ast.ClassDef:
-    return next(c for c in _tree(module).body if isinstance(c, ast.ClassDef) and c.name == name)
+    return _class_in(_tree(module), name)
 
 
 def _calls(tree: ast.AST):
@@ -283,7 +320,7 @@ def test_module_title_and_category_are_translatable_and_reload_includes_the_help
 def test_self_tests_neither_install_nor_raise_skiptest(module):
     """Reload and Test calls runTest directly: a SkipTest is reported as a failure; and a self-test
     must never download the core's dependencies."""
-    for _node, name in _calls(_class(module, f"{module}Test")):
+    for _node, name in _calls(_class_in(_test_tree(module), f"{module}Test")):
         assert name not in ("self.skipTest", "unittest.skip"), name
         assert not name.endswith(("setupDependencies", "installDependencies")), name
 

@@ -80,6 +80,7 @@ TARGETS = [
     "LWICommon.plot_nodes",
     "LWICommon.run_folder",
     "LWICommon.segmentation_logic",
+    "LWICommon.selftest",
     "LWICommon.training_logic",
     "LWICommon.gui",
     "LWICommon.slicer_setup",

@@ -626,6 +626,48 @@ def test_reload_loads_the_helper_package_again_from_its_files(slicer_env, tmp_pa
     assert reloaded == ["LWICommon", "LWICommon"]
 
 
+# -- the self-tests in Testing/Python -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["LWISegmentation", "LWITraining"])
+def test_reload_and_test_finds_the_self_test_in_testing_python_only_when_asked(slicer_env, name, monkeypatch):
+    """Slicer's ``ScriptedLoadableModule.runTest`` (Reload and Test) takes the test class as
+    ``getattr(importlib.import_module(self.__module__), moduleName + "Test")``: the module file must
+    answer that with the class in ``Testing/Python/``, and must not read it while loading."""
+    testName = name + "Test"
+    monkeypatch.delitem(sys.modules, testName, raising=False)
+    module = {"LWISegmentation": slicer_env.seg, "LWITraining": slicer_env.train}[name]
+    assert testName not in vars(module) and testName not in sys.modules  # nothing read at load time
+
+    testClass = getattr(importlib.import_module(module.__name__), testName)  # what runTest does
+    assert issubclass(testClass, sys.modules["slicer.ScriptedLoadableModule"].ScriptedLoadableModuleTest)
+    assert Path(sys.modules[testClass.__module__].__file__) == MODULE_DIRS[name] / "Testing" / "Python" / (
+        testName + ".py"
+    )
+    assert unittest.TestLoader().getTestCaseNames(testClass)  # CTest runs its test_ methods
+    with pytest.raises(AttributeError):
+        module.NoSuchAttribute  # noqa: B018 (other lookups still fail as on any module)
+    sys.modules.pop(testName, None)
+
+
+def test_the_self_test_is_read_again_from_its_file_on_each_lookup(tmp_path, monkeypatch):
+    """Reload and Test re-reads the module file; the test class must be the edited one as well."""
+    from LWICommon.selftest import loadSelfTest
+
+    moduleFile = tmp_path / "MyModule.py"
+    moduleFile.write_text("")
+    folder = tmp_path / "Testing" / "Python"
+    folder.mkdir(parents=True)
+    monkeypatch.delitem(sys.modules, "MyModuleTest", raising=False)
+    (folder / "MyModuleTest.py").write_text("class MyModuleTest:\n    VERSION = 1\n")
+    assert loadSelfTest(str(moduleFile), "MyModuleTest").VERSION == 1
+    (folder / "MyModuleTest.py").write_text("class MyModuleTest:\n    VERSION = 2\n")
+    assert loadSelfTest(str(moduleFile), "MyModuleTest").VERSION == 2
+    (folder / "MyModuleTest.py").unlink()  # an installed extension ships no tests
+    with pytest.raises(AttributeError, match="no self-test"):
+        loadSelfTest(str(moduleFile), "MyModuleTest")
+
+
 # -- F24: the staging folder -------------------------------------------------------------------
 
 

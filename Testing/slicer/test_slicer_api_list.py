@@ -2,7 +2,7 @@
 that defines it and the first Slicer version that has it (checked against Slicer's source). The
 modules target Slicer 5.6 and newer: an API that came later must not be used unguarded.
 
-The scan covers the module files and the LWICommon helpers: dotted uses of ``slicer``, ``qt``,
+The scan covers the module files, the LWICommon helpers and the self-tests (``Testing/Python/``): dotted uses of ``slicer``, ``qt``,
 ``ctk``, ``vtk`` and ``PyTorchUtils``; names imported from ``slicer``; C++ (MRML, VTK) methods,
 which are CamelCase; methods inherited from Slicer's base classes or the parameter node wrapper
 (called on ``self``, ``super()``, ``self.logic``, ``self._parameterNode``); ``self.parent``
@@ -25,6 +25,7 @@ ROOTS = {"slicer", "qt", "ctk", "vtk", "PyTorchUtils"}
 SOURCES = sorted(
     [ROOT / "LWISegmentation" / "LWISegmentation.py", ROOT / "LWITraining" / "LWITraining.py"]
     + list((ROOT / "LWISegmentation" / "LWICommon").glob("*.py"))
+    + list(ROOT.glob("LWI*/Testing/Python/*.py"))  # the self-tests, run in a real Slicer
 )
 UI_FILES = sorted(ROOT.glob("LWI*/Resources/UI/*.ui"))
 # Properties a .ui file sets that come from plain Qt (QWidget, QLabel, ...), not from Slicer or CTK.
