@@ -19,8 +19,9 @@ from LWISegmentation import LWISegmentationLogic
 class LWISegmentationTest(ScriptedLoadableModuleTest):
     """Tests run by Slicer (Reload and Test, and the extension's CTest): the node <-> file round
     trip and the background process machinery (no torch needed), then, when the core's
-    dependencies are installed, a tiny model made here segments a synthetic volume (on the CPU, and
-    again on the GPU when there is one), the Step-1 preview and Add to training set."""
+    dependencies are installed, a tiny model (built in the core's Python) segments a synthetic
+    volume (on the CPU, and again on the GPU when there is one), the Step-1 preview and Add to
+    training set."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
