@@ -37,24 +37,43 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from lwi import interrupt
     from lwi.errors import LWIError
+    from lwi.outputs import os_error_sentence
+    from lwi.progress import close_all
 
+    # Whatever ends the run, the progress bars are closed first: the error sentence is the last line.
     try:
-        return int(args._run(args) or 0)
+        with interrupt.handling():
+            return int(args._run(args) or 0)
     except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        _report_error(args, "Interrupted.")
+    except KeyboardInterrupt as exc:
+        close_all()
+        note = str(exc)
+        _report_error(args, f"Interrupted. {note}" if note else "Interrupted; the command did not finish.")
         return 130
     except LWIError as exc:
+        close_all()
         if getattr(args, "debug", False):
             traceback.print_exc()
         _report_error(args, str(exc))
         return 1
+    except OSError as exc:  # disk full, permission denied, file vanished: the OS's reason, one sentence
+        close_all()
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        _report_error(args, os_error_sentence(exc))
+        return 1
+    except MemoryError:
+        close_all()
+        _report_error(args, "The computer ran out of memory; use a smaller --roi or batch, or a coarser grid.")
+        return 1
     except Exception as exc:  # an unexpected failure: still one line unless --debug
+        close_all()
         if getattr(args, "debug", False):
             traceback.print_exc()
         _report_error(args, f"Unexpected error ({type(exc).__name__}): {exc}. Run again with --debug for details.")

@@ -16,7 +16,6 @@ fields and a ``"training"`` object (iteration, epoch, schedule, best validation,
 from __future__ import annotations
 
 import math
-import signal
 import time
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -26,7 +25,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import torch
 from torch import nn
 
-from lwi import checkpoint, distributed
+from lwi import checkpoint, distributed, interrupt
 from lwi.devices import resolve_device
 from lwi.errors import LWIError
 from lwi.progress import Progress
@@ -45,25 +44,10 @@ def model_tensors(tensors: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (a GUI's Cancel, a cluster's time limit) into KeyboardInterrupt while training.
-
-    The loop then stops between two file writes; checkpoints are written atomically anyway, so the
-    last complete checkpoint always survives and ``--resume`` continues from it.
-    """
-    try:
-        previous = signal.getsignal(signal.SIGTERM)
-
-        def _raise(signum, frame):  # noqa: ARG001
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, _raise)
-    except ValueError:  # not the main thread: leave signals alone
+    """Ctrl-C and SIGTERM (a GUI's Cancel, a cluster's time limit) stop training at the next iteration
+    boundary, after writing the checkpoint (see :mod:`lwi.interrupt`); ``--resume`` continues from it."""
+    with interrupt.handling():
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _grad_scaler(device: torch.device, enabled: bool):
@@ -346,6 +330,7 @@ class Trainer:
                 self.on_best(self.model, metrics)
         return metrics
 
+    @interrupt.stoppable()
     def run(self) -> Dict[str, Any]:
         """Train until the planned iteration; returns a summary (iterations, last losses, best validation)."""
         total = self.total_iterations
@@ -378,6 +363,8 @@ class Trainer:
                 last_report = time.monotonic()
             if epoch_end:
                 self._end_epoch(last_losses)
+            if self._stop_agreed(epoch_end):
+                self._stop()
         self.progress.close()
         distributed.barrier()  # rank 0's last checkpoint is on disk before any rank reads it
         return {
@@ -388,6 +375,20 @@ class Trainer:
             "best": self.best,
             "last_validation": self.last_validation,
         }
+
+    def _stop_agreed(self, epoch_end: bool) -> bool:
+        """Whether to stop now on Ctrl-C/SIGTERM: at once in one process; under torchrun only at an
+        epoch end (where every rank is at the same iteration) and when any rank was asked to."""
+        if self.world_size == 1:
+            return interrupt.stop_requested()
+        return epoch_end and any(distributed.gather_objects(interrupt.stop_requested()))
+
+    def _stop(self) -> None:
+        """Stop at this iteration boundary on Ctrl-C/SIGTERM: checkpoint first, so resume continues here."""
+        if self.checkpoint_path is not None:
+            self.save_checkpoint()
+        self.progress.close()
+        raise KeyboardInterrupt
 
     def _report(self, sums: Dict[str, Any], finite: Any, window: int) -> Dict[str, Any]:
         n_finite = float(finite)

@@ -12,6 +12,7 @@ import json
 import math
 import sys
 import time
+import weakref
 from typing import Any, Optional, TextIO
 
 from tqdm import tqdm
@@ -28,6 +29,15 @@ def clean_fields(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [clean_fields(v) for v in value]
     return value
+
+
+_OPEN: weakref.WeakSet = weakref.WeakSet()  # reporters with a bar on screen
+
+
+def close_all() -> None:
+    """Close every open progress bar, so that what is printed next (an error) is the last line seen."""
+    for progress in list(_OPEN):
+        progress.close()
 
 
 class Progress:
@@ -94,6 +104,7 @@ class Progress:
             self._bar = tqdm(
                 total=total, initial=initial, desc=stage, unit=unit, file=sys.stderr, dynamic_ncols=True
             )
+            _OPEN.add(self)
 
     def update(self, done: int, total: int, **fields: Any) -> None:
         """Report that ``done`` of ``total`` steps of the current stage are finished.
@@ -121,9 +132,11 @@ class Progress:
         self.emit("progress", stage=self._stage, **fields, **extra, fraction=fraction, eta_seconds=eta)
 
     def close(self) -> None:
+        """Close the current bar (it stays on screen, ended by a newline)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        _OPEN.discard(self)
 
     # -- the end ----------------------------------------------------------------------------
     def result(self, **fields: Any) -> None:

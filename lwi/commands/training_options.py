@@ -165,18 +165,6 @@ def settings_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     return values
 
 
-def run_training(reporter: Any, function: Callable[..., Dict[str, Any]], *args: Any, **kwargs: Any) -> Dict[str, Any]:
-    """Run a training API function; SIGTERM stops it like Ctrl-C, with a hint on how to go on."""
-    from lwi.engine import sigterm_as_interrupt
-
-    try:
-        with sigterm_as_interrupt():
-            return function(*args, **kwargs)
-    except KeyboardInterrupt:
-        reporter.log("Stopped. The last checkpoint is intact: run the same command with --resume to continue.")
-        raise
-
-
 def finish(progress: Any, result: Dict[str, Any], what: str) -> int:
     """Report the final result: a sentence on stderr and the ``result`` JSON line."""
     dice = result.get("validation_dice")
@@ -197,7 +185,10 @@ def run_command(
 ) -> int:
     """A training command's run: ``function(*positional, **kwargs)`` with the device, resume, overwrite,
     progress and training settings of ``args``; ``done(result)`` is the closing sentence."""
+    from contextlib import nullcontext
+
     from lwi import distributed
+    from lwi.outputs import writing
     from lwi.progress import Progress
 
     # Under torchrun: join the process group; rank 0 alone reports (docs/distributed.md).
@@ -205,18 +196,40 @@ def run_command(
     progress = Progress(args.progress if distributed.is_main() else "none")
     if distributed.world_size() > 1:
         progress.log(f"Distributed training on {distributed.world_size()} processes ({device.type}).")
+    # Checked (writable, not a folder, not replaced without --overwrite) and locked before any work;
+    # a failed run removes what it wrote, unless a resumable checkpoint is there to continue from.
+    # Rank 0 writes the files, so it alone checks, locks and cleans up.
+    outputs = writing(training_outputs(args), overwrite=args.overwrite, resume=args.resume, lock=True)
     try:
-        result = run_training(
-            progress,
-            function,
-            *positional,
-            device=device,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            progress=progress,
-            **kwargs,
-            **settings_from_args(args),
-        )
+        with outputs if distributed.is_main() else nullcontext():
+            result = function(
+                *positional,
+                device=device,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                progress=progress,
+                **kwargs,
+                **settings_from_args(args),
+            )
     finally:
         distributed.shutdown()
     return finish(progress, result, done(result))
+
+
+def training_outputs(args: argparse.Namespace) -> List[Any]:
+    """The files a training command writes, as :class:`lwi.outputs.Output` (the main one first)."""
+    from pathlib import Path
+
+    from lwi.outputs import Output
+    from lwi.strategies.steps import derived_path
+
+    out = Path(args.out)
+    if args.command == "pretrain":
+        return [Output(out, "--out", resumable=True)]
+    if args.command == "train":
+        from lwi.strategies import get_strategy
+
+        paths = get_strategy(args.strategy).outputs(out)
+    else:
+        paths = [out, derived_path(out, "last")]
+    return [Output(p, "--out", resumable=p != out) for p in paths]
