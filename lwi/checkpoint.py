@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from lwi.errors import LWIError
 from lwi.names import METADATA_KEY, read_header_metadata
+from lwi.outputs import follow_umask
 
 _TENSOR_REF = "__tensor__"
 
@@ -69,10 +70,7 @@ def save(path: PathLike, tensors: Dict[str, torch.Tensor], metadata: Dict[str, A
     os.close(fd)
     try:
         save_file(clean, tmp, metadata={METADATA_KEY: json.dumps(metadata)})
-        # mkstemp makes the file private (0600); a model is meant to be shared, so use the umask.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        follow_umask(tmp)  # mkstemp makes the file private (0600); a model is meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -73,6 +73,16 @@ def demo_settings(quick: bool = False, cases: Optional[int] = None) -> Dict[str,
     return settings
 
 
+def estimate_bytes(quick: bool = False, cases: Optional[int] = None) -> int:
+    """An upper estimate of what the demo writes: the phantoms uncompressed (float32 image and label
+    map) and four model files (best and resumable state of two strategies) of at most 50 MB each."""
+    settings = demo_settings(quick, cases)
+    voxels = 1
+    for n in settings["phantom_shape"]:
+        voxels *= int(n)
+    return (max(0, settings["cases"]) + 1) * voxels * 5 + 4 * 50_000_000
+
+
 def run_demo(
     out_dir: Union[str, Path],
     device: Any = "auto",

@@ -154,6 +154,42 @@ def write_json(results: Dict[str, Any], path: PathLike) -> Path:
     return path
 
 
+def compare_labels(model: Mapping[int, str], data: Mapping[int, str]) -> List[str]:
+    """Check that a model's labels can be scored on a dataset's; returns warnings to show.
+
+    Refused (:class:`LWIError`): the dataset has label values the model cannot predict (their Dice
+    would be 0 whatever the model does), or the two share no label at all. Warned: values the model
+    predicts but the dataset does not have (scored against an empty reference), and shared values
+    whose names differ (values are compared).
+    """
+    from lwi.errors import LWIError
+
+    model_values = {int(v) for v in model if int(v) != 0}
+    data_values = {int(v) for v in data if int(v) != 0}
+    unknown = sorted(data_values - model_values)
+    if unknown or not (model_values & data_values):
+        raise LWIError(
+            f"The dataset's label values {sorted(data_values)} do not match the model's {sorted(model_values)}"
+            + (f" (the model cannot predict {unknown})" if unknown else "")
+            + "; evaluate with a model trained for these labels, or fix the labels in dataset.json."
+        )
+    notes = []
+    extra = sorted(model_values - data_values)
+    if extra:
+        notes.append(
+            f"The dataset does not declare label value(s) {extra} that the model predicts; "
+            "they are scored against an empty reference."
+        )
+    renamed = [v for v in sorted(model_values & data_values) if str(data[v]).lower() != str(model[v]).lower()]
+    if renamed:
+        notes.append(
+            "Label names differ between model and dataset for value(s) "
+            + ", ".join(f"{v} ({model[v]} vs {data[v]})" for v in renamed)
+            + "; values are compared."
+        )
+    return notes
+
+
 def evaluate_dataset(
     segmenter: Any,
     dataset: Any,
@@ -176,20 +212,9 @@ def evaluate_dataset(
     from lwi.io import read_image
 
     labels = {info.value: info.name for info in segmenter.labels}
-    if progress is not None:
-        missing = sorted(set(labels) - set(dataset.labels))
-        if missing:
-            progress.log(
-                f"The dataset does not declare label value(s) {missing} that the model predicts; "
-                "they are scored against an empty reference."
-            )
-        renamed = [v for v in labels if v in dataset.labels and dataset.labels[v].lower() != labels[v].lower()]
-        if renamed:
-            progress.log(
-                "Label names differ between model and dataset for value(s) "
-                + ", ".join(f"{v} ({labels[v]} vs {dataset.labels[v]})" for v in renamed)
-                + "; values are compared."
-            )
+    for note in compare_labels(labels, dataset.labels):
+        if progress is not None:
+            progress.log(note)
     cases = []
     for n, case in enumerate(dataset.cases, start=1):
         image = read_image(case.image)

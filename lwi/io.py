@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lwi.errors import LWIError
+from lwi.outputs import follow_umask
 
 if TYPE_CHECKING:  # torch/MONAI are imported lazily so that reading files stays cheap
     import torch
@@ -69,6 +70,19 @@ def read_image_information(path: PathLike) -> sitk.ImageFileReader:
     except RuntimeError as exc:
         raise LWIError(f"The file {p} could not be read as an image ({_first_line(exc)}).") from None
     return reader
+
+
+def estimate_voxels(path: PathLike) -> int:
+    """The number of voxels of an image file (header only) or DICOM folder (from its size), for
+    estimating the size of outputs before any work."""
+    p = Path(path)
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.iterdir() if f.is_file()) // 2  # mostly 16-bit pixels
+    size = read_image_information(p).GetSize()
+    count = 1
+    for n in size:
+        count *= int(n)
+    return count
 
 
 def _first_line(exc: Exception) -> str:
@@ -235,10 +249,12 @@ def write_sitk_atomic(image: sitk.Image, path: PathLike, compress: bool = True) 
             raise LWIError(f"Could not write {path} ({_first_line(exc)}).") from None
         return path
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or ".nii.gz", dir=path.parent)
+    # ".<name>.XXXX": the temporary-file pattern lwi.outputs removes after an interrupted run.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".nii.gz", dir=path.parent)
     os.close(fd)
     try:
         sitk.WriteImage(image, tmp, compress)
+        follow_umask(tmp)  # mkstemp's files are private; outputs are shared like any other file
         os.replace(tmp, path)
     except RuntimeError as exc:
         raise LWIError(f"Could not write {path} ({_first_line(exc)}).") from None

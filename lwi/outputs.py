@@ -149,9 +149,9 @@ def _empty_folder(path: Path) -> bool:
 
 # -- locks ------------------------------------------------------------------------------------------
 def lock_path(path: PathLike) -> Path:
-    """The lock file of an output: ``<output>.lock`` beside it (inside it for a folder)."""
-    path = Path(path)
-    return path / ".lwi.lock" if path.is_dir() else path.with_name(path.name + ".lock")
+    """The lock file of an output (file or folder): ``<output>.lock`` beside it."""
+    path = Path(os.path.abspath(path))
+    return path.with_name(path.name + ".lock")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -328,7 +328,7 @@ def writing(
     snapshot = _Snapshot(outputs)
     held: Optional[Lock] = None
     try:
-        if lock and outputs:
+        if lock and outputs:  # one lock per run, on its main output
             held = Lock(outputs[0].path)
             try:
                 held.acquire()

@@ -158,7 +158,8 @@ def test_preview_takes_preprocessing_and_n_from_a_model(tmp_path):
         "step1": {"num_subvolumes": 2, "mask_ratio": 0.25, "cube_size": 4},
     })
     result = subprocess.run(
-        [sys.executable, "-m", "lwi", "preview", "--input", str(path), "--out-dir", str(out), "--model", str(step1)],
+        [sys.executable, "-m", "lwi", "preview", "--input", str(path), "--out-dir", str(out), "--model", str(step1),
+         "--overwrite"],  # the first preview's views are replaced
         capture_output=True, text=True, encoding="utf-8", timeout=120,
     )
     assert result.returncode == 0, result.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lwi.commands.options import add_device, add_progress, add_seed
+from lwi.commands.options import add_device, add_overwrite, add_progress, add_seed
 
 NAME = "demo"
 HELP = (
@@ -21,17 +21,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_seed(parser)
     parser.add_argument("--cases", type=int, default=None, help="number of training phantoms (default: 6; quick: 3)")
     parser.add_argument("--quick", action="store_true", help="tiny settings: checks the pipeline in about a minute")
+    add_overwrite(parser)
     add_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lwi.demo import format_dice_table, run_demo
+    from lwi.demo import estimate_bytes, format_dice_table, run_demo
+    from lwi.outputs import Output, writing
     from lwi.progress import Progress
 
     progress = Progress(args.progress)
-    report = run_demo(
-        args.out_dir, device=args.device, seed=args.seed, cases=args.cases, quick=args.quick, progress=progress
-    )
+    out = Output(args.out_dir, "--out-dir", folder=True, estimate=estimate_bytes(args.quick, args.cases))
+    with writing([out], overwrite=args.overwrite, lock=True):
+        report = run_demo(
+            args.out_dir, device=args.device, seed=args.seed, cases=args.cases, quick=args.quick, progress=progress
+        )
     if args.progress == "json":
         progress.result(**{k: report[k] for k in ("dice", "mean_dice", "models", "segmentations", "seconds")})
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lwi.commands.options import add_progress
+from lwi.commands.options import add_overwrite, add_progress
 from lwi.commands.segment import add_segmenter_arguments, make_segmenter
 
 NAME = "evaluate"
@@ -22,24 +22,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--predictions", metavar="DIR", default=None, help="also write each prediction as DIR/<case>.seg.nrrd"
     )
     add_segmenter_arguments(parser)
+    add_overwrite(parser)
     add_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lwi.bundle import bundle_labels, read_bundle_metadata
     from lwi.data.dataset import load_dataset
-    from lwi.evaluation import evaluate_dataset, format_table, write_json
+    from lwi.evaluation import compare_labels, evaluate_dataset, format_table, write_json
+    from lwi.io import estimate_voxels
+    from lwi.outputs import Output, writing
     from lwi.progress import Progress
 
     progress = Progress(args.progress)
     dataset = load_dataset(args.data, require_labels=True)  # every problem reported before any work
-    segmenter = make_segmenter(args, progress)
-    results = evaluate_dataset(
-        segmenter, dataset, progress, largest_component=args.largest_component, predictions_dir=args.predictions
-    )
-    # With --progress json, stdout is reserved for JSON lines: the table goes to stderr.
-    print(format_table(results), file=sys.stderr if args.progress == "json" else sys.stdout, flush=True)
+    metadata = read_bundle_metadata(args.model)
+    compare_labels({info.value: info.name for info in bundle_labels(metadata)}, dataset.labels)
+    outputs = []
     if args.json:
-        write_json(results, args.json)
+        outputs.append(Output(Path(args.json), "--json"))
+    if args.predictions:
+        voxels = sum(estimate_voxels(case.image) for case in dataset.cases)
+        outputs.append(Output(Path(args.predictions), "--predictions", folder=True, estimate=2 * voxels))
+    with writing(outputs, overwrite=args.overwrite):
+        segmenter = make_segmenter(args, progress)
+        results = evaluate_dataset(
+            segmenter, dataset, progress, largest_component=args.largest_component, predictions_dir=args.predictions
+        )
+        # With --progress json, stdout is reserved for JSON lines: the table goes to stderr.
+        print(format_table(results), file=sys.stderr if args.progress == "json" else sys.stdout, flush=True)
+        if args.json:
+            write_json(results, args.json)
     progress.result(
         mean_dice=results["mean_dice"],
         mean_hd95=results["mean_hd95"],

@@ -41,3 +41,7 @@ def add_roi(parser: argparse.ArgumentParser, default=None, help_text: str = "") 
         default=default,
         help=help_text or "crop / sliding-window size in voxels (default: 96 96 96)",
     )
+
+
+def add_overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from lwi.commands.options import add_arch, add_device, add_roi, add_seed
+from lwi.commands.options import add_arch, add_device, add_overwrite, add_roi, add_seed
 from lwi.names import MODALITY_CHOICES
 
 NAME = "preview"
@@ -47,10 +47,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--modality", choices=MODALITY_CHOICES, default="auto", help="intensity normalisation (default: auto)"
     )
     add_device(parser)
+    add_overwrite(parser)
     parser.add_argument("--json", action="store_true", help="print the preview info as JSON on stdout")
 
 
 def run(args: argparse.Namespace) -> int:
+    from lwi.io import estimate_voxels
+    from lwi.outputs import Output, writing
+
+    # Three float32 views in the image's geometry (a coarser --spacing only makes them smaller).
+    out = Output(args.out_dir, "--out-dir", folder=True, estimate=12 * estimate_voxels(args.input))
+    with writing([out], overwrite=args.overwrite):
+        info, n = _preview(args)
+    if args.json:
+        from pathlib import Path
+
+        print(json.dumps({**info, "out_dir": str(Path(args.out_dir).resolve())}))
+    else:
+        print(f"Wrote the Step-1 views of {args.input} to {args.out_dir}: N = {n} sub-volumes, "
+              f"permutation {info['permutation']}, {info['masked_cubes']} of "
+              f"{len(info['mask_grid']) * len(info['mask_grid'][0]) * len(info['mask_grid'][0][0])} cubes masked.")
+    return 0
+
+
+def _preview(args: argparse.Namespace):
     from lwi.data.preprocessing import PreprocessConfig
     from lwi.devices import resolve_device
     from lwi.io import read_image
@@ -82,13 +102,4 @@ def run(args: argparse.Namespace) -> int:
         image, config, int(n), mask_ratio=mask_ratio, cube_size=int(cube_size), seed=args.seed,
         device=resolve_device(args.device),
     )
-    info = write_preview(preview, args.out_dir)
-    if args.json:
-        from pathlib import Path
-
-        print(json.dumps({**info, "out_dir": str(Path(args.out_dir).resolve())}))
-    else:
-        print(f"Wrote the Step-1 views of {args.input} to {args.out_dir}: N = {n} sub-volumes, "
-              f"permutation {info['permutation']}, {info['masked_cubes']} of "
-              f"{len(info['mask_grid']) * len(info['mask_grid'][0]) * len(info['mask_grid'][0][0])} cubes masked.")
-    return 0
+    return write_preview(preview, args.out_dir), n

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from lwi import segment_options
-from lwi.commands.options import add_device, add_progress
+from lwi.commands.options import add_device, add_overwrite, add_progress
 
 NAME = "segment"
 HELP = "segment a volume (or a folder of volumes) with a trained model; the label map is on the input's grid"
@@ -68,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write the labels as a Slicer colour table (.ctbl), for outputs without names (NIfTI)",
     )
     segment_options.add_arguments(parser, ("compress",))
+    add_overwrite(parser)
     add_progress(parser)
 
 
@@ -112,32 +113,61 @@ def make_segmenter(args: argparse.Namespace, progress):
     return Segmenter(**segmenter_options(args), device=args.device, progress=progress)
 
 
+def planned_outputs(args: argparse.Namespace, jobs, channels: int) -> List[Any]:
+    """The label maps (and probability maps, colour table) of ``jobs`` as :class:`lwi.outputs.Output`,
+    with their sizes estimated from the input headers."""
+    from lwi.io import estimate_voxels
+    from lwi.outputs import Output
+
+    outputs = []
+    for image, output, probs in jobs:
+        voxels = estimate_voxels(image)
+        outputs.append(Output(output, "--output", estimate=2 * voxels))  # at most 16-bit labels, uncompressed
+        if probs is not None:
+            outputs.append(Output(probs, "--probabilities", estimate=4 * channels * voxels))
+    if args.color_table:
+        outputs.append(Output(Path(args.color_table), "--color-table"))
+    return outputs
+
+
 def run(args: argparse.Namespace) -> int:
+    from lwi.bundle import read_bundle_metadata
     from lwi.data.dataset import is_dicom_folder
     from lwi.errors import LWIError
-    from lwi.inference import segment_file
-    from lwi.labelmap import is_nrrd, write_color_table
+    from lwi.outputs import writing
     from lwi.progress import Progress
 
     progress = Progress(args.progress)
     source = Path(args.input)
     if not source.exists():
         raise LWIError(f"The input {source} does not exist.")
+    metadata = read_bundle_metadata(args.model)  # a wrong or damaged model is refused before any work
     batch = source.is_dir() and not is_dicom_folder(source)
     if batch:
         jobs = _batch_jobs(args)
     else:
-        if Path(args.output).is_dir():
-            raise LWIError(f"--output {args.output} is a folder; give a file name such as case.seg.nrrd.")
         probs = Path(args.probabilities) if args.probabilities else None
         jobs = [(source, Path(args.output), probs)]
     for image, output, probs in jobs:
         if output.resolve() == image.resolve() or (probs is not None and probs.resolve() == image.resolve()):
             raise LWIError(f"The output {output} would overwrite the input image.")
+    channels = int(metadata["architecture"]["out_channels"])
+    # Every output checked (writable, not a folder, not replaced without --overwrite, space) before any
+    # work; an error or Ctrl-C removes what this run wrote. In a folder, images that fail are reported
+    # at the end and the others' label maps are kept.
+    with writing(planned_outputs(args, jobs, channels), overwrite=args.overwrite):
+        failure = _run_folder(args, jobs, progress) if batch else _run_one(args, jobs[0], progress)
+    if failure:
+        raise LWIError(failure)
+    return 0
 
-    if batch:
-        return _run_folder(args, jobs, progress)
-    image, output, probs = jobs[0]
+
+def _run_one(args: argparse.Namespace, job, progress) -> None:
+    """One image (file or DICOM series) into one label map."""
+    from lwi.inference import segment_file
+    from lwi.labelmap import is_nrrd, write_color_table
+
+    image, output, probs = job
     if args.devices:  # one image: the first of the devices
         from lwi.folder import resolve_devices
 
@@ -157,13 +187,13 @@ def run(args: argparse.Namespace) -> int:
     names = "" if is_nrrd(output) else " (values only; use .seg.nrrd for named segments)"
     progress.log(f"{image.name} -> {output}{names} on {result.device} in {time.monotonic() - start:.1f} s")
     progress.result(outputs=[str(output)], device=result.device, seconds=time.monotonic() - start)
-    return 0
 
 
-def _run_folder(args: argparse.Namespace, jobs, progress) -> int:
-    """A folder input: :func:`lwi.folder.segment_folder` on ``--devices`` (or ``--device``)."""
+def _run_folder(args: argparse.Namespace, jobs, progress) -> Optional[str]:
+    """A folder input: :func:`lwi.folder.segment_folder` on ``--devices`` (or ``--device``).
+
+    Returns None, or the sentence naming the images that failed (the others' label maps are kept)."""
     from lwi.bundle import bundle_labels, read_bundle_metadata
-    from lwi.errors import LWIError
     from lwi.folder import Job, resolve_devices, segment_folder
     from lwi.labelmap import is_nrrd, write_color_table
 
@@ -194,10 +224,10 @@ def _run_folder(args: argparse.Namespace, jobs, progress) -> int:
     failed = [f"{jobs[o.index][0].name}: {o.error}" for o in outcomes if o.error is not None]
     written = [str(jobs[o.index][1]) for o in outcomes if o.error is None]
     if failed:
-        raise LWIError(
+        return (
             f"{len(failed)} of {len(jobs)} images could not be segmented ({'; '.join(failed)}); "
             f"{len(written)} label maps were written."
         )
     used = sorted({o.device for o in outcomes})
     progress.result(outputs=written, device=used[0] if len(used) == 1 else used, seconds=time.monotonic() - start)
-    return 0
+    return None

@@ -71,7 +71,7 @@ def add_common(
     parser.set_defaults(seed=None)  # None: a resumed or fine-tuned run keeps its own seed (0 for new runs)
     options.add_progress(run)
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    run.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    options.add_overwrite(run)
 
 
 def add_step1(parser: argparse.ArgumentParser) -> None:
