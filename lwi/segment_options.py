@@ -11,8 +11,66 @@ this file without the core's requirements (``LWICommon.vocabulary``).
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+
+# -- range types: every numeric option (CLI, worker request) is checked by one of these -------------
+def whole(minimum: int, maximum: Optional[int] = None) -> Callable[[Any], int]:
+    """An argparse type: a whole number in ``[minimum, maximum]``."""
+    allowed = f"of at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+
+    def parse(text: Any) -> int:
+        try:
+            if isinstance(text, bool) or (isinstance(text, float) and not text.is_integer()):
+                raise ValueError(text)  # JSON true or 2.5 is not a count
+            value = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be a whole number {allowed}, not {text!r}.") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be a whole number {allowed}, not {value}.")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def number(
+    minimum: Optional[float] = None, maximum: Optional[float] = None, *, above: bool = False, below: bool = False
+) -> Callable[[Any], float]:
+    """An argparse type: a finite number in a range; ``above``/``below`` exclude the bounds."""
+    if minimum is not None and maximum is not None:
+        allowed = f"in {'(' if above else '['}{minimum:g}, {maximum:g}{')' if below else ']'}"
+    elif minimum is not None:
+        allowed = f"{'greater than' if above else 'at least'} {minimum:g}"
+    elif maximum is not None:
+        allowed = f"{'less than' if below else 'at most'} {maximum:g}"
+    else:
+        allowed = "finite"
+
+    def parse(text: Any) -> float:
+        try:
+            if isinstance(text, bool):
+                raise ValueError(text)
+            value = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be a number {allowed}, not {text!r}.") from None
+        low_ok = minimum is None or (value > minimum if above else value >= minimum)
+        high_ok = maximum is None or (value < maximum if below else value <= maximum)
+        if not math.isfinite(value) or not low_ok or not high_ok:
+            raise argparse.ArgumentTypeError(f"must be a number {allowed}, not {text}.")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+#: The types of the options several commands share.
+POSITIVE = whole(1)
+FRACTION = number(0.0, 1.0, below=True)  # [0, 1): mask ratio, overlap, validation share
+POSITIVE_NUMBER = number(0.0, above=True)
+
 
 #: ``kind`` values: a value (``type``), three integers, a flag that turns the option on
 #: (``store_true``) or a ``--no-...`` flag that turns a default-on option off (``store_false``).
@@ -35,11 +93,11 @@ class SegmentOption:
 
 
 SEGMENT_OPTIONS: Tuple[SegmentOption, ...] = (
-    SegmentOption("roi_size", "--roi", TRIPLE, int, None, True, "sliding-window size in voxels (default: the model's)"),
-    SegmentOption("overlap", "--overlap", VALUE, float, None, True, "sliding-window overlap in [0, 1) (default: the model's)"),
-    SegmentOption("sw_batch_size", "--sw-batch", VALUE, int, None, True, "windows per network call (default: the model's)"),
+    SegmentOption("roi_size", "--roi", TRIPLE, POSITIVE, None, True, "sliding-window size in voxels (default: the model's)"),
+    SegmentOption("overlap", "--overlap", VALUE, FRACTION, None, True, "sliding-window overlap in [0, 1) (default: the model's)"),
+    SegmentOption("sw_batch_size", "--sw-batch", VALUE, POSITIVE, None, True, "windows per network call (default: the model's)"),
     SegmentOption(
-        "spacing_scale", "--spacing-scale", VALUE, float, 1.0, True,
+        "spacing_scale", "--spacing-scale", VALUE, POSITIVE_NUMBER, 1.0, True,
         "run on a grid this many times coarser than the model's spacing (2 = 8x fewer voxels: a large CT on a "
         "CPU in a fraction of the time, less accurate on small structures); the output is still on the input's grid",
     ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from lwi.commands import options
 from lwi.commands.options import add_device, add_overwrite, add_progress, add_seed
 
 NAME = "demo"
@@ -19,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_device(parser)
     add_seed(parser)
-    parser.add_argument("--cases", type=int, default=None, help="number of training phantoms (default: 6; quick: 3)")
+    parser.add_argument("--cases", type=options.POSITIVE, default=None, help="number of training phantoms (default: 6; quick: 3)")
     parser.add_argument("--quick", action="store_true", help="tiny settings: checks the pipeline in about a minute")
     add_overwrite(parser)
     add_progress(parser)

@@ -1,10 +1,21 @@
-"""Options shared by several sub-commands, defined once so they read the same everywhere."""
+"""Options shared by several sub-commands, defined once so they read the same everywhere.
+
+Every numeric option is parsed by a range type (:func:`lwi.segment_options.whole`, ``number``), so a value out of range is refused
+before any work with a sentence naming the option and the allowed range (argparse adds the option's
+name: ``argument --sw-batch: must be a whole number of at least 1, not 0.``), never quietly replaced.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from lwi import segment_options
 from lwi.names import ARCHITECTURE_NAMES, DEFAULT_ARCHITECTURE, DEVICE_CHOICES
+
+# The range types live with the segmentation option table (standard library only, so the worker and
+# the Slicer modules check values with them too); every other command's numeric options use them here.
+POSITIVE, FRACTION, POSITIVE_NUMBER = segment_options.POSITIVE, segment_options.FRACTION, segment_options.POSITIVE_NUMBER
+whole, number = segment_options.whole, segment_options.number
 
 
 def add_progress(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +34,7 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 
 def add_seed(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=whole(0, 2**32 - 1), default=0, help="random seed (default: 0)")
 
 
 def add_arch(parser: argparse.ArgumentParser, default: str = DEFAULT_ARCHITECTURE) -> None:
@@ -35,7 +46,7 @@ def add_arch(parser: argparse.ArgumentParser, default: str = DEFAULT_ARCHITECTUR
 def add_roi(parser: argparse.ArgumentParser, default=None, help_text: str = "") -> None:
     parser.add_argument(
         "--roi",
-        type=int,
+        type=POSITIVE,
         nargs=3,
         metavar=("X", "Y", "Z"),
         default=default,

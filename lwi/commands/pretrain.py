@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from lwi.commands import options
 from lwi.commands import training_options as common
 
 NAME = "pretrain"
@@ -19,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_common(parser, epochs_help="Step-1 epochs (default 400)")
     common.add_step1(parser)
     parser.add_argument(
-        "--val-fraction", type=float,
+        "--val-fraction", type=options.FRACTION,
         help="share of cases left out for a later fine-tuning's validation when dataset.json lists none "
         "(default 0.2; the same split `lwi finetune` makes with the same --seed; 0 = use every case)",
     )

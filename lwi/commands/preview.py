@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from lwi.commands import options
 from lwi.commands.options import add_arch, add_device, add_overwrite, add_roi, add_seed
 from lwi.names import MODALITY_CHOICES
 
@@ -17,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", required=True, help="folder for the views and preview.json")
     parser.add_argument(
         "--subvolumes",
-        type=int,
+        type=options.whole(2),
         default=None,
         help="number N of axial sub-volumes (default: derived from --model, or from --arch and --roi)",
     )
@@ -29,15 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_arch(parser)
     add_roi(parser, help_text="training crop size that determines N with --arch (default: 96 96 96)")
     parser.add_argument(
-        "--mask-ratio", type=float, default=None, help="fraction of cubes masked (default: the Step-1 model's, else 0.4)"
+        "--mask-ratio", type=options.FRACTION, default=None, help="fraction of cubes masked (default: the Step-1 model's, else 0.4)"
     )
     parser.add_argument(
-        "--cube-size", type=int, default=None, help="mask cube edge in voxels (default: the Step-1 model's, else 16)"
+        "--cube-size", type=options.POSITIVE, default=None, help="mask cube edge in voxels (default: the Step-1 model's, else 16)"
     )
     add_seed(parser)
     parser.add_argument(
         "--spacing",
-        type=float,
+        type=options.POSITIVE_NUMBER,
         nargs=3,
         metavar=("X", "Y", "Z"),
         default=None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from lwi.commands import options
 from lwi.commands import training_options as common
 
 NAME = "train"
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "teacher-guided masked-image pre-training then Step 2 (default: lwi; see docs/strategies.md)",
     )
     common.add_common(parser, epochs_help="Step-2 epochs (default 2000); Step 1's are --pretrain-epochs")
-    parser.add_argument("--pretrain-epochs", type=int, help="Step-1 epochs (default 400); --epochs is Step 2's (default 2000)")
+    parser.add_argument("--pretrain-epochs", type=options.POSITIVE, help="Step-1 epochs (default 400); --epochs is Step 2's (default 2000)")
     common.add_step1(parser)
     common.add_step2(parser)
     common.add_strategies(parser)

@@ -32,11 +32,11 @@ def add_common(
     net = parser.add_argument_group("network")
     net.add_argument("--arch", choices=ARCHITECTURE_NAMES, default=None, help=f"architecture (default: {arch_default_text})")
     options.add_roi(net)
-    net.add_argument("--feature-size", type=int, help="UNETR/SwinUNETR feature size (UNETR default 16)")
-    net.add_argument("--hidden-size", type=int, help="UNETR transformer width (default 768)")
-    net.add_argument("--mlp-dim", type=int, help="UNETR transformer MLP width (default 3072)")
-    net.add_argument("--num-heads", type=int, help="UNETR attention heads (default 12)")
-    net.add_argument("--init-filters", type=int, help="SegResNet/MedNeXt first-stage channels")
+    net.add_argument("--feature-size", type=options.POSITIVE, help="UNETR/SwinUNETR feature size (UNETR default 16)")
+    net.add_argument("--hidden-size", type=options.POSITIVE, help="UNETR transformer width (default 768)")
+    net.add_argument("--mlp-dim", type=options.POSITIVE, help="UNETR transformer MLP width (default 3072)")
+    net.add_argument("--num-heads", type=options.POSITIVE, help="UNETR attention heads (default 12)")
+    net.add_argument("--init-filters", type=options.POSITIVE, help="SegResNet/MedNeXt first-stage channels")
     net.add_argument(
         "--arch-param",
         action="append",
@@ -45,25 +45,25 @@ def add_common(
         help="any other parameter of the architecture (VALUE as JSON, e.g. blocks_down=[1,1,1]); repeatable",
     )
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, help=epochs_help)
-    opt.add_argument("--batch-size", type=int, help="crops per iteration (default 2)")
+    opt.add_argument("--epochs", type=options.POSITIVE, help=epochs_help)
+    opt.add_argument("--batch-size", type=options.POSITIVE, help="crops per iteration (default 2)")
     opt.add_argument(
-        "--iterations-per-epoch", type=int, help="iterations per epoch (default: images / batch size, rounded up)"
+        "--iterations-per-epoch", type=options.POSITIVE, help="iterations per epoch (default: images / batch size, rounded up)"
     )
-    opt.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-4)")
-    opt.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-5)")
+    opt.add_argument("--lr", type=options.POSITIVE_NUMBER, help="AdamW learning rate (default 1e-4)")
+    opt.add_argument("--weight-decay", type=options.number(0.0), help="AdamW weight decay (default 1e-5)")
     opt.add_argument(
-        "--warmup", type=int, dest="warmup_epochs", metavar="EPOCHS",
+        "--warmup", type=options.whole(0), dest="warmup_epochs", metavar="EPOCHS",
         help="linear warmup epochs before the cosine decay, stepped every iteration (default: 5%% of the epochs)",
     )
     opt.add_argument(
-        "--clip-grad-norm", type=float, metavar="NORM",
+        "--clip-grad-norm", type=options.POSITIVE_NUMBER, metavar="NORM",
         help="clip the gradients' 2-norm at NORM (default: 12 in AnatoMask pre-training, else no clipping)",
     )
-    opt.add_argument("--checkpoint-every", type=int, metavar="EPOCHS", help="checkpoint interval (default: 1/10 of the epochs)")
+    opt.add_argument("--checkpoint-every", type=options.POSITIVE, metavar="EPOCHS", help="checkpoint interval (default: 1/10 of the epochs)")
     opt.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no mixed precision on CUDA")
     pre = parser.add_argument_group("preprocessing")
-    pre.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="target spacing in mm (default: the dataset's median)")
+    pre.add_argument("--spacing", type=options.POSITIVE_NUMBER, nargs=3, metavar=("X", "Y", "Z"), help="target spacing in mm (default: the dataset's median)")
     pre.add_argument("--modality", choices=MODALITIES, type=str.upper, help="intensity normalisation (default: from dataset.json)")
     run = parser.add_argument_group("run")
     options.add_device(run)
@@ -79,28 +79,28 @@ def add_step1(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--unlabeled", action="append", metavar="DIR", help="a folder of extra images without labels for Step 1; repeatable"
     )
-    group.add_argument("--mask-ratio", type=float, help="share of masked cubes (default 0.4)")
-    group.add_argument("--cube-size", type=int, help="edge of the masked cubes in voxels (default 16)")
+    group.add_argument("--mask-ratio", type=options.FRACTION, help="share of masked cubes (default 0.4)")
+    group.add_argument("--cube-size", type=options.POSITIVE, help="edge of the masked cubes in voxels (default 16)")
 
 
 def add_strategies(parser: argparse.ArgumentParser) -> None:
     """The settings of the MedContext and AnatoMask strategies (docs/strategies.md)."""
     ctx = parser.add_argument_group("MedContext (--strategy medcontext)")
-    ctx.add_argument("--consistency-weight", type=float, help="beta, the weight of the teacher consistency term (default 0.5)")
-    ctx.add_argument("--context-mask-ratio", type=float, help="share of masked tokens or patches (default 0.6)")
+    ctx.add_argument("--consistency-weight", type=options.number(0.0), help="beta, the weight of the teacher consistency term (default 0.5)")
+    ctx.add_argument("--context-mask-ratio", type=options.FRACTION, help="share of masked tokens or patches (default 0.6)")
     ctx.add_argument("--context-mask-shape", choices=CHOICES["context_mask_shape"], help="tube masks (default) or random cubes")
     ctx.add_argument("--context-tube-axis", choices=CHOICES["context_tube_axis"], help="the axis the tubes run along (default z)")
     ctx.add_argument(
         "--ema-mode", choices=CHOICES["ema_mode"],
         help="paper: momentum cosine per iteration (default); code: the authors' once-per-epoch update (ablation)",
     )
-    ctx.add_argument("--ema-momentum", type=float, nargs=2, metavar=("START", "END"), help="EMA momentum (default 0.996 1)")
+    ctx.add_argument("--ema-momentum", type=options.number(0.0, 1.0), nargs=2, metavar=("START", "END"), help="EMA momentum (default 0.996 1)")
     am = parser.add_argument_group("AnatoMask (--strategy anatomask)")
-    am.add_argument("--mim-patch-size", type=int, help="masked patch edge in voxels (default 16; also MedContext's CNN masks)")
-    am.add_argument("--anatomask-mask-ratio", type=float, help="share of masked patches (default 0.6)")
-    am.add_argument("--guided-final-ratio", type=float, help="final share of masked patches chosen by the teacher (default 0.5)")
+    am.add_argument("--mim-patch-size", type=options.POSITIVE, help="masked patch edge in voxels (default 16; also MedContext's CNN masks)")
+    am.add_argument("--anatomask-mask-ratio", type=options.FRACTION, help="share of masked patches (default 0.6)")
+    am.add_argument("--guided-final-ratio", type=options.number(0.0, 1.0), help="final share of masked patches chosen by the teacher (default 0.5)")
     am.add_argument(
-        "--anatomask-ema-decay", type=float, nargs=2, metavar=("START", "END"), help="teacher EMA decay (default 0.999 0.9999)"
+        "--anatomask-ema-decay", type=options.number(0.0, 1.0), nargs=2, metavar=("START", "END"), help="teacher EMA decay (default 0.999 0.9999)"
     )
     am.add_argument(
         "--teacher-error-target", choices=CHOICES["teacher_error_target"],
@@ -114,13 +114,13 @@ def add_strategies(parser: argparse.ArgumentParser) -> None:
 
 def add_step2(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Step 2 (fine-tuning) and validation")
-    group.add_argument("--val-every", type=int, metavar="EPOCHS", help="validation interval (default: 1/20 of the epochs)")
+    group.add_argument("--val-every", type=options.POSITIVE, metavar="EPOCHS", help="validation interval (default: 1/20 of the epochs)")
     group.add_argument(
-        "--val-fraction", type=float,
+        "--val-fraction", type=options.FRACTION,
         help="share of cases held out when dataset.json lists no 'validation' cases (default 0.2; 0 = none)",
     )
-    group.add_argument("--overlap", type=float, help="sliding-window overlap in validation (default 0.5)")
-    group.add_argument("--sw-batch-size", type=int, help="sliding windows per batch (default 4)")
+    group.add_argument("--overlap", type=options.FRACTION, help="sliding-window overlap in validation (default 0.5)")
+    group.add_argument("--sw-batch-size", type=options.POSITIVE, help="sliding windows per batch (default 4)")
 
 
 def _arch_params(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
