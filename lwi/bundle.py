@@ -149,7 +149,7 @@ def _check_metadata(path: Union[str, Path], metadata: Any, allow_step1: bool = F
 def _read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
     from lwi import checkpoint
 
-    return checkpoint.read_metadata(path)
+    return checkpoint.read_metadata(path)  # checked against lwi.schema
 
 
 def read_bundle_metadata(path: Union[str, Path]) -> Dict[str, Any]:

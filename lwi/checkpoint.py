@@ -94,6 +94,9 @@ def load(path: PathLike, device: Union[str, torch.device] = "cpu") -> Tuple[Dict
 def read_metadata(path: PathLike) -> Dict[str, Any]:
     """Only the JSON metadata, without reading the tensors (fast, for model lists and ``lwi info``)."""
     try:
-        return read_header_metadata(path)
+        metadata = read_header_metadata(path)
     except (FileNotFoundError, ValueError) as exc:
         raise LWIError(str(exc)) from None
+    from lwi.schema import check_header
+
+    return check_header(path, metadata)  # types, ranges and required keys, with the field named

@@ -130,7 +130,10 @@ def test_foreign_files_are_clear_errors(tmp_path):
 def test_step1_checkpoint_and_newer_format_are_explained(saved, tmp_path):
     tensors, metadata = checkpoint.load(saved[1])
     step1 = tmp_path / "step1.safetensors"
-    checkpoint.save(step1, tensors, {"format": "lwi-step1", "format_version": 1, "architecture": metadata["architecture"]})
+    checkpoint.save(step1, tensors, {
+        "format": "lwi-step1", "format_version": 1, "architecture": metadata["architecture"],
+        "preprocessing": metadata["preprocessing"], "step1": {"num_subvolumes": 3, "mask_ratio": 0.4, "cube_size": 16},
+    })
     with pytest.raises(LWIError, match="Step-1 checkpoint.*fine-tune"):
         load_bundle(step1)
     assert read_lwi_metadata(step1)["format"] == "lwi-step1"  # lwi info still shows it

@@ -102,7 +102,9 @@ def test_finetune_rejects_checkpoint_of_another_network(data, step1, tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(LWIError, match="not a Step-1 checkpoint"):
         bundle = tmp_path / "x.safetensors"
-        checkpoint.save(bundle, {"w": torch.zeros(1)}, {"format": "lwi-model"})
+        architecture = checkpoint.read_metadata(step1)["architecture"]
+        header = {"format": "lwi-model", "architecture": architecture, "labels": [], "preprocessing": {}}
+        checkpoint.save(bundle, {"w": torch.zeros(1)}, header)  # a model bundle given as the Step-1 checkpoint
         finetune(data, bundle, out, device="cpu")
 
 
