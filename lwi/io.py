@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -48,10 +48,80 @@ def read_image(path: PathLike) -> sitk.Image:
         if p.is_dir():
             image = _read_dicom_folder(p)
         else:
+            check_complete(p)
             image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
         raise LWIError(f"The file {p} could not be read as an image ({_first_line(exc)}).") from None
-    return _as_3d(image, p)
+    image = _as_3d(image, p)
+    check_finite(image, p)
+    return image
+
+
+def check_image_file(path: PathLike) -> None:
+    """The voxel checks of :func:`read_image` without keeping the image (dataset checks): complete
+    file, and finite voxels for floating-point images (integer voxels are always finite)."""
+    p = Path(path)
+    check_complete(p)
+    if p.name.lower().endswith((".nii", ".nii.gz")):
+        return  # check_complete read the stored values
+    if p.is_dir() or "float" in sitk.GetPixelIDValueAsString(read_image_information(p).GetPixelID()):
+        read_image(p)
+
+
+def check_finite(image: sitk.Image, path: PathLike) -> None:
+    """Refuse an image with NaN or infinite voxels, naming the file and how many there are.
+
+    No repair rule is applied: a NaN has no honest value, and replacing it by 0 changed 41% of a
+    label map in a test (the network sees an edge that is not there).
+    """
+    if image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64, sitk.sitkVectorFloat32, sitk.sitkVectorFloat64):
+        return  # integer voxels are always finite
+    _refuse_non_finite(sitk.GetArrayViewFromImage(image), path)
+
+
+def _refuse_non_finite(array: np.ndarray, path: PathLike) -> None:
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(array.size - np.count_nonzero(finite))
+        raise LWIError(
+            f"The image {path} has {bad} voxel(s) that are not numbers (NaN or infinite); "
+            "fix or mask them in the source data (LWI does not guess values)."
+        )
+
+
+def check_complete(path: PathLike) -> None:
+    """Refuse a truncated or corrupt file, or NIfTI voxels that are not numbers, before ITK reads it.
+
+    ITK's NIfTI reader fills the missing part of a truncated file with zeros and reads NaN as 0, so
+    NIfTI files are checked with nibabel (which reads the stored values, and fails on a short file);
+    any other ``.gz`` file is decompressed to its end (its CRC is checked). Other formats' readers
+    detect truncation themselves and keep NaN, which :func:`check_finite` finds.
+    """
+    import gzip
+    import zlib
+
+    p = Path(path)
+    name = p.name.lower()
+    try:
+        if name.endswith((".nii", ".nii.gz")):
+            import nibabel
+            from nibabel.filebasedimages import ImageFileError
+
+            try:
+                stored = np.asanyarray(nibabel.load(str(p)).dataobj)
+            except ImageFileError:
+                return  # not a NIfTI file at all: ITK's reader says what it is not
+            if stored.dtype.kind in "fc":
+                _refuse_non_finite(stored, p)
+        elif name.endswith(".gz"):
+            with gzip.open(p, "rb") as f:
+                while f.read(1 << 22):
+                    pass
+    except LWIError:
+        raise
+    except (EOFError, OSError, ValueError, zlib.error) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LWIError(f"The file {p} is truncated or corrupt ({reason.rstrip('.')}); copy it again from its source.") from None
 
 
 def read_image_information(path: PathLike) -> sitk.ImageFileReader:
@@ -106,16 +176,58 @@ def dicom_series_ids(folder: PathLike) -> tuple:
 
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:
+    """The one DICOM series of ``folder``; refused when the folder mixes several series, or when the
+    slices are not evenly spaced (missing slices, or a non-uniform acquisition), which ITK would
+    otherwise stack into a volume with the wrong geometry."""
     series = dicom_series_ids(folder)
     if not series:
         raise LWIError(f"The folder {folder} holds no DICOM series.")
-    files = max(
-        (sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), s) for s in series),
-        key=len,
-    )
+    if len(series) > 1:
+        counts = ", ".join(
+            f"{uid} ({len(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))} files)" for uid in series
+        )
+        raise LWIError(
+            f"The folder {folder} mixes {len(series)} DICOM series ({counts}); put each series in its own folder."
+        )
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    _check_slice_spacing(folder, files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     return reader.Execute()
+
+
+#: Relative tolerance on the distance between neighbouring DICOM slices.
+SLICE_SPACING_TOLERANCE = 0.05
+
+
+def _check_slice_spacing(folder: Path, files: Sequence[str]) -> None:
+    if len(files) < 3:
+        return
+    positions, normal = [], None
+    for name in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(name)
+        reader.ReadImageInformation()
+        if not (reader.HasMetaDataKey("0020|0032") and reader.HasMetaDataKey("0020|0037")):
+            return  # no patient geometry (e.g. secondary capture): nothing to check against
+        if normal is None:
+            row_col = np.array([float(v) for v in reader.GetMetaData("0020|0037").split("\\")])
+            normal = np.cross(row_col[:3], row_col[3:])
+        positions.append(float(np.dot(normal, [float(v) for v in reader.GetMetaData("0020|0032").split("\\")])))
+    gaps = np.diff(np.sort(positions))
+    step = float(np.median(gaps))
+    if step <= 0 or np.all(np.abs(gaps - step) <= SLICE_SPACING_TOLERANCE * step):
+        return
+    missing = int(np.sum(np.round(gaps / step) - 1)) if np.all(gaps >= step * (1 - SLICE_SPACING_TOLERANCE)) else 0
+    if missing > 0 and np.allclose(gaps / step, np.round(gaps / step), atol=SLICE_SPACING_TOLERANCE):
+        raise LWIError(
+            f"The DICOM series in {folder} misses {missing} slice(s) (gaps of up to {gaps.max():.3g} mm between "
+            f"slices {step:.3g} mm apart); export the complete series."
+        )
+    raise LWIError(
+        f"The DICOM series in {folder} has uneven slice spacing (from {gaps.min():.3g} to {gaps.max():.3g} mm); "
+        "resample it to even spacing first (e.g. in Slicer), then segment or train on it."
+    )
 
 
 def _as_3d(image: sitk.Image, path: Path) -> sitk.Image:

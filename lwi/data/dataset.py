@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import SimpleITK as sitk
 
+from lwi.data.checks import image_problems
 from lwi.errors import DatasetError, LWIError
 from lwi.io import dicom_series_ids, read_image, read_image_information
 
@@ -381,26 +382,35 @@ def _unique_values(array: np.ndarray) -> List[int]:
 
 
 def _image_geometry(path: Path, what: str, problems: List[str]):
-    """Header-only check of an image (fast): readable, 3D, scalar. Returns its geometry or None."""
+    """Check an image in full: readable, complete, 3D, scalar, finite (:func:`lwi.io.read_image`) and
+    not degenerate (:mod:`lwi.data.checks`). Returns its geometry, or None after adding the problem."""
     try:
-        if path.is_dir():  # DICOM series: read it in full (its geometry comes from all slices)
-            return _geometry(read_image(path))
-        reader = read_image_information(path)
+        image = read_image(path)
     except LWIError as exc:
-        problems.append(_lower_first(str(exc)).rstrip("."))
+        problems.append(_header_problem(path, what) or _lower_first(str(exc)).rstrip("."))
+        return None
+    degenerate = image_problems(image)
+    if degenerate:
+        problems.append(f"{what} {path.name}: " + "; ".join(degenerate))
+        return None
+    return _geometry(image)
+
+
+def _header_problem(path: Path, what: str) -> Optional[str]:
+    """Why a file that :func:`read_image` refused is not a 3D scalar volume, from its header."""
+    if path.is_dir():
+        return None
+    try:
+        reader = read_image_information(path)
+    except LWIError:
         return None
     dim, size = reader.GetDimension(), reader.GetSize()
     if reader.GetNumberOfComponents() != 1:
-        problems.append(f"{what} {path.name} has {reader.GetNumberOfComponents()} components per voxel")
-        return None
-    if dim == 4 and size[3] == 1:  # read_image drops a singleton 4th axis: compare the first three
-        direction = np.asarray(reader.GetDirection()).reshape(4, 4)[:3, :3].ravel()
-        return size[:3], np.asarray(reader.GetSpacing()[:3]), np.asarray(reader.GetOrigin()[:3]), direction
-    if dim != 3 or min(size) < 2:
+        return f"{what} {path.name} has {reader.GetNumberOfComponents()} components per voxel"
+    if (dim != 3 or min(size) < 2) and not (dim == 4 and size[3] == 1 and min(size[:3]) >= 2):
         shown = 2 if dim == 3 else dim  # a single-slice 3D file is a 2D image
-        problems.append(f"{what} {path.name} is {shown}D (size {' x '.join(map(str, size))}), not 3D")
-        return None
-    return _geometry(reader)
+        return f"{what} {path.name} is {shown}D (size {' x '.join(map(str, size))}), not 3D"
+    return None
 
 
 def _lower_first(text: str) -> str:

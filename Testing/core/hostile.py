@@ -1,0 +1,109 @@
+"""Hostile inputs for the robustness tests: tiny images, models and DICOM series, and the checks every
+refused command must pass (non-zero exit, one sentence last, no traceback, nothing changed or left)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[2]
+CATCH_ALL = "Unexpected error"
+
+
+def lwi(*args: str, cwd: Optional[Path] = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m lwi ARGS`` as a user runs it (one thread: the CI machine is small)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "LWISegmentation")]), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "lwi", *map(str, args)], capture_output=True, text=True, encoding="utf-8",
+        env=env, cwd=cwd, timeout=timeout,
+    )
+
+
+def snapshot(*roots: Path) -> Dict[str, str]:
+    """``{path: sha256}`` of every file (and ``{path: "dir"}`` of every folder) under ``roots``."""
+    found: Dict[str, str] = {}
+    for root in roots:
+        root = Path(root)
+        if root.is_file():
+            found[str(root)] = hashlib.sha256(root.read_bytes()).hexdigest()
+            continue
+        if not root.is_dir():
+            continue
+        for path in sorted(root.rglob("*")):
+            found[str(path)] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def last_line(stderr: str) -> str:
+    lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def assert_refused(proc: subprocess.CompletedProcess, before: Dict[str, str], roots: Iterable[Path],
+                   expect: Sequence[str] = ()) -> str:
+    """The contract of every refusal: non-zero exit, the last stderr line one sentence (not the
+    catch-all, not a progress bar), no traceback, and every file under ``roots`` as it was."""
+    line = last_line(proc.stderr)
+    context = f"exit {proc.returncode}; stderr tail:\n{proc.stderr[-1500:]}"
+    assert proc.returncode != 0, context
+    assert "Traceback" not in proc.stderr, context
+    assert CATCH_ALL not in proc.stderr, context
+    assert line.startswith("lwi ") and ": error: " in line, context
+    assert line.rstrip().endswith("."), context
+    assert "it/s" not in line and "%|" not in line, context
+    for text in expect:
+        assert text.lower() in line.lower(), f"{text!r} not in the last line: {line}\n{context}"
+    assert snapshot(*roots) == before, f"files changed or left behind\n{context}"
+    return line
+
+
+def write(image: sitk.Image, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path), True)
+    return path
+
+
+def volume(shape=(20, 20, 16), spacing=(2.0, 2.0, 2.0), seed: int = 0, dtype=np.float32) -> sitk.Image:
+    """A small noisy image ``shape`` = (x, y, z)."""
+    rng = np.random.default_rng(seed)
+    array = (rng.normal(100, 30, size=tuple(reversed(shape)))).astype(dtype)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    return image
+
+
+def dicom_series(folder: Path, image: sitk.Image, positions: Optional[List[float]] = None,
+                 series_uid: str = "1.2.826.0.1.3680043.2.1125.1") -> Path:
+    """Write ``image`` as a DICOM series (one file per slice) with SimpleITK; ``positions`` overrides
+    the slice positions along z (missing or uneven slices)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image = sitk.Cast(sitk.RescaleIntensity(image, 0, 1000), sitk.sitkInt16)
+    size = image.GetSize()
+    positions = positions if positions is not None else [i * image.GetSpacing()[2] for i in range(size[2])]
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for i, z in enumerate(positions):
+        piece = image[:, :, i % size[2]]
+        tags = {
+            "0008|0060": "CT",
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.9",
+            "0020|000e": series_uid,
+            "0020|0013": str(i + 1),
+            "0020|0032": f"0\\0\\{z}",
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0028|0030": f"{image.GetSpacing()[1]}\\{image.GetSpacing()[0]}",
+            "0018|0050": str(image.GetSpacing()[2]),
+            "0008|0018": f"{series_uid}.{i + 1}",
+        }
+        for key, value in tags.items():
+            piece.SetMetaData(key, value)
+        writer.SetFileName(str(folder / f"{series_uid[-3:]}_{i:03d}.dcm"))
+        writer.Execute(piece)
+    return folder
