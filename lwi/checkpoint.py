@@ -12,15 +12,16 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Tuple, Union
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from lwi.errors import LWIError
 from lwi.names import METADATA_KEY, read_header_metadata
 from lwi.outputs import follow_umask
+
+if TYPE_CHECKING:  # torch is imported on use: reading a header (model lists, checks) stays fast
+    import torch
 
 _TENSOR_REF = "__tensor__"
 
@@ -29,6 +30,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 def flatten_state(state: Any, prefix: str, tensors: Dict[str, torch.Tensor]) -> Any:
     """Move every tensor of a nested dict/list into ``tensors``; return the JSON-able skeleton."""
+    import torch
+
     if isinstance(state, torch.Tensor):
         key = f"{prefix}"
         tensors[key] = state.detach().cpu().contiguous()
@@ -63,6 +66,8 @@ def save(path: PathLike, tensors: Dict[str, torch.Tensor], metadata: Dict[str, A
 
     A reader never sees a half-written file, and an interrupted write leaves the old file intact.
     """
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
@@ -83,6 +88,8 @@ def load(path: PathLike, device: Union[str, torch.device] = "cpu") -> Tuple[Dict
 
     Raises :class:`LWIError` for a missing, truncated or foreign file.
     """
+    from safetensors.torch import load_file
+
     metadata = read_metadata(path)
     try:
         tensors = load_file(str(path), device=str(device))

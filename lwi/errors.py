@@ -15,5 +15,5 @@ class DatasetError(LWIError):
     def __init__(self, problems: Iterable[str], header: str = "The dataset has problems"):
         self.problems = list(problems)
         lines = [f"{header} ({len(self.problems)}); nothing was written:"]
-        lines += [f"  - {p}" for p in self.problems]
+        lines += [f"  - {p.rstrip('.')}." for p in self.problems]  # each problem one sentence
         super().__init__("\n".join(lines))

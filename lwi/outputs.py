@@ -103,6 +103,7 @@ def check_outputs(outputs: Sequence[Output], overwrite: bool = False, resume: bo
     resumed run rewrites them.
     """
     need: Dict[Path, int] = {}
+    resumable = any(o.resumable for o in outputs)  # a run with a checkpoint: its outputs can be continued
     for out in outputs:
         path = out.path
         if out.folder:
@@ -113,7 +114,7 @@ def check_outputs(outputs: Sequence[Output], overwrite: bool = False, resume: bo
         if path.exists() and not overwrite and not resume and not (out.folder and _empty_folder(path)):
             raise LWIError(
                 f"{path} already exists; pass --overwrite to replace it"
-                + (", --resume to continue that run" if out.resumable else "")
+                + (", --resume to continue that run" if resumable else "")
                 + f", or choose another {out.option}."
             )
         ancestor = _existing_ancestor(path if out.folder else path.parent)

@@ -55,8 +55,14 @@ def assert_refused(proc: subprocess.CompletedProcess, before: Dict[str, str], ro
     assert proc.returncode != 0, context
     assert "Traceback" not in proc.stderr, context
     assert CATCH_ALL not in proc.stderr, context
-    assert line.startswith("lwi ") and ": error: " in line, context
-    assert line.rstrip().endswith("."), context
+    lines = [x for x in proc.stderr.replace("\r", "\n").splitlines() if x.strip()]
+    errors = [i for i, x in enumerate(lines) if x.startswith("lwi ") and ": error: " in x]
+    assert errors, context
+    # The error is the end: its sentence, or a dataset's list of problems, one sentence per line.
+    tail = lines[errors[-1]:]
+    assert all(x.startswith("  - ") for x in tail[1:]), context
+    line = " ".join(tail)
+    assert all(x.rstrip().endswith((".", ":")) for x in tail) and tail[-1].rstrip().endswith("."), context
     assert "it/s" not in line and "%|" not in line, context
     for text in expect:
         assert text.lower() in line.lower(), f"{text!r} not in the last line: {line}\n{context}"
