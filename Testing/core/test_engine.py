@@ -134,7 +134,9 @@ def test_interrupted_checkpoint_write_keeps_previous_file(tmp_path: Path, monkey
         Path(filename).write_bytes(b"half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint, "save_file", failing_save)
+    import safetensors.torch
+
+    monkeypatch.setattr(safetensors.torch, "save_file", failing_save)  # lwi.checkpoint imports it on use
     with pytest.raises(KeyboardInterrupt):
         trainer.save_checkpoint()
     assert ckpt.read_bytes() == before
