@@ -137,7 +137,7 @@ def failure_message(
             pass
     message = f"{command} stopped unexpectedly ({how})."
     if tail:
-        message += " Last output:\n" + "\n".join(tail)
+        message += "\nLast output:\n" + "\n".join(tail)  # the sentence stays a line of its own
     return message
 
 
