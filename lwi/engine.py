@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -40,14 +40,6 @@ ValidateFn = Callable[[nn.Module], Dict[str, Any]]
 def model_tensors(tensors: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """The model weights of a checkpoint's tensors (everything but the ``train_state/`` entries)."""
     return {k: v for k, v in tensors.items() if not k.startswith(TRAIN_STATE + "/")}
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Ctrl-C and SIGTERM (a GUI's Cancel, a cluster's time limit) stop training at the next iteration
-    boundary, after writing the checkpoint (see :mod:`lwi.interrupt`); ``--resume`` continues from it."""
-    with interrupt.handling():
-        yield
 
 
 def _grad_scaler(device: torch.device, enabled: bool):

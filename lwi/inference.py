@@ -160,7 +160,11 @@ class Segmenter:
 
     # -- public ------------------------------------------------------------------------------
     def segment(
-        self, image: sitk.Image, largest_component: bool = False, return_probabilities: bool = False
+        self,
+        image: sitk.Image,
+        largest_component: bool = False,
+        return_probabilities: bool = False,
+        name: str = "",
     ) -> SegmentationResult:
         """Segment one volume; the label map comes back on exactly ``image``'s grid.
 
@@ -169,15 +173,17 @@ class Segmenter:
                 trained on (HU for CT).
             largest_component: keep only the largest connected piece of each label.
             return_probabilities: also return the softmax probabilities on the input grid.
+            name: how messages name the image (its file), if at all.
 
         Raises:
-            LWIError: a 2D or multi-component image, or one the model cannot take.
+            LWIError: a 2D, multi-component or degenerate image (:mod:`lwi.data.checks`), or one the
+                model cannot take. A volume smaller than the window is padded, with a warning.
         """
-        self._check_image(image)
+        self._check_image(image, name)
         attempts = self._attempts()
         for i, (device, batch, stitch) in enumerate(attempts):
             try:
-                return self._segment_once(image, device, batch, stitch, largest_component, return_probabilities)
+                return self._segment_once(image, device, batch, stitch, largest_component, return_probabilities, name)
             except Exception as exc:  # only running out of GPU memory is retried
                 if not _is_oom(exc) or i == len(attempts) - 1:
                     raise
@@ -193,7 +199,9 @@ class Segmenter:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     # -- steps -------------------------------------------------------------------------------
-    def _check_image(self, image: sitk.Image) -> None:
+    def _check_image(self, image: sitk.Image, name: str) -> None:
+        from lwi.data.checks import check_image
+
         if image.GetDimension() != 3:
             raise LWIError(f"The image is {image.GetDimension()}D; a 3D volume is needed.")
         if min(image.GetSize()) < 2:
@@ -204,6 +212,7 @@ class Segmenter:
                 f"The model expects {self.in_channels} input channel(s) but the image has {channels}; "
                 "use a model trained for this kind of image."
             )
+        check_image(image, f"The image {name}" if name else "The image")  # constant or sliver-shaped: refused as in training (lwi.data.checks)
 
     def _attempts(self) -> List[Tuple[torch.device, int, torch.device]]:
         """(device, window batch, stitching device) to try in order when memory runs out."""
@@ -240,9 +249,11 @@ class Segmenter:
         stitch_device: torch.device,
         largest_component: bool,
         return_probabilities: bool,
+        name: str = "",
     ) -> SegmentationResult:
         from monai.inferers import sliding_window_inference
 
+        from lwi.data.checks import padding_note, smaller_than_roi
         from lwi.data.preprocessing import preprocess
         from lwi.io import affine_ras, array_to_image
 
@@ -255,6 +266,8 @@ class Segmenter:
             clock.lap("preprocess")
             net_affine = np.asarray(torch.as_tensor(x.affine).detach().cpu().double().numpy())
             x = x.as_tensor()[None].float() if hasattr(x, "as_tensor") else x[None].float()
+            if smaller_than_roi(x.shape[2:], self.roi_size):
+                self.progress.log(padding_note([name or "the image"], self.roi_size))
             amp = self.amp and device.type == "cuda"
             total = _window_batches(x.shape[2:], self.roi_size, self.overlap, sw_batch_size)
             self.progress.start("segment", total=total, unit="batch")
@@ -392,7 +405,8 @@ def segment_file(
 
     image = read_image(input_path)
     result = segmenter.segment(
-        image, largest_component=largest_component, return_probabilities=probabilities_path is not None
+        image, largest_component=largest_component, return_probabilities=probabilities_path is not None,
+        name=str(input_path),
     )
     write_result(segmenter, result, output_path, probabilities_path, compress=compress)
     return result

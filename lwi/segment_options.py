@@ -155,3 +155,35 @@ def to_args(options: Optional[Mapping[str, Any]]) -> List[str]:
         elif bool(value) != bool(option.default):  # the switch differs from the default: give the flag
             args.append(option.flag)
     return args
+
+
+def check_values(options: Any) -> Dict[str, Any]:
+    """A request's ``options`` (worker ``segment`` request) checked against the table: an object with
+    known keys, each value of its option's type and range (None = the model's default). Returns them
+    parsed; raises ValueError with one sentence naming the option."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ValueError(f"The segment request's options must be a JSON object, not {options!r}.")
+    parsed: Dict[str, Any] = {}
+    for key, value in options.items():
+        option = OPTIONS.get(key)
+        if option is None:
+            raise ValueError(f"Unknown segment option {key!r}; known: {', '.join(OPTIONS)}.")
+        if value is None:
+            parsed[key] = None
+            continue
+        try:
+            if option.kind == TRIPLE:
+                if not isinstance(value, (list, tuple)) or len(value) != 3:
+                    raise argparse.ArgumentTypeError(f"must be three whole numbers, not {value!r}.")
+                parsed[key] = [option.type(v) for v in value]
+            elif option.kind == VALUE:
+                parsed[key] = option.type(value)
+            elif isinstance(value, bool):
+                parsed[key] = value
+            else:
+                raise argparse.ArgumentTypeError(f"must be true or false, not {value!r}.")
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"The segment option {key} {exc}") from None
+    return parsed

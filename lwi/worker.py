@@ -109,7 +109,7 @@ class Worker:
                 if not isinstance(request, dict):
                     raise ValueError("not an object")
             except ValueError:
-                self.send("error", None, message=f"The request is not a JSON object: {text[:200]}")
+                self.send("error", None, message=f"The request {text[:200]!r} is not a JSON object; send one per line.")
                 continue
             if request.get("command") == "cancel":
                 target = request.get("target")
@@ -203,14 +203,20 @@ class Worker:
 
     def segment(self, request_id: Any, request: Dict[str, Any]) -> None:
         from lwi.inference import segment_file
+        from lwi.outputs import Output, writing
 
         for field in ("model", "input", "output"):
-            if not request.get(field):
+            value = request.get(field)
+            if not value:
                 raise LWIError(f"The segment request has no {field!r}.")
-        options = dict(request.get("options") or {})
-        unknown = set(options) - set(SEGMENTER_OPTIONS) - set(WRITE_OPTIONS)
-        if unknown:
-            raise LWIError(f"Unknown segment option(s): {', '.join(sorted(unknown))}.")
+            if not isinstance(value, str):
+                raise LWIError(f"The segment request's {field!r} must be a path (text), not {value!r}.")
+        if not isinstance(request.get("device") or "auto", str):
+            raise LWIError(f"The segment request's 'device' must be text such as auto or cpu, not {request['device']!r}.")
+        try:  # every option of its type and range, as lwi segment's parser checks them
+            options = segment_options.check_values(request.get("options"))
+        except ValueError as exc:
+            raise LWIError(str(exc)) from None
         if os.path.realpath(request["output"]) == os.path.realpath(request["input"]):
             raise LWIError(f"The output {request['output']} would overwrite the input image.")
         progress = _RequestProgress(self, request_id)
@@ -218,13 +224,16 @@ class Worker:
         segmenter, load_seconds, reused = self.segmenter_for(request["model"], request.get("device"), options, progress)
         if self.cancel_requested(request_id):
             raise Cancelled()
-        result = segment_file(
-            segmenter,
-            request["input"],
-            request["output"],
-            largest_component=bool(options.get("largest_component", False)),
-            compress=bool(options.get("compress", True)),
-        )
+        # The output's folder is checked before the work and a failure leaves nothing there; the client
+        # chooses a fresh output per request, so an existing file is replaced (as before).
+        with writing([Output(request["output"], "output")], overwrite=True):
+            result = segment_file(
+                segmenter,
+                request["input"],
+                request["output"],
+                largest_component=bool(options.get("largest_component", False)),
+                compress=bool(options.get("compress", True)),
+            )
         self.send(
             "result",
             request_id,

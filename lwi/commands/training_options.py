@@ -220,8 +220,8 @@ def training_outputs(args: argparse.Namespace) -> List[Any]:
     """The files a training command writes, as :class:`lwi.outputs.Output` (the main one first)."""
     from pathlib import Path
 
+    from lwi.names import derived_path
     from lwi.outputs import Output
-    from lwi.strategies.steps import derived_path
 
     out = Path(args.out)
     if args.command == "pretrain":

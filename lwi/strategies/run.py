@@ -139,7 +139,13 @@ class Run:
 
     def _cache(self, key: str, cases: Sequence[Any], with_labels: bool) -> Any:
         if key not in self._caches:
-            self._caches[key] = make_cache(cases, self.config, self.device, self.progress, with_labels)
+            from lwi.data.checks import padding_note, smaller_than_roi
+
+            cache = make_cache(cases, self.config, self.device, self.progress, with_labels)
+            small = [cache.names[i] for i in range(len(cache)) if smaller_than_roi(cache.images[i].shape[1:], self.settings.roi)]
+            if small:  # accepted, as in lwi segment (lwi.data.checks), but said
+                self.progress.log(padding_note(small, self.settings.roi))
+            self._caches[key] = cache
         return self._caches[key]
 
     def train_cache(self) -> Any:
