@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMANDS:
         module = importlib.import_module(f"lwi.commands.{name}")
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP, epilog=getattr(module, "EPILOG", None))
         p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

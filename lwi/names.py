@@ -98,3 +98,7 @@ def read_header_metadata(path: PathLike) -> Dict[str, Any]:
     if not isinstance(metadata, dict):
         raise ValueError(f"{path} has corrupt LWI metadata.")
     return metadata
+
+
+#: Input rule (lwi.data.checks): the largest ratio of a voxel's longest to its shortest side accepted.
+MAX_ANISOTROPY = 20.0

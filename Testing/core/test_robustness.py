@@ -41,6 +41,8 @@ NET_ONLY = ["--arch", "segresnet", "--init-filters", "8", "--arch-param", "block
 NET = [*NET_ONLY, "--pretrain-epochs", "1", "--epochs", "1"]
 PRE = {"orientation": "RAS", "spacing": [4.0, 4.0, 4.0], "modality": "CT", "ct_window": [-175, 250]}
 SHAPE = (24, 24, 16)
+# All cases run in the first test's fixture (in parallel): on a busy machine that exceeds the default.
+pytestmark = pytest.mark.timeout(900)
 
 
 @dataclass
@@ -104,6 +106,8 @@ def kit(tmp_path_factory) -> Kit:
         read_only=_read_only_folder(root),
     )
     yield kit
+    for lock in kit.held:  # held until every case was checked, so the lock file is part of the "before"
+        lock.release()
     if kit.read_only != Path("/proc"):
         kit.read_only.chmod(0o755)
 
@@ -119,8 +123,6 @@ def outcomes(kit, tmp_path_factory):
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         futures = {name: pool.submit(lwi, *made.args, cwd=made.cwd) for name, made in runnable.items()}
         results = {name: future.result() for name, future in futures.items()}
-    for lock in kit.held:
-        lock.release()
     return {"shared": shared, "cases": {n: (m, b, results.get(n)) for n, (m, b) in prepared.items()}}
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lwi.commands import options
 from lwi.commands.options import add_overwrite, add_progress
 from lwi.commands.segment import add_segmenter_arguments, make_segmenter
 
 NAME = "evaluate"
 HELP = "segment every case of a labelled dataset and report Dice and 95th-percentile Hausdorff distance (HD95) per label"
+EPILOG = options.INPUT_RULES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

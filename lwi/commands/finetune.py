@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from lwi.commands import options
 from lwi.commands import training_options as common
 
 NAME = "finetune"
 HELP = "LWI Step 2: fine-tune a Step-1 checkpoint into a segmentation model (Dice + cross-entropy)"
+EPILOG = options.INPUT_RULES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,12 +10,22 @@ from __future__ import annotations
 import argparse
 
 from lwi import segment_options
-from lwi.names import ARCHITECTURE_NAMES, DEFAULT_ARCHITECTURE, DEVICE_CHOICES
+from lwi.names import ARCHITECTURE_NAMES, DEFAULT_ARCHITECTURE, DEVICE_CHOICES, MAX_ANISOTROPY
 
 # The range types live with the segmentation option table (standard library only, so the worker and
 # the Slicer modules check values with them too); every other command's numeric options use them here.
 POSITIVE, FRACTION, POSITIVE_NUMBER = segment_options.POSITIVE, segment_options.FRACTION, segment_options.POSITIVE_NUMBER
 whole, number = segment_options.whole, segment_options.number
+
+
+#: The input rules (lwi.data.checks, lwi.io), shown after --help of every command that reads images.
+INPUT_RULES = (
+    "Inputs: a truncated or corrupt file, NaN or infinite voxels, a constant image, voxels more than "
+    f"{MAX_ANISOTROPY:g} times longer along one axis, or a DICOM folder with several series or missing or uneven slices are "
+    "refused with the file or case named; a volume smaller than the ROI is padded, with a warning. "
+    "Outputs: checked before any work (writable, not a folder, free space) and never replaced without "
+    "--overwrite; a run that fails removes what it wrote (training keeps its resumable checkpoint)."
+)
 
 
 def add_progress(parser: argparse.ArgumentParser) -> None:

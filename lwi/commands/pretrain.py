@@ -9,6 +9,7 @@ from lwi.commands import training_options as common
 
 NAME = "pretrain"
 HELP = "LWI Step 1: self-supervised pre-training (shuffled sub-volumes + masked cubes) on the images"
+EPILOG = options.INPUT_RULES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 from lwi import segment_options
+from lwi.commands import options
 from lwi.commands.options import add_device, add_overwrite, add_progress
 
 NAME = "segment"
 HELP = "segment a volume (or a folder of volumes) with a trained model; the label map is on the input's grid"
+EPILOG = options.INPUT_RULES
 
 
 def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:

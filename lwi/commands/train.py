@@ -9,6 +9,7 @@ from lwi.commands import training_options as common
 
 NAME = "train"
 HELP = "train a segmentation model: LWI pre-training then fine-tuning (--strategy lwi) or a baseline"
+EPILOG = options.INPUT_RULES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,9 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lwi.errors import LWIError
-
-#: The largest ratio of a voxel's longest to its shortest side that is accepted.
-MAX_ANISOTROPY = 20.0
+from lwi.names import MAX_ANISOTROPY
 
 
 def image_problems(image: sitk.Image) -> List[str]:
