@@ -51,8 +51,7 @@ def pretrain(
         unlabeled=unlabeled, require_labels=False,
     )
     settings = run.settings
-    if not resume:
-        check_outputs([out], overwrite)
+    check_outputs(run, None, [out], overwrite, resume)
     if run.held_cases:
         progress.log(run.split_message.replace("for validation", "for Step 2's validation (not used in Step 1)"))
     summary = run_step1(
@@ -111,8 +110,7 @@ def finetune(
         device=device, progress=progress, require_labels=True,
     )
     settings = run.settings
-    if not resume:
-        check_outputs([out, last], overwrite)
+    check_outputs(run, out, [last], overwrite, resume)
     progress.log(run.split_message)
     train_cache = run.train_cache()
     channels = int(train_cache.full_case(0)[0].shape[0])
@@ -172,8 +170,7 @@ def train(
     run = Run.from_options(
         data, options, stored, device=device, progress=progress, unlabeled=unlabeled, require_labels=True
     )
-    if not resume:
-        check_outputs(module.outputs(out), overwrite)
+    check_outputs(run, out, [p for p in module.outputs(out) if p != out], overwrite, resume)
     progress.log(run.split_message)
     started = time.monotonic()
     try:

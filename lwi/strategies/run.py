@@ -46,14 +46,19 @@ def split_cases(dataset: Any, seed: int, val_fraction: float) -> Tuple[List[Any]
     )
 
 
-def check_outputs(paths: Sequence[Path], overwrite: bool) -> None:
-    """Refuse to replace earlier results silently."""
-    existing = [str(p) for p in paths if Path(p).exists()]
-    if existing and not overwrite:
-        raise LWIError(
-            f"{existing[0]} already exists; pass --resume to continue that run, --overwrite to replace it, "
-            "or choose another --out."
-        )
+def check_outputs(
+    run: Run, model: Optional[Path], checkpoints: Sequence[Path], overwrite: bool, resume: bool = False
+) -> None:
+    """A run's files checked before any work (:func:`lwi.outputs.check_outputs`): the ``model``
+    bundle (if any) and resumable ``checkpoints`` are not folders, are writable, are not replaced
+    without ``overwrite`` (``resume`` continues them), and there is room for each."""
+    from lwi.outputs import Output
+    from lwi.outputs import check_outputs as check
+
+    estimate = 3 * run.weight_bytes()  # weights + AdamW's two moments: the largest file of a run
+    outputs = [Output(model, "--out", estimate=estimate)] if model is not None else []
+    outputs += [Output(p, "--out", resumable=True, estimate=estimate) for p in checkpoints]
+    check(outputs, overwrite, resume)
 
 
 def preprocess_config(dataset: Any, settings: Settings, stored: Optional[Mapping[str, Any]] = None) -> Any:
@@ -128,6 +133,20 @@ class Run:
         self.config = preprocess_config(self.dataset, settings, stored_preprocessing)
         self.device = resolve_device(device)
         self._caches: Dict[str, Any] = {}
+
+    def weight_bytes(self) -> int:
+        """The size of the network's weights (float32), from a build on PyTorch's meta device (no memory)."""
+        import torch
+
+        from lwi.architectures import build
+
+        out_channels = max(self.labels) + 1 if self.labels else 2
+        try:
+            with torch.device("meta"):
+                model = build(self.settings.arch, 1, out_channels, self.settings.roi, **self.settings.arch_params)
+        except (RuntimeError, NotImplementedError):  # a network that cannot be built on meta: no estimate
+            return 0
+        return 4 * sum(p.numel() for p in model.parameters())
 
     @property
     def labels(self) -> Dict[int, str]:
