@@ -61,8 +61,8 @@ def test_sigterm_is_acknowledged_at_once_and_resume_continues_from_the_checkpoin
     args = [sys.executable, "-m", "lwi", "pretrain", "--data", str(data), "--out", str(out), *NET,
             "--epochs", "2000", "--checkpoint-every", "1000", "--progress", "json"]
     err_path = tmp_path / "stderr.txt"
-    with err_path.open("w") as err:
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True, env=ENV)
+    with err_path.open("w", encoding="utf-8") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True, encoding="utf-8", env=ENV)
         for line in proc.stdout:  # wait until training runs
             event = json.loads(line)
             if event["event"] == "progress" and event.get("stage") == "pretrain" and event.get("iteration", 0) >= 2:
@@ -71,13 +71,13 @@ def test_sigterm_is_acknowledged_at_once_and_resume_continues_from_the_checkpoin
         proc.send_signal(signal.SIGTERM)
         acknowledged = None
         while proc.poll() is None and time.monotonic() - sent < 60:
-            if acknowledged is None and "stopping after this iteration" in err_path.read_text():
+            if acknowledged is None and "stopping after this iteration" in err_path.read_text(encoding="utf-8", errors="replace"):
                 acknowledged = time.monotonic() - sent
             time.sleep(0.05)
         proc.stdout.read()
         proc.wait(timeout=60)
         ended = time.monotonic() - sent
-    stderr = err_path.read_text()
+    stderr = err_path.read_text(encoding="utf-8")
     assert acknowledged is not None and acknowledged < 5, stderr[-2000:]
     assert ended < 30, stderr[-2000:]
     assert proc.returncode == 130
@@ -106,7 +106,7 @@ def test_every_output_follows_the_umask(model, tmp_path):
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "lwi", *map(str, args)], capture_output=True, text=True,
-                              env=ENV, preexec_fn=lambda: os.umask(0o027), timeout=300)
+                              encoding="utf-8", env=ENV, preexec_fn=lambda: os.umask(0o027), timeout=300)
 
     seg = run("segment", "--model", model, "--input", source, "--output", out / "seg.seg.nrrd", "--device", "cpu",
               "--probabilities", out / "p.nii.gz", "--color-table", out / "labels.ctbl")
@@ -122,7 +122,7 @@ def test_every_output_follows_the_umask(model, tmp_path):
 # -- the worker of the Slicer module ----------------------------------------------------------------------
 def _worker_exchange(lines, timeout: float = 120):
     proc = subprocess.run([sys.executable, "-m", "lwi.worker"], input="\n".join(lines) + "\n", capture_output=True,
-                          text=True, env=ENV, timeout=timeout)
+                          text=True, encoding="utf-8", env=ENV, timeout=timeout)
     return proc, [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
 
 
