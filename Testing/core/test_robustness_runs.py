@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -201,3 +202,19 @@ def test_a_volume_smaller_than_the_roi_is_segmented_with_a_warning(model, tmp_pa
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "smaller than the ROI" in proc.stderr and "padded" in proc.stderr
     assert sitk.ReadImage(str(tmp_path / "s.nrrd")).GetSize() == small.GetSize()
+
+
+# -- 10: a lock whose process is gone is taken over; a live one is not -----------------------------------
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
+    from lwi.errors import LWIError
+    from lwi.outputs import Lock, lock_path
+
+    out = tmp_path / "m.lwi.safetensors"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    lock_path(out).write_text(json.dumps({"pid": dead_pid, "host": socket.gethostname(), "command": "lwi train"}))
+    with Lock(out) as lock:  # the dead run's lock is replaced by ours
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+        with pytest.raises(LWIError, match=f"process {os.getpid()} on"):
+            Lock(out).acquire()  # while we hold it, another run is refused
+    assert not lock_path(out).exists()
