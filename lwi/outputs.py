@@ -30,7 +30,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from lwi.errors import LWIError
 
@@ -271,24 +271,28 @@ class _Snapshot:
         before = self.files.get(out.path)
         return before is None or out.path.stat().st_mtime_ns != before
 
-    def remove_new(self) -> List[Path]:
-        """Remove what the work created (except resumable checkpoints); returns the kept checkpoints."""
+    def remove_new(self) -> Tuple[List[Path], bool]:
+        """Remove what the work created, unless a resumable checkpoint is there to continue from.
+
+        Returns ``(kept checkpoints, whether anything was removed)``.
+        """
         kept = [o.path for o in self.outputs if o.resumable and not o.folder and o.path.exists()]
         if kept:
-            return kept  # the run's files belong together: resume needs the best model beside its state
+            return kept, False  # the run's files belong together: resume needs the best model beside its state
+        removed = []
         for out in self.outputs:
             if out.folder:
                 if out.path.is_dir():
-                    for name in set(os.listdir(out.path)) - self.folder_entries[out.path]:
-                        _remove(out.path / name)
+                    removed += [out.path / n for n in set(os.listdir(out.path)) - self.folder_entries[out.path]]
                 continue
             if self.files.get(out.path) is None and out.path.exists():
-                _remove(out.path)
+                removed.append(out.path)
             if out.path.parent.is_dir():  # a temporary file of an interrupted atomic write
-                for leftover in out.path.parent.glob(f".{out.path.name}.*"):
-                    _remove(leftover)
+                removed += list(out.path.parent.glob(f".{out.path.name}.*"))
+        for path in removed:
+            _remove(path)
         self.remove_created_dirs()
-        return []
+        return [], bool(removed)
 
     def remove_created_dirs(self) -> None:
         for folder in sorted(self.created_dirs, key=lambda p: len(p.parts), reverse=True):
@@ -346,13 +350,19 @@ def writing(
     except BaseException as exc:
         if held is not None:
             held.release()
-        note = _cleanup_note(snapshot.remove_new())
-        if isinstance(exc, LWIError):
-            raise Failed(f"{str(exc).rstrip('.')}. {note}") from None
+        kept, removed = snapshot.remove_new()
+        if kept:
+            note = f"The checkpoint {', '.join(map(str, kept))} is kept: run the same command with --resume to continue."
+        elif removed:
+            note = "What this run had written was removed."
+        else:
+            note = "Nothing was written."
         if isinstance(exc, KeyboardInterrupt):
             raise KeyboardInterrupt(note) from None
         if isinstance(exc, OSError):
             raise Failed(f"{os_error_sentence(exc).rstrip('.')}. {note}") from None
+        if isinstance(exc, LWIError) and (kept or removed):  # else its message stands as it is
+            raise Failed(f"{str(exc).rstrip('.')}. {note}") from None
         raise
     finally:
         if held is not None:
@@ -364,10 +374,3 @@ def os_error_sentence(exc: OSError) -> str:
     where = f" {exc.filename}" if exc.filename else ""
     reason = exc.strerror or str(exc) or type(exc).__name__
     return f"Could not write or read{where}: {reason[:1].lower() + reason[1:]}."
-
-
-def _cleanup_note(kept: List[Path]) -> str:
-    if kept:
-        names = ", ".join(str(p) for p in kept)
-        return f"The checkpoint {names} is kept: run the same command with --resume to continue."
-    return "Nothing was left behind."
