@@ -141,7 +141,7 @@ class Segmenter:
         self.overlap = float(overlap if overlap is not None else inference.get("overlap", 0.5))
         if not 0.0 <= self.overlap < 1.0:
             raise LWIError(f"The overlap must be in [0, 1), got {self.overlap}.")
-        self.sw_batch_size = int(sw_batch_size or inference.get("sw_batch_size", 4))
+        self.sw_batch_size = int(sw_batch_size if sw_batch_size is not None else inference.get("sw_batch_size", 4))
         if self.sw_batch_size < 1:
             raise LWIError(f"The window batch size must be at least 1, got {self.sw_batch_size}.")
         self.amp = bool(amp)

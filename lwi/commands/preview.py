@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", required=True, help="folder for the views and preview.json")
     parser.add_argument(
         "--subvolumes",
-        type=options.whole(2),
+        type=options.POSITIVE,
         default=None,
         help="number N of axial sub-volumes (default: derived from --model, or from --arch and --roi)",
     )

@@ -98,7 +98,7 @@ def add_strategies(parser: argparse.ArgumentParser) -> None:
     am = parser.add_argument_group("AnatoMask (--strategy anatomask)")
     am.add_argument("--mim-patch-size", type=options.POSITIVE, help="masked patch edge in voxels (default 16; also MedContext's CNN masks)")
     am.add_argument("--anatomask-mask-ratio", type=options.FRACTION, help="share of masked patches (default 0.6)")
-    am.add_argument("--guided-final-ratio", type=options.number(0.0, 1.0), help="final share of masked patches chosen by the teacher (default 0.5)")
+    am.add_argument("--guided-final-ratio", type=options.FRACTION, help="final share of masked patches chosen by the teacher (default 0.5)")
     am.add_argument(
         "--anatomask-ema-decay", type=options.number(0.0, 1.0), nargs=2, metavar=("START", "END"), help="teacher EMA decay (default 0.999 0.9999)"
     )

@@ -128,21 +128,36 @@ def _normalise(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def _ranges() -> Dict[str, Any]:
+    """Each numeric setting's range type (the command line's, :mod:`lwi.segment_options`)."""
+    from lwi.segment_options import FRACTION, POSITIVE, POSITIVE_NUMBER, number, whole
+
+    return {
+        "pretrain_epochs": POSITIVE, "epochs": POSITIVE, "batch_size": POSITIVE, "iterations_per_epoch": POSITIVE,
+        "lr": POSITIVE_NUMBER, "weight_decay": number(0.0), "warmup_epochs": whole(0), "mask_ratio": FRACTION,
+        "cube_size": POSITIVE, "w_rec": number(0.0), "w_order": number(0.0), "val_every": POSITIVE,
+        "checkpoint_every": POSITIVE, "val_fraction": FRACTION, "overlap": FRACTION, "sw_batch_size": POSITIVE,
+        "pos_fraction": number(0.0, 1.0), "seed": whole(0), "consistency_weight": number(0.0),
+        "context_mask_ratio": FRACTION, "anatomask_mask_ratio": FRACTION, "guided_final_ratio": FRACTION,
+        "clip_grad_norm": POSITIVE_NUMBER, "mim_patch_size": POSITIVE,
+    }
+
+
 def _check_settings(s: Settings) -> None:
+    """Every number in its range (None = the default): a value is refused, never quietly replaced."""
+    import argparse
+
     if len(s.roi) != 3 or min(s.roi) < 1:
         raise LWIError(f"The ROI must be three positive sizes, got {list(s.roi)}.")
-    for name in ("pretrain_epochs", "epochs", "batch_size"):
-        if int(getattr(s, name)) < 1:
-            raise LWIError(f"{name.replace('_', ' ').capitalize()} must be at least 1.")
-    if s.lr <= 0:
-        raise LWIError("The learning rate must be positive.")
-    if not 0.0 <= s.mask_ratio < 1.0:
-        raise LWIError("The mask ratio must be in [0, 1).")
-    if not 0.0 <= s.val_fraction < 1.0:
-        raise LWIError("The validation fraction must be in [0, 1).")
-    for name in ("context_mask_ratio", "anatomask_mask_ratio", "guided_final_ratio"):
-        if not 0.0 <= float(getattr(s, name)) < 1.0:
-            raise LWIError(f"The {name.replace('_', ' ')} must be in [0, 1).")
+    for name, check in _ranges().items():
+        value = getattr(s, name)
+        if value is not None:
+            try:
+                check(value)
+            except argparse.ArgumentTypeError as exc:
+                raise LWIError(f"The setting {name} {exc}") from None
+    if s.spacing is not None and (len(s.spacing) != 3 or min(float(v) for v in s.spacing) <= 0):
+        raise LWIError(f"The spacing must be three positive numbers in mm, got {list(s.spacing)}.")
     for name, allowed in CHOICES.items():
         if getattr(s, name) not in allowed:
             raise LWIError(f"Unknown {name.replace('_', ' ')} {getattr(s, name)!r}; use {' or '.join(allowed)}.")
@@ -150,10 +165,6 @@ def _check_settings(s: Settings) -> None:
         values = tuple(getattr(s, name))
         if len(values) != 2 or not 0.0 <= values[0] <= values[1] <= 1.0:
             raise LWIError(f"The {name.replace('_', ' ')} must be two numbers 0 <= start <= end <= 1.")
-    if s.clip_grad_norm is not None and s.clip_grad_norm <= 0:
-        raise LWIError("The gradient clipping norm must be positive.")
-    if int(s.mim_patch_size) < 1:
-        raise LWIError("The masked patch size must be at least 1 voxel.")
     if s.modality is not None and s.modality.upper() not in MODALITIES:
         raise LWIError(f"Unknown modality {s.modality!r}; use CT or MR.")
 
