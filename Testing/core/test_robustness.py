@@ -29,17 +29,14 @@ import torch
 from hostile import assert_refused, dicom_series, lwi, snapshot, volume, write
 from safetensors.torch import save_file
 
-from lwi.architectures import build
-from lwi.bundle import save_bundle
 from lwi.data.phantoms import PHANTOM_LABELS, make_phantom, write_phantom_dataset
 from lwi.outputs import Lock
 
 ROI = ("16", "16", "16")
-TINY = dict(init_filters=8, blocks_down=[1, 1], blocks_up=[1], norm=["GROUP", {"num_groups": 4}])
 NET_ONLY = ["--arch", "segresnet", "--init-filters", "8", "--arch-param", "blocks_down=[1,1]",
             "--arch-param", "blocks_up=[1]", "--roi", *ROI, "--device", "cpu"]
 NET = [*NET_ONLY, "--pretrain-epochs", "1", "--epochs", "1"]
-PRE = {"orientation": "RAS", "spacing": [4.0, 4.0, 4.0], "modality": "CT", "ct_window": [-175, 250]}
+PRE = {"orientation": "RAS", "spacing": [4.0, 4.0, 4.0], "modality": "CT", "ct_window": [-175, 250]}  # a Step-1 header's
 SHAPE = (24, 24, 16)
 # All cases run in the first test's fixture (in parallel): on a busy machine that exceeds the default.
 pytestmark = pytest.mark.timeout(900)
@@ -59,6 +56,7 @@ class Kit:
     """Inputs shared by the cases (read-only for them; hashed before and after all runs)."""
 
     root: Path
+    make_bundle: Callable[..., Path]  # the shared tiny-bundle builder (Testing/conftest.py)
     model: Path
     image: Path
     data: Path
@@ -88,19 +86,14 @@ def _read_only_folder(root: Path) -> Path:
     return folder
 
 
-def _bundle(path: Path, labels=PHANTOM_LABELS) -> Path:
-    torch.manual_seed(0)
-    adapter = build("segresnet", 1, max(labels) + 1, tuple(int(r) for r in ROI), **TINY)
-    return save_bundle(path, adapter, labels, PRE, {"overlap": 0.25, "sw_batch_size": 2})
-
-
 @pytest.fixture(scope="module")
-def kit(tmp_path_factory) -> Kit:
+def kit(tmp_path_factory, make_bundle) -> Kit:
     root = tmp_path_factory.mktemp("kit")
     image, _ = make_phantom(7, shape=SHAPE)
     kit = Kit(
         root=root,
-        model=_bundle(root / "model.lwi.safetensors"),
+        make_bundle=make_bundle,
+        model=make_bundle(root / "model.lwi.safetensors", PHANTOM_LABELS),
         image=write(image, root / "ct.nii.gz"),
         data=write_phantom_dataset(root / "data", 3, shape=SHAPE),
         read_only=_read_only_folder(root),
@@ -466,7 +459,7 @@ def _(root, kit):
 
 @case("evaluate-label-sets-differ")
 def _(root, kit):
-    model = _bundle(root / "two-labels.lwi.safetensors", {0: "background", 1: "liver", 2: "spleen"})
+    model = kit.make_bundle(root / "two-labels.lwi.safetensors", {0: "background", 1: "liver", 2: "spleen"})
     return Case(["evaluate", "--model", model, "--data", kit.data, "--json", root / "scores.json"], [root],
                 ("do not match", "cannot predict [3, 4]"))
 

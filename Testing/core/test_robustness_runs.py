@@ -16,12 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 from hostile import CATCH_ALL, REPO, assert_refused, last_line, lwi, snapshot, write
 
 from lwi import checkpoint
-from lwi.architectures import build
-from lwi.bundle import save_bundle
 from lwi.data.phantoms import PHANTOM_LABELS, make_phantom, write_phantom_dataset
 
 NET = ["--arch", "segresnet", "--init-filters", "8", "--arch-param", "blocks_down=[1,1]",
@@ -36,13 +33,8 @@ def data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    adapter = build("segresnet", 1, 5, (16, 16, 16), init_filters=8, blocks_down=[1, 1], blocks_up=[1],
-                    norm=["GROUP", {"num_groups": 4}])
-    pre = {"orientation": "RAS", "spacing": [4.0, 4.0, 4.0], "modality": "CT", "ct_window": [-175, 250]}
-    return save_bundle(tmp_path_factory.mktemp("model") / "m.lwi.safetensors", adapter, PHANTOM_LABELS, pre,
-                       {"overlap": 0.25, "sw_batch_size": 2})
+def model(tmp_path_factory, make_bundle) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("model") / "m.lwi.safetensors", PHANTOM_LABELS)
 
 
 # -- 1: an error after work has started is the last line, after the progress bar -----------------------
