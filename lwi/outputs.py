@@ -102,7 +102,7 @@ def check_outputs(outputs: Sequence[Output], overwrite: bool = False, resume: bo
     ``resume``: resumable outputs may exist (they are continued); the others may exist too, since a
     resumed run rewrites them.
     """
-    need: Dict[Path, int] = {}
+    need: Dict[int, Tuple[Path, int]] = {}  # file system -> (a folder on it, bytes to be written there)
     resumable = any(o.resumable for o in outputs)  # a run with a checkpoint: its outputs can be continued
     for out in outputs:
         path = out.path
@@ -127,9 +127,9 @@ def check_outputs(outputs: Sequence[Output], overwrite: bool = False, resume: bo
                 f"choose another {out.option}."
             )
         if out.estimate:
-            device = ancestor
-            need[device] = need.get(device, 0) + int(out.estimate)
-    for folder, estimate in need.items():
+            device = os.stat(ancestor).st_dev
+            need[device] = (ancestor, need.get(device, (ancestor, 0))[1] + int(out.estimate))
+    for folder, estimate in need.values():
         check_space(folder, estimate)
 
 
