@@ -144,11 +144,14 @@ def read_image_information(path: PathLike) -> sitk.ImageFileReader:
 
 def estimate_voxels(path: PathLike) -> int:
     """The number of voxels of an image file (header only) or DICOM folder (from its size), for
-    estimating the size of outputs before any work."""
+    estimating the size of outputs before any work; 0 for a file that cannot be read."""
     p = Path(path)
     if p.is_dir():
         return sum(f.stat().st_size for f in p.iterdir() if f.is_file()) // 2  # mostly 16-bit pixels
-    size = read_image_information(p).GetSize()
+    try:
+        size = read_image_information(p).GetSize()
+    except LWIError:
+        return 0  # unreadable: reading the image itself reports it (a folder's other images go on)
     count = 1
     for n in size:
         count *= int(n)

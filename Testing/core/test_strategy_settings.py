@@ -34,9 +34,9 @@ def test_round_trip_keeps_tuples():
         ({"ema_mode": "typo"}, "ema mode"),
         ({"context_tube_axis": "w"}, "tube axis"),
         ({"anatomask_transfer": "decoder"}, "anatomask transfer"),
-        ({"context_mask_ratio": 1.0}, "context mask ratio"),
+        ({"context_mask_ratio": 1.0}, "context_mask_ratio"),
         ({"ema_momentum": (1.0, 0.9)}, "ema momentum"),
-        ({"clip_grad_norm": 0.0}, "clipping"),
+        ({"clip_grad_norm": 0.0}, "clip_grad_norm"),
     ],
 )
 def test_bad_settings_are_refused(options, message):

@@ -52,9 +52,12 @@ def check_outputs(
     """A run's files checked before any work (:func:`lwi.outputs.check_outputs`): the ``model``
     bundle (if any) and resumable ``checkpoints`` are not folders, are writable, are not replaced
     without ``overwrite`` (``resume`` continues them), and there is room for each."""
+    from lwi import distributed
     from lwi.outputs import Output
     from lwi.outputs import check_outputs as check
 
+    if not distributed.is_main():
+        return  # under torchrun rank 0 alone writes, so it alone checks (no probe file from the others)
     estimate = 3 * run.weight_bytes()  # weights + AdamW's two moments: the largest file of a run
     outputs = [Output(model, "--out", estimate=estimate)] if model is not None else []
     outputs += [Output(p, "--out", resumable=True, estimate=estimate) for p in checkpoints]
