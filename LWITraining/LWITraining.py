@@ -32,7 +32,7 @@ PAPER_CITATION = (
     "Kunhimon S., Shaker A., Naseer M., Khan S., Khan F. S. Learnable Weight Initialization for "
     "Volumetric Medical Image Segmentation. Artificial Intelligence in Medicine, 2024 (arXiv:2306.09320)."
 )
-ROI_SIZES = [32, 64, 96, 128, 160]
+ROI_SIZES = [0, 32, 64, 96, 128, 160]  # 0: auto, the plan decides (lwi plan)
 CASE_COLUMNS = ["Case", "Source", "Segments", "Status"]
 
 
@@ -57,7 +57,7 @@ def _vocabulary():
 
 _names = _vocabulary()
 STRATEGIES = list(_names.STRATEGY_NAMES)  # exactly the core's registry
-ARCHITECTURES = list(_names.ARCHITECTURE_NAMES)
+ARCHITECTURES = list(_names.ARCHITECTURE_CHOICES)  # "auto": the plan decides (lwi plan)
 DEVICES = list(_names.DEVICE_CHOICES)
 INTENSITY_PRESETS = list(_names.MODALITY_CHOICES)
 
@@ -96,8 +96,9 @@ class LWITrainingParameterNode:
     modelsFolder: where the trained model is written (empty: the application setting, else ~/LWI/models).
     modelName: the model's file name (without ``.lwi.safetensors``).
     strategy, architecture, pretrainEpochs (Step 1), epochs (Step 2), roiSize, targetSpacing (mm, empty:
-    the cases' median), intensityPreset, device: the main ``lwi train`` settings.
+    the plan's), intensityPreset, device, timeBudget (e.g. "20m"): the main ``lwi train`` settings.
     learningRate, maskRatio, cubeSize, batchSize: the advanced ones.
+    "auto" / 0 / empty: not passed to ``lwi train``, whose plan decides (the same defaults as the CLI).
     """
 
     caseVolume: vtkMRMLScalarVolumeNode
@@ -106,18 +107,19 @@ class LWITrainingParameterNode:
     modelsFolder: pathlib.Path
     modelName: str = "model"
     strategy: Annotated[str, Choice(STRATEGIES)] = "lwi"
-    architecture: Annotated[str, Choice(ARCHITECTURES)] = "unetr"
-    pretrainEpochs: Annotated[int, WithinRange(1, 100000)] = 100
-    epochs: Annotated[int, WithinRange(1, 100000)] = 300
-    roiSize: Annotated[int, Choice(ROI_SIZES)] = 96
+    architecture: Annotated[str, Choice(ARCHITECTURES)] = "auto"
+    pretrainEpochs: Annotated[int, WithinRange(0, 100000)] = 0
+    epochs: Annotated[int, WithinRange(0, 100000)] = 0
+    roiSize: Annotated[int, Choice(ROI_SIZES)] = 0
     targetSpacing: str = ""
     intensityPreset: Annotated[str, Choice(INTENSITY_PRESETS)] = "auto"
     device: Annotated[str, Choice(DEVICES)] = "auto"
-    # The spin box shows 6 decimals and Qt rounds its minimum to them: a smaller minimum would be 0.
-    learningRate: Annotated[float, WithinRange(1e-6, 1.0)] = 1e-4
+    # 0 = auto (the plan's learning rate); the spin box shows it as "auto (plan)".
+    learningRate: Annotated[float, WithinRange(0.0, 1.0)] = 0.0
     maskRatio: Annotated[float, WithinRange(0.0, 0.95)] = 0.4
-    cubeSize: Annotated[int, WithinRange(2, 64)] = 16
-    batchSize: Annotated[int, WithinRange(1, 64)] = 2
+    cubeSize: Annotated[int, WithinRange(0, 64)] = 0
+    batchSize: Annotated[int, WithinRange(0, 64)] = 0
+    timeBudget: str = ""
 
 
 class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -363,8 +365,17 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.exception("LWITraining failed to start")
 
     def _onEvent(self, event: Dict[str, Any]) -> None:
-        if event.get("event") == "progress":
+        kind = event.get("event")
+        if kind == "progress":
             self.ui.stageLabel.text = self.logic.stageText(event)
+        elif kind == "plan":  # what the core chose for the "auto" settings, and how long it will take
+            for line in event.get("summary") or []:
+                self.task.log(line)
+        elif kind == "warning":  # e.g. a label that is not being learned
+            from LWICommon.training_settings import warning_text
+
+            self.task.log(warning_text(event))
+            self.ui.stageLabel.text = warning_text(event)
 
     def _onDone(self, runner) -> None:
         if runner.cancelled:

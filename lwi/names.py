@@ -16,7 +16,9 @@ from typing import Any, Dict, Tuple, Union
 
 #: Network architectures (``lwi.architectures``), in the order the GUI offers them.
 ARCHITECTURE_NAMES: Tuple[str, ...] = ("unetr", "swinunetr", "mednext", "segresnet")
-DEFAULT_ARCHITECTURE = "unetr"
+DEFAULT_ARCHITECTURE = "unetr"  # of the Python API's Settings; lwi train and the GUI follow the plan
+#: What the GUI offers: a network, or "auto" (the plan's choice, lwi/plan.py).
+ARCHITECTURE_CHOICES: Tuple[str, ...] = ("auto",) + ARCHITECTURE_NAMES
 
 #: Training strategies (``lwi.strategies``) with the one line the GUI shows for each.
 STRATEGY_DESCRIPTIONS: Dict[str, str] = {

@@ -2,8 +2,8 @@
 
 Every encoder level that feeds the decoder gets one linear classifier. A level ``[B, C, X, Y, Z]`` is
 averaged over the two in-plane axes and within each of the N equal depth slots (aligned with the
-sub-volumes shuffled by :mod:`lwi.transformation`), giving ``[B, N, C]``; the classifier maps each slot to
-N logits. The target of slot j is ``permutation[:, j]``.
+sub-volumes shuffled by :mod:`lwi.transformation`), giving ``[B, N, C]``; each slot's vector is
+layer-normalised (:func:`normalise_slots`) and the classifier maps it to N logits. The target of slot j is ``permutation[:, j]``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,19 @@ def slot_pool(features: torch.Tensor, num_subvolumes: int) -> torch.Tensor:
     return per_depth.view(b, c, n, z // n).mean(dim=3).transpose(1, 2)
 
 
+def normalise_slots(slots: torch.Tensor) -> torch.Tensor:
+    """Layer-normalise each slot's feature vector ``[B, N, C]`` over C (no learned scale or shift).
+
+    Only the last level of an encoder such as UNETR's ViT is normalised before the decoder; the
+    others are raw residual streams whose scale moves quickly under AdamW's first steps. A linear
+    head on them turns a small coherent change of the features into a large change of its logits,
+    and on an unlearnable order (noise) one level's loss then jumps far above ln N (measured in
+    benchmarks/results/order_heads_noise.json). Normalising the pooled features, as ViT does before
+    its classification head, keeps every level's classifier linear on features of a fixed scale.
+    """
+    return F.layer_norm(slots.float(), slots.shape[-1:]).to(slots.dtype)
+
+
 class OrderHeads(nn.Module):
     """One linear order classifier per encoder level; ``forward(levels)`` -> list of logits ``[B, N, N]``."""
 
@@ -47,7 +60,7 @@ class OrderHeads(nn.Module):
     def forward(self, levels: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         if len(levels) != len(self.heads):
             raise LWIError(f"Expected {len(self.heads)} encoder levels for the order heads, got {len(levels)}.")
-        return [head(slot_pool(f, self.num_subvolumes)) for head, f in zip(self.heads, levels)]
+        return [head(normalise_slots(slot_pool(f, self.num_subvolumes))) for head, f in zip(self.heads, levels)]
 
 
 def order_losses(logits: Sequence[torch.Tensor], permutation: torch.Tensor) -> List[torch.Tensor]:

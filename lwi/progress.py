@@ -2,8 +2,9 @@
 
 Two audiences: a person at a terminal gets tqdm bars on stderr; a program (the Slicer modules,
 users' scripts) passes ``--progress json`` and reads one JSON object per line on stdout. Every
-object has an ``event`` field: ``"progress"`` while working, ``"log"`` for a message, then exactly
-one final ``"result"`` or ``"error"``.
+object has an ``event`` field: ``"progress"`` while working, ``"log"`` for a message, ``"warning"``
+for something the user must act on, ``"plan"`` for a training plan, then exactly one final
+``"result"`` or ``"error"``.
 """
 
 from __future__ import annotations
@@ -76,6 +77,13 @@ class Progress:
         if self.mode != "none":
             tqdm.write(message, file=sys.stderr)
         self.emit("log", message=message)
+
+    def warn(self, message: str, **fields: Any) -> None:
+        """A warning the user must see: ``Warning: ...`` on stderr (unless silent) and a ``warning``
+        event with ``message`` and ``fields`` (e.g. ``kind``, ``labels``) in JSON mode."""
+        if self.mode != "none":
+            tqdm.write(f"Warning: {message}", file=sys.stderr)
+        self.emit("warning", message=message, **fields)
 
     # -- bars -------------------------------------------------------------------------------
     def plan(self, total: Optional[int]) -> None:

@@ -149,17 +149,18 @@ class TrainingLogic:
         return TrainingSettings(
             architecture=p.architecture,
             strategy=p.strategy,
-            pretrain_epochs=p.pretrainEpochs,
-            epochs=p.epochs,
-            roi=(p.roiSize,) * 3,
+            pretrain_epochs=p.pretrainEpochs or None,  # 0: auto, the plan decides
+            epochs=p.epochs or None,
+            roi=(p.roiSize,) * 3 if p.roiSize else None,
             spacing=parse_spacing(p.targetSpacing),
             intensity=p.intensityPreset,
             device=p.device,
             model_name=p.modelName,
-            learning_rate=p.learningRate,
+            learning_rate=p.learningRate or None,
             mask_ratio=p.maskRatio,
-            cube_size=p.cubeSize,
-            batch_size=p.batchSize,
+            cube_size=p.cubeSize or None,
+            batch_size=p.batchSize or None,
+            time_budget=getattr(p, "timeBudget", ""),
         )
 
     @staticmethod

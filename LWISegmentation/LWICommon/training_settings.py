@@ -1,24 +1,30 @@
 """The LWITraining settings and the ``lwi train`` / ``lwi preview`` command lines they give (plain Python).
 
-Defaults are meant for a few cases on one GPU: UNETR (the paper's network) at a 96^3 ROI, LWI
-initialisation, 100 Step-1 and 300 Step-2 epochs, AdamW at 1e-4, mask ratio 0.4 with 16^3 cubes.
-The spacing is the cases' median unless given; the intensity preset picks the CT window or the MR
-z-score (``auto``: from the dataset).
+One source of defaults: every setting left at ``auto`` (None here) is not passed to ``lwi train``, so
+the core's plan (``lwi plan``: network, ROI, spacing, batch, iterations from the data, the device and
+the time budget) decides it, exactly as on the command line. :func:`plan_args` asks the core for that
+plan in a subprocess (the GUI process never imports torch) and :func:`read_plan` reads its answer.
+Explicit values always win. Mask ratio 0.4 with 16^3 cubes and AdamW at 1e-4 are the paper's.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from LWICommon import cli_args
 from LWICommon.vocabulary import names, records
 
-#: The names the panel offers: exactly the core's (lwi/names.py, the registries' keys).
+#: The names the panel offers: exactly the core's (lwi/names.py, the registries' keys); "auto" lets the
+#: core's plan choose the network.
 STRATEGIES: Tuple[str, ...] = names.STRATEGY_NAMES
 STRATEGY_DESCRIPTIONS: Dict[str, str] = names.STRATEGY_DESCRIPTIONS
-ARCHITECTURES: Tuple[str, ...] = names.ARCHITECTURE_NAMES
+ARCHITECTURES: Tuple[str, ...] = names.ARCHITECTURE_CHOICES
+#: The text a spin box shows for 0 = "the plan decides".
+AUTO_TEXT = "auto (plan)"
 INTENSITY_PRESETS: Tuple[str, ...] = names.MODALITY_CHOICES
 DEVICES: Tuple[str, ...] = names.DEVICE_CHOICES
 
@@ -27,20 +33,21 @@ DEVICES: Tuple[str, ...] = names.DEVICE_CHOICES
 class TrainingSettings:
     """What the LWITraining panel sets, with the defaults it starts from."""
 
-    architecture: str = names.DEFAULT_ARCHITECTURE
+    architecture: str = "auto"
     strategy: str = names.DEFAULT_STRATEGY
-    pretrain_epochs: int = 100
-    epochs: int = 300
-    roi: Tuple[int, int, int] = (96, 96, 96)
+    pretrain_epochs: Optional[int] = None
+    epochs: Optional[int] = None
+    roi: Optional[Tuple[int, int, int]] = None
     spacing: Optional[Tuple[float, float, float]] = None
     intensity: str = "auto"
     device: str = "auto"
     model_name: str = "model"
-    learning_rate: float = 1e-4
+    learning_rate: Optional[float] = None
     mask_ratio: float = 0.4
-    cube_size: int = 16
-    batch_size: int = 2
+    cube_size: Optional[int] = None
+    batch_size: Optional[int] = None
     seed: int = 0
+    time_budget: str = ""  # e.g. "20m": both steps' iterations fit it (lwi train --time)
 
     def problems(self) -> List[str]:
         """What keeps these settings from being used (empty when fine), one sentence each."""
@@ -49,20 +56,23 @@ class TrainingSettings:
             found.append(f"Unknown network '{self.architecture}'.")
         if self.strategy not in STRATEGIES:
             found.append(f"Unknown strategy '{self.strategy}'.")
-        if len(self.roi) != 3 or min(self.roi) < 16:
+        if self.roi is not None and (len(self.roi) != 3 or min(self.roi) < 16):
             found.append("The ROI needs three sizes of at least 16 voxels.")
         if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
             found.append("The target spacing needs three positive values (mm).")
         if self.intensity not in INTENSITY_PRESETS:
             found.append(f"Unknown intensity preset '{self.intensity}'.")
-        if self.pretrain_epochs < 1 or self.epochs < 1:
-            found.append("Both steps need at least one epoch.")
+        if (self.pretrain_epochs is not None and self.pretrain_epochs < 0) or (self.epochs is not None and self.epochs < 1):
+            found.append("Step 2 needs at least one epoch (Step 1 at least 0).")
         if not 0.0 <= self.mask_ratio < 1.0:
             found.append("The mask ratio must be at least 0 and below 1.")
-        if self.cube_size < 1 or any(r % self.cube_size for r in self.roi):
-            found.append(f"The mask cube size ({self.cube_size}) must divide the ROI {list(self.roi)}.")
-        if self.learning_rate <= 0 or self.batch_size < 1:
+        cube = self.cube_size if self.cube_size is not None else 16
+        if cube < 1 or (self.roi is not None and any(r % cube for r in self.roi)):
+            found.append(f"The mask cube size ({cube}) must divide the ROI {list(self.roi or [])}.")
+        if (self.learning_rate is not None and self.learning_rate <= 0) or (self.batch_size is not None and self.batch_size < 1):
             found.append("The learning rate must be positive and the batch size at least 1.")
+        if self.time_budget.strip() and not re.fullmatch(r"\s*(\d+(\.\d+)?\s*[hms]?\s*)+", self.time_budget.strip().lower()):
+            found.append(f"Cannot read the time budget '{self.time_budget}': use e.g. 20m, 1h30m or 90s.")
         if not self.model_name.strip():
             found.append("Name the model.")
         return found
@@ -71,28 +81,33 @@ class TrainingSettings:
         """``lwi train`` options (for :func:`LWICommon.cli_args.train_command`), without data, out,
         strategy and device."""
         options: Dict[str, Any] = {
-            "arch": self.architecture,
-            "pretrain_epochs": int(self.pretrain_epochs),
-            "epochs": int(self.epochs),
-            "roi": [int(r) for r in self.roi],
+            "arch": None if self.architecture == "auto" else self.architecture,
+            "pretrain_epochs": _int_or_none(self.pretrain_epochs),
+            "epochs": _int_or_none(self.epochs),
+            "roi": [int(r) for r in self.roi] if self.roi else None,
             "spacing": [float(s) for s in self.spacing] if self.spacing else None,
             "modality": None if self.intensity == "auto" else self.intensity,
-            "lr": float(self.learning_rate),
-            "batch_size": int(self.batch_size),
+            "lr": float(self.learning_rate) if self.learning_rate else None,
+            "batch_size": _int_or_none(self.batch_size),
             "mask_ratio": float(self.mask_ratio),
-            "cube_size": int(self.cube_size),
+            "cube_size": _int_or_none(self.cube_size),
             "seed": int(self.seed),
+            "time": self.time_budget.strip() or None,
         }
-        return options
+        return {k: v for k, v in options.items() if v is not None}
 
-    def preview_options(self) -> Dict[str, Any]:
-        """``lwi preview`` options that show what Step 1 will see with these settings."""
+    def preview_options(self, plan: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        """``lwi preview`` options that show what Step 1 will see with these settings (``auto`` ones
+        from ``plan``, the ``settings`` of :func:`read_plan`'s plan, when given)."""
+        planned = dict(plan or {})
+        arch = planned.get("arch", "segresnet") if self.architecture == "auto" else self.architecture
+        roi = self.roi or tuple(planned.get("roi") or (64, 64, 64))
         return {
-            "arch": self.architecture,
-            "roi": [int(r) for r in self.roi],
+            "arch": arch,
+            "roi": [int(r) for r in roi],
             "mask_ratio": float(self.mask_ratio),
-            "cube_size": int(self.cube_size),
-            "spacing": [float(s) for s in self.spacing] if self.spacing else None,
+            "cube_size": int(self.cube_size or planned.get("cube_size") or 16),
+            "spacing": [float(s) for s in self.spacing] if self.spacing else planned.get("spacing"),
             "modality": self.intensity,
             "seed": int(self.seed),
         }
@@ -103,6 +118,56 @@ class TrainingSettings:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainingSettings:
         return records.from_dict(cls, values)
+
+
+def _int_or_none(value: Optional[int]) -> Optional[int]:
+    """Spin boxes show 0 as "auto (plan)": 0 and None both mean the plan decides."""
+    return int(value) if value else None
+
+
+def plan_args(settings: TrainingSettings, data_dir: str, python: Optional[str] = None, probe: bool = True) -> List[str]:
+    """The ``lwi plan ... --progress json`` command line for these settings (what ``lwi train`` would
+    do); ``probe=False`` skips the timing probe (no time estimates)."""
+    options = {"data": data_dir, "strategy": settings.strategy, "device": settings.device, **settings.train_options()}
+    options["no_probe"] = not probe
+    return cli_args.lwi_command("plan", options=options, python=python)
+
+
+def read_plan(stdout: str) -> Optional[Dict[str, Any]]:
+    """The ``plan`` event of ``lwi plan``/``lwi train`` JSON output (None when there is none): its
+    ``summary`` lines are what to show, ``settings`` what the plan chose, ``seconds`` the estimates."""
+    for line in stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "plan":
+                return event
+    return None
+
+
+def query_plan(
+    settings: TrainingSettings, data_dir: str, python: Optional[str] = None,
+    env: Optional[Mapping[str, str]] = None, timeout: float = 600.0, probe: bool = True,
+) -> Dict[str, Any]:
+    """Run ``lwi plan`` for these settings on ``data_dir``; the plan event, or ValueError with the
+    core's error sentence."""
+    proc = subprocess.run(
+        plan_args(settings, data_dir, python=python, probe=probe), env=dict(env) if env is not None else None,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, encoding="utf-8", timeout=timeout,
+    )
+    plan = read_plan(proc.stdout)
+    if proc.returncode != 0 or plan is None:
+        errors = [json.loads(x).get("message") for x in proc.stdout.splitlines() if x.startswith('{"event": "error"')]
+        raise ValueError(errors[-1] if errors else (proc.stderr.strip().splitlines() or ["lwi plan failed"])[-1])
+    return plan
+
+
+def warning_text(event: Mapping[str, Any]) -> str:
+    """The line the panel shows for a ``warning`` event (e.g. a label not being learned)."""
+    return "Warning: " + str(event.get("message", ""))
 
 
 def parse_spacing(text: str) -> Optional[Tuple[float, float, float]]:

@@ -162,3 +162,13 @@ def test_a_deep_copy_reports_its_own_levels(arch):
         _, original = net.forward_with_levels(x)
     assert len(own) == len(twin.level_channels)
     assert not torch.allclose(own[0], original[0])
+
+
+def test_unetr_embeds_patches_with_a_linear_layer_as_the_paper():
+    # The paper, the authors' code and MONAI's UNETR tutorial use proj_type="perceptron": a Linear
+    # projection of each flattened 16^3 patch (trunc-normal initialised), not a strided convolution.
+    net = build("unetr", 1, 3, ROI, **SMALL["unetr"])
+    assert net.params["proj_type"] == "perceptron"
+    embedding = net.net.vit.patch_embedding.patch_embeddings
+    assert any(isinstance(m, torch.nn.Linear) for m in embedding.modules())
+    assert not any(isinstance(m, torch.nn.Conv3d) for m in embedding.modules())

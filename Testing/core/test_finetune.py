@@ -181,3 +181,51 @@ def test_scratch_gets_the_same_total_iterations_as_lwi(data, tmp_path):
     assert not derived_path(tmp_path / "s.lwi.safetensors", "step1").exists()
     bundle_meta = checkpoint.read_metadata(tmp_path / "s.lwi.safetensors")
     assert bundle_meta["provenance"]["strategy"] == "scratch"
+
+
+# -- the held-out cases of Step 1 stay held out ---------------------------------------------------
+def _held_out(path: Path):
+    return checkpoint.read_metadata(path)["data"]["held_out"]
+
+
+def test_finetune_validates_on_the_cases_step1_held_out_whatever_its_seed(data, step1, tmp_path):
+    from lwi.data.dataset import load_dataset
+    from lwi.strategies.run import split_cases
+
+    held = _held_out(step1)
+    assert len(held) == 1
+    # A seed whose own split would hold out another case (a case Step 1 trained on).
+    seed = next(s for s in range(1, 50) if [c.name for c in split_cases(load_dataset(data), s, 0.2)[1]] != held)
+    out = tmp_path / "ft.lwi.safetensors"
+    finetune(data, step1, out, epochs=1, seed=seed, **{k: v for k, v in SMALL.items() if k != "lr"})
+    assert checkpoint.read_metadata(out)["provenance"]["held_out"] == held
+
+
+def test_finetune_refuses_data_without_the_held_out_case(data, step1, tmp_path):
+    import shutil
+
+    changed = tmp_path / "changed"
+    shutil.copytree(data, changed)
+    meta = json.loads((changed / "dataset.json").read_text())
+    gone = _held_out(step1)[0]
+    meta["training"] = [e for e in meta["training"] if gone not in e["image"]]
+    (changed / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(LWIError, match="data changed"):
+        finetune(changed, step1, tmp_path / "ft.lwi.safetensors", epochs=1, device="cpu")
+    assert not (tmp_path / "ft.lwi.safetensors").exists()
+
+
+def test_unlabeled_images_that_are_held_out_cases_are_refused(data, tmp_path):
+    with pytest.raises(LWIError, match="held-out validation cases"):
+        pretrain(data, tmp_path / "s1.safetensors", unlabeled=[data / "imagesTr"], epochs=1, **SMALL)
+    assert not (tmp_path / "s1.safetensors").exists()
+
+
+def test_scratch_with_no_step1_budget_trains_exactly_the_step2_budget(data, tmp_path):
+    result = train(
+        data, tmp_path / "s.lwi.safetensors", strategy="scratch", pretrain_epochs=0, epochs=3,
+        iterations_per_epoch=1, **SMALL,
+    )
+    assert result["iterations"] == {"train": 3}
+    with pytest.raises(LWIError, match="scratch"):
+        train(data, tmp_path / "l.lwi.safetensors", strategy="lwi", pretrain_epochs=0, epochs=3, **SMALL)

@@ -47,7 +47,8 @@ def test_the_slicer_modules_offer_exactly_the_core_names():
         assert getattr(gui_names, key) == getattr(names, key), key
     assert list(training_settings.STRATEGIES) == list(names.STRATEGY_NAMES)
     assert set(training_settings.STRATEGY_DESCRIPTIONS) == set(STRATEGIES)
-    assert set(training_settings.ARCHITECTURES) == set(ARCHITECTURES)
+    assert training_settings.ARCHITECTURES == names.ARCHITECTURE_CHOICES
+    assert set(names.ARCHITECTURE_CHOICES) - {"auto"} == set(ARCHITECTURES)  # auto: the plan's choice
     assert files.MODEL_SUFFIX == names.MODEL_SUFFIX
 
 

@@ -154,3 +154,15 @@ def test_step1_rejects_a_transformation_with_another_n():
     model = Step1Model.build("segresnet", 1, (16, 16, 32), init_filters=8, blocks_down=[1, 1, 1], blocks_up=[1, 1])
     with pytest.raises(LWIError, match="sub-volumes"):
         step1_losses(model, torch.rand(1, 1, 16, 16, 32), TransformationModule(2, cube_size=8))
+
+
+def test_order_logits_do_not_depend_on_the_scale_of_a_level():
+    # UNETR's intermediate levels are raw residual streams whose scale grows under AdamW's first
+    # steps; the heads see layer-normalised slot features, so a level's scale cannot blow up its
+    # logits (on noise its order loss then stays near ln N: benchmarks/results/order_heads_noise.json).
+    torch.manual_seed(0)
+    heads = OrderHeads([8, 16], num_subvolumes=4)
+    levels = [torch.randn(2, 8, 3, 3, 8), torch.randn(2, 16, 2, 2, 4)]
+    scaled = [levels[0] * 100.0 + 5.0, levels[1]]
+    for a, b in zip(heads(levels), heads(scaled)):
+        assert torch.allclose(a, b, atol=1e-4)

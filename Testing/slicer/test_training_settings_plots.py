@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,21 +23,40 @@ def _value(args, flag, n=1):
     return args[i + 1 : i + 1 + n]
 
 
-def test_default_settings_give_the_paper_setup_command_line():
+def test_default_settings_leave_the_plan_to_the_core():
+    # One source of defaults: the panel passes nothing the user did not set, so lwi train's plan
+    # (the same as lwi plan's) chooses network, ROI, batch and iterations.
     s = TrainingSettings()
     assert s.problems() == []
     args = training_settings.train_args(s, "/data/set", "/models/m.lwi.safetensors", python="/py")
     assert args[:4] == ["/py", "-m", "lwi", "train"]
     assert _value(args, "--data") == ["/data/set"] and _value(args, "--out") == ["/models/m.lwi.safetensors"]
-    assert _value(args, "--strategy") == ["lwi"] and _value(args, "--arch") == ["unetr"]
-    assert _value(args, "--roi", 3) == ["96", "96", "96"]
-    assert _value(args, "--pretrain-epochs") == ["100"] and _value(args, "--epochs") == ["300"]
-    assert _value(args, "--mask-ratio") == ["0.4"] and _value(args, "--cube-size") == ["16"]
-    assert _value(args, "--lr") == ["0.0001"] and _value(args, "--batch-size") == ["2"]
+    assert _value(args, "--strategy") == ["lwi"]
+    for planned in ("--arch", "--roi", "--pretrain-epochs", "--epochs", "--lr", "--batch-size", "--cube-size", "--time"):
+        assert planned not in args
+    assert _value(args, "--mask-ratio") == ["0.4"]
     assert _value(args, "--device") == ["auto"] and args[-2:] == ["--progress", "json"]
     # "auto" spacing and intensity leave the choice to the core (median spacing, dataset modality).
     assert "--spacing" not in args and "--modality" not in args
     assert "--resume" not in args and "--overwrite" not in args
+    s.time_budget = "20m"
+    assert _value(training_settings.train_args(s, "/d", "/o", python="/py"), "--time") == ["20m"]
+    assert any("time budget" in p for p in TrainingSettings(time_budget="soon").problems())
+
+
+def test_the_panel_gets_the_same_plan_as_the_command_line(tmp_path):
+    from lwi.data.phantoms import write_phantom_dataset
+    from lwi.plan import plan_options
+
+    data = write_phantom_dataset(tmp_path / "ph", 3, seed=0, shape=(32, 32, 24), spacing=(6.0, 6.0, 8.0))
+    s = TrainingSettings(device="cpu", epochs=4, pretrain_epochs=1)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    plan = training_settings.query_plan(s, str(data), python=sys.executable, env=env, probe=False)
+    options, cli_plan = plan_options(str(data), {"epochs": 4, "pretrain_epochs": 1, "mask_ratio": 0.4, "seed": 0}, device="cpu", probe=False)
+    assert plan["settings"] == json.loads(json.dumps(cli_plan.settings))
+    assert plan["settings"]["epochs"] == 4 and plan["summary"][0].startswith("Plan for")
+    # A warning event as the core writes it, shown by the panel.
+    assert training_settings.warning_text({"event": "warning", "message": "'spleen' is not being learned"}).startswith("Warning: ")
 
 
 def test_every_setting_reaches_the_command_line():
@@ -96,7 +118,7 @@ def test_the_command_line_parses_with_the_core_train_command():
     s = TrainingSettings(spacing=(1.5, 1.5, 2.0), intensity="MR", roi=(64, 64, 64))
     args = parser.parse_args(training_settings.train_args(s, "/d", "/o", resume=True, python="/py")[4:])
     assert args.data == "/d" and str(args.out) == "/o" and args.strategy == "lwi"
-    assert list(args.roi) == [64, 64, 64] and args.pretrain_epochs == 100 and args.epochs == 300
+    assert list(args.roi) == [64, 64, 64] and args.pretrain_epochs is None and args.epochs is None
 
 
 # -- plots ----------------------------------------------------------------------------------

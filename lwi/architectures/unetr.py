@@ -19,7 +19,7 @@ class UNETRAdapter(Adapter):
         "hidden_size": 768,
         "mlp_dim": 3072,
         "num_heads": 12,
-        "proj_type": "conv",
+        "proj_type": "perceptron",  # the paper, the authors and MONAI's UNETR tutorial
         "norm_name": "instance",
         "res_block": True,
         "dropout_rate": 0.0,

@@ -8,6 +8,7 @@ COMMANDS = [
     "pretrain",
     "finetune",
     "train",
+    "plan",
     "segment",
     "evaluate",
     "preview",

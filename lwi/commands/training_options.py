@@ -123,6 +123,31 @@ def add_step2(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--sw-batch-size", type=options.POSITIVE, help="sliding windows per batch (default 4)")
 
 
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """Everything ``lwi train`` takes but its output (shared with ``lwi plan``)."""
+    from lwi.names import DEFAULT_STRATEGY, STRATEGY_NAMES
+
+    parser.add_argument(
+        "--strategy", choices=list(STRATEGY_NAMES), default=DEFAULT_STRATEGY,
+        help="lwi: Step 1 then Step 2; scratch: Step 2 from random weights for the same total iterations; "
+        "medcontext: one stage with a masked student and an EMA teacher, same total iterations; anatomask: "
+        "teacher-guided masked-image pre-training then Step 2 (default: lwi; see docs/strategies.md)",
+    )
+    add_common(parser, arch_default_text="from the plan", epochs_help="Step-2 epochs (default: from the plan); Step 1's are --pretrain-epochs")
+    parser.add_argument("--pretrain-epochs", type=options.whole(0), help="Step-1 epochs (default: from the plan; 0 with --strategy scratch)")
+    budget = parser.add_argument_group("budget (default: the plan's; see lwi plan)")
+    budget.add_argument(
+        "--time", metavar="DURATION",
+        help="time budget for the whole run, e.g. 20m or 1h30m: both steps' iterations come from a timing probe "
+        "on this machine (default on a CPU: 30m; on a GPU: a fixed number of iterations)",
+    )
+    budget.add_argument("--iterations", type=options.POSITIVE, help="Step-2 iterations (instead of --epochs)")
+    budget.add_argument("--pretrain-iterations", type=options.whole(0), help="Step-1 iterations (instead of --pretrain-epochs)")
+    add_step1(parser)
+    add_step2(parser)
+    add_strategies(parser)
+
+
 def _arch_params(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     params: Dict[str, Any] = {}
     for name in ("feature_size", "hidden_size", "mlp_dim", "num_heads", "init_filters"):
@@ -146,6 +171,7 @@ SETTING_ARGS: List[str] = [
     "sw_batch_size", "pretrain_epochs", "clip_grad_norm", "consistency_weight", "context_mask_ratio",
     "context_mask_shape", "context_tube_axis", "ema_mode", "ema_momentum", "mim_patch_size", "anatomask_mask_ratio",
     "guided_final_ratio", "anatomask_ema_decay", "teacher_error_target", "anatomask_transfer",
+    "iterations", "pretrain_iterations",
 ]
 
 

@@ -9,7 +9,7 @@ seeded generator gives the same batches.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from lwi.data.preprocessing import PreprocessConfig, build_transforms, preprocess
 from lwi.errors import LWIError
@@ -59,8 +59,8 @@ class CaseCache:
         self.flip_prob, self.rot90_prob, self.intensity_prob = flip_prob, rot90_prob, intensity_prob
         self.images: List[torch.Tensor] = []
         self.labels: List[Optional[torch.Tensor]] = []
-        # Flat indices of foreground voxels, on the CPU: centres are drawn there without a GPU sync.
-        self._foreground: List[Optional[torch.Tensor]] = []
+        # Flat indices of each label's voxels, on the CPU: centres are drawn there without a GPU sync.
+        self._foreground: List[Optional[Dict[int, torch.Tensor]]] = []
         self._pad_values: List[float] = []
 
         transforms = build_transforms(config, with_label=with_labels)
@@ -81,7 +81,7 @@ class CaseCache:
                 lab = label.as_tensor().round()
                 lab = lab.to(torch.uint8 if float(lab.max()) <= 255 else torch.int16).contiguous()
                 self.labels.append(lab)
-                self._foreground.append(torch.nonzero(lab.reshape(-1)).reshape(-1).cpu())
+                self._foreground.append(_voxels_per_label(lab))
             else:
                 self.labels.append(None)
                 self._foreground.append(None)
@@ -116,6 +116,7 @@ class CaseCache:
         labelled: bool = True,
         pos_fraction: float = 0.5,
         augment: bool = True,
+        flip_axes: Sequence[int] = (0, 1, 2),
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Random crops of size ``roi`` from random cases, augmented on the cache's device.
 
@@ -123,13 +124,16 @@ class CaseCache:
             batch_size: crops per batch.
             roi: crop size (x, y, z) in voxels; volumes smaller than it are padded.
             generator: source of every random choice (a CPU generator avoids GPU syncs).
-            labelled: True (Step 2): crops centred on a foreground voxel with probability
-                ``pos_fraction``, else anywhere, and labels returned; False (Step 1): crops anywhere,
-                no labels.
-            pos_fraction: share of crops centred on foreground.
+            labelled: True (Step 2): with probability ``pos_fraction`` a crop is centred on a voxel
+                of one label, chosen uniformly among the labels the case has (nnU-Net's per-class
+                oversampling: a small structure gets as many centred crops as a large one), else
+                anywhere; labels returned. False (Step 1): crops anywhere, no labels.
+            pos_fraction: share of crops centred on a label.
             augment: random flips per axis, 90-degree rotations in the axial plane (only when the
                 ROI is square in x, y), intensity scale ``x(1+U(-0.1, 0.1))`` and shift
                 ``+U(-0.1, 0.1)`` on the image only.
+            flip_axes: the spatial axes (0 = x, 1 = y, 2 = z) flips may reverse; Step 1 leaves out
+                depth, whose block order it learns.
 
         Returns:
             ``(images [B, C, *roi] float32, labels [B, 1, *roi] float32 integer-valued or None)``.
@@ -148,8 +152,10 @@ class CaseCache:
             image, label = self.images[i], (self.labels[i] if labelled else None)
             shape = tuple(image.shape[1:])
             centre = None
-            if labelled and self._foreground[i].numel() and _uniform(gen) < pos_fraction:
-                fg = self._foreground[i]
+            by_label = self._foreground[i] if labelled else None
+            if by_label and _uniform(gen) < pos_fraction:
+                values = sorted(by_label)
+                fg = by_label[values[int(torch.randint(len(values), (1,), generator=gen))]]
                 flat = int(fg[int(torch.randint(fg.numel(), (1,), generator=gen))])
                 centre = _unravel(flat, shape)
             starts = [_start(s, r, None if centre is None else c, gen) for s, r, c in _zip(shape, roi, centre)]
@@ -157,17 +163,18 @@ class CaseCache:
             img = _pad_to(image[window], roi, self._pad_values[i])
             lab = _pad_to(label[window], roi, 0) if label is not None else None
             if augment:
-                img, lab = self._augment(img, lab, roi, gen)
+                img, lab = self._augment(img, lab, roi, gen, flip_axes)
             images.append(img)
             if lab is not None:
                 labels.append(lab)
         batch = torch.stack(images).contiguous()
         return batch, (torch.stack(labels).float() if labelled else None)
 
-    def _augment(self, img: torch.Tensor, lab: Optional[torch.Tensor], roi: Tuple[int, ...], gen):
+    def _augment(self, img: torch.Tensor, lab: Optional[torch.Tensor], roi: Tuple[int, ...], gen, flip_axes):
         import torch
 
-        flips = [d for d in (1, 2, 3) if _uniform(gen) < self.flip_prob]
+        # One draw per axis whatever flip_axes is, so the random stream does not depend on it.
+        flips = [d for d in (1, 2, 3) if _uniform(gen) < self.flip_prob and d - 1 in flip_axes]
         if flips:
             img = torch.flip(img, flips)
             lab = torch.flip(lab, flips) if lab is not None else None
@@ -180,6 +187,16 @@ class CaseCache:
         if _uniform(gen) < self.intensity_prob:
             img = img + (_uniform(gen) * 0.2 - 0.1)
         return img.contiguous(), (lab.contiguous() if lab is not None else None)
+
+
+def _voxels_per_label(label: torch.Tensor) -> Dict[int, torch.Tensor]:
+    """``{label value: flat indices of its voxels}`` (CPU int64) for every non-zero value."""
+    import torch
+
+    flat = label.reshape(-1).cpu()
+    fg = torch.nonzero(flat).reshape(-1)
+    values = flat[fg].long()
+    return {int(v): fg[values == v] for v in torch.unique(values).tolist()}
 
 
 def _uniform(gen: Optional[torch.Generator]) -> float:

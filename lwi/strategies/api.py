@@ -105,9 +105,11 @@ def finetune(
         base = {k: v for k, v in base.items() if k in ("arch", "arch_params", "roi", "seed", "val_fraction", "spacing", "modality", "pretrain_epochs")}
         base.update({k: v for k, v in options.items() if v is not None})
         options = base
+    # Validate on exactly the cases Step 1 never saw (older checkpoints without the list: the seed's split).
+    held_out = (init_meta.get("data") or {}).get("held_out")
     run = Run.from_options(
         data, options, stored, stored_preprocessing=(stored or init_meta).get("preprocessing"),
-        device=device, progress=progress, require_labels=True,
+        device=device, progress=progress, require_labels=True, held_out=held_out,
     )
     settings = run.settings
     check_outputs(run, out, [last], overwrite, resume)

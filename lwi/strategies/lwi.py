@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
+from lwi.errors import LWIError
 from lwi.names import LAST_INFIX, STEP1_INFIX, STRATEGY_DESCRIPTIONS, derived_path
 from lwi.strategies.run import Run, public_summary
 from lwi.strategies.settings import step1_iterations, step2_iterations
@@ -39,6 +40,8 @@ def train(run: Run, out: Path, resume: bool = False) -> Dict[str, Any]:
     from lwi import checkpoint
 
     s = run.settings
+    if s.pretrain_epochs < 1:
+        raise LWIError("The lwi strategy needs Step 1 (pretrain epochs at least 1); use --strategy scratch without it.")
     step1_path = derived_path(out, STEP1_INFIX)
     last = derived_path(out, LAST_INFIX)
     i1 = step1_iterations(s, run.n_step1_images)

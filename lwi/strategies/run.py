@@ -64,6 +64,42 @@ def check_outputs(
     check(outputs, overwrite, resume)
 
 
+def split_by_names(dataset: Any, held_names: Sequence[str]) -> Tuple[List[Any], List[Any], str]:
+    """The split a Step-1 checkpoint recorded (``held_names``), refused when this dataset differs:
+    a held-out case missing, or dataset.json's validation list naming other cases."""
+    names = {c.name for c in dataset.cases}
+    held_names = sorted(str(n) for n in held_names)
+    missing = [n for n in held_names if n not in names]
+    if missing:
+        raise LWIError(
+            f"Step 1 held out {', '.join(missing)} for validation, but this dataset has no such case: the data "
+            "changed since Step 1. Fine-tune on the dataset Step 1 used, or run Step 1 again on this one."
+        )
+    if dataset.validation is not None and sorted(dataset.validation) != held_names:
+        raise LWIError(
+            f"dataset.json lists {', '.join(sorted(dataset.validation))} for validation, but Step 1 held out "
+            f"{', '.join(held_names) or 'no case'} (it trained on the others): the data changed since Step 1. "
+            "Use the same validation list, or run Step 1 again."
+        )
+    held = [c for c in dataset.cases if c.name in held_names]
+    train = [c for c in dataset.cases if c.name not in held_names]
+    if not held:
+        return train, [], f"Training on all {len(train)} case(s) without validation, as Step 1 did."
+    return train, held, f"Validating on the {len(held)} case(s) Step 1 held out ({', '.join(held_names)})."
+
+
+def check_unlabeled(unlabeled: Sequence[Any], held: Sequence[Any]) -> None:
+    """Refuse extra Step-1 images that are held-out validation cases (by name or by file)."""
+    held_names = {c.name for c in held}
+    held_files = {Path(c.image).resolve() for c in held}
+    clash = sorted(c.name for c in unlabeled if c.name in held_names or Path(c.image).resolve() in held_files)
+    if clash:
+        raise LWIError(
+            f"The unlabelled image(s) {', '.join(clash)} are held-out validation cases: Step 1 would see the images "
+            "validation is scored on. Remove them from the --unlabeled folder (or give --unlabeled a folder without them)."
+        )
+
+
 def preprocess_config(dataset: Any, settings: Settings, stored: Optional[Mapping[str, Any]] = None) -> Any:
     """The run's preprocessing: stored (resume, fine-tuning from Step 1) or from the dataset."""
     from lwi.data.preprocessing import PreprocessConfig, median_spacing
@@ -120,6 +156,7 @@ class Run:
         unlabeled: Optional[Sequence[PathLike]] = None,
         require_labels: bool = True,
         stored_preprocessing: Optional[Mapping[str, Any]] = None,
+        held_out: Optional[Sequence[str]] = None,
     ):
         from lwi.data.dataset import Case, case_name, list_images, load_dataset
         from lwi.devices import resolve_device
@@ -130,9 +167,13 @@ class Run:
         self.unlabeled = [
             Case(name=case_name(p), image=Path(p), label=None) for folder in (unlabeled or []) for p in list_images(folder)
         ]
-        self.train_cases, self.held_cases, self.split_message = split_cases(
-            self.dataset, settings.seed, settings.val_fraction
-        )
+        if held_out is not None:  # the split a Step-1 checkpoint recorded
+            self.train_cases, self.held_cases, self.split_message = split_by_names(self.dataset, held_out)
+        else:
+            self.train_cases, self.held_cases, self.split_message = split_cases(
+                self.dataset, settings.seed, settings.val_fraction
+            )
+        check_unlabeled(self.unlabeled, self.held_cases)
         self.config = preprocess_config(self.dataset, settings, stored_preprocessing)
         self.device = resolve_device(device)
         self._caches: Dict[str, Any] = {}

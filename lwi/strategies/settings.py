@@ -133,7 +133,7 @@ def _ranges() -> Dict[str, Any]:
     from lwi.segment_options import FRACTION, POSITIVE, POSITIVE_NUMBER, number, whole
 
     return {
-        "pretrain_epochs": POSITIVE, "epochs": POSITIVE, "batch_size": POSITIVE, "iterations_per_epoch": POSITIVE,
+        "pretrain_epochs": whole(0), "epochs": POSITIVE,  # 0 Step-1 epochs: scratch only "batch_size": POSITIVE, "iterations_per_epoch": POSITIVE,
         "lr": POSITIVE_NUMBER, "weight_decay": number(0.0), "warmup_epochs": whole(0), "mask_ratio": FRACTION,
         "cube_size": POSITIVE, "w_rec": number(0.0), "w_order": number(0.0), "val_every": POSITIVE,
         "checkpoint_every": POSITIVE, "val_fraction": FRACTION, "overlap": FRACTION, "sw_batch_size": POSITIVE,

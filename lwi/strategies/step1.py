@@ -8,9 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
+from lwi.errors import LWIError
 from lwi.names import STEP1_FORMAT
 from lwi.progress import Progress
 from lwi.strategies.settings import Settings, epoch_iterations, make_trainer
+
+STEP1_FLIP_AXES = (0, 1)  # x and y; never z, the shuffled axis
 
 
 def run_step1(
@@ -33,6 +36,9 @@ def run_step1(
     from lwi.pretraining import Step1Model, step1_losses
     from lwi.transformation import TransformationModule
 
+    if settings.pretrain_epochs < 1:
+        raise LWIError("Step 1 needs at least one epoch; for no Step 1 at all use --strategy scratch.")
+
     image, _ = cache.full_case(0)
     torch.manual_seed(settings.seed)
     model = Step1Model.build(settings.arch, int(image.shape[0]), settings.roi, **settings.arch_params).to(device)
@@ -42,7 +48,8 @@ def run_step1(
     roi = tuple(settings.roi)
 
     def sample(generator):
-        images, _ = cache.sample(settings.batch_size, roi, generator=generator, labelled=False)
+        # No flips along depth: they would reverse the block order Step 1 learns to predict.
+        images, _ = cache.sample(settings.batch_size, roi, generator=generator, labelled=False, flip_axes=STEP1_FLIP_AXES)
         return images
 
     def step(net, images, generator):

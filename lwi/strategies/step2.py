@@ -115,6 +115,7 @@ def run_step2(
     from lwi import distributed
     from lwi.bundle import save_bundle
     from lwi.engine import Validator
+    from lwi.label_watch import LabelWatch, TrainingDice
 
     image, _ = train_cache.full_case(0)
     out_channels = max(int(v) for v in labels) + 1
@@ -133,11 +134,19 @@ def run_step2(
             settings.batch_size, roi, generator=generator, labelled=True, pos_fraction=settings.pos_fraction
         )
 
+    train_dice = TrainingDice(out_channels)
+    watch = LabelWatch(labels, progress)
+
     def supervised_step(net, batch, generator):
         images, targets = batch
         logits = net(images)
         loss = loss_fn(logits.float(), targets)  # the loss in float32 even under autocast
-        return {"total": loss}
+        return {"total": loss, "train_dice": train_dice.update(logits.detach(), targets)}
+
+    def epoch_end(trainer):
+        watch.check(trainer)
+        if on_epoch_end is not None:
+            on_epoch_end(trainer)
 
     use_amp = settings.amp if settings.amp is not None else torch.device(device).type == "cuda"
     validator = None
@@ -185,7 +194,7 @@ def run_step2(
         progress=progress,
         resume=resume,
         progress_offset=progress_offset,
-        on_epoch_end=on_epoch_end,
+        on_epoch_end=epoch_end,
         max_iterations=max_iterations,
         validate_fn=validator,
         val_every=every(settings.val_every, epochs),
@@ -198,6 +207,7 @@ def run_step2(
         f"{'validating on ' + str(len(validation_cases)) + ' case(s)' if validator else 'no validation'}."
     )
     summary = trainer.run()
+    summary["labels_not_learned"] = watch.finish(trainer)
     if validator is None or trainer.best is None:
         write_best(model, None)  # nothing to choose by: the result is the last model
     summary.update(model=str(out), last=str(last), **transfer)

@@ -59,8 +59,8 @@ class LWITrainingTest(ScriptedLoadableModuleTest):
         """The parameter node starts with the documented defaults and keeps what is set."""
         parameterNode = LWITrainingLogic().getParameterNode()
         self.assertEqual(parameterNode.strategy, "lwi")
-        self.assertEqual(parameterNode.architecture, "unetr")
-        self.assertEqual(parameterNode.roiSize, 96)
+        self.assertEqual(parameterNode.architecture, "auto")  # the plan decides (lwi plan)
+        self.assertEqual(parameterNode.roiSize, 0)
         parameterNode.epochs = 5
         self.assertEqual(LWITrainingLogic().getParameterNode().epochs, 5)
         self.delayDisplay("Parameter node passed")

@@ -1,0 +1,209 @@
+"""The training plan's rules on synthetic fingerprints (spacing, ROI divisibility, memory, iteration
+budget), the fingerprint of a real phantom dataset, and ``lwi train`` following a tiny time budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lwi import plan as plans
+from lwi.data.fingerprint import Fingerprint, fingerprint
+from lwi.errors import LWIError
+from lwi.probe import _build_on_meta, memory_estimator
+from lwi.transformation import TransformationModule
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _fp(spacings, shapes, extents=None, modality="MR") -> Fingerprint:
+    extents = extents if extents is not None else {"organ": [tuple(np.asarray(s) * np.asarray(p) / 2) for s, p in zip(shapes, spacings)]}
+    return Fingerprint(
+        modality=modality, channels=1, labels={1: "organ"}, spacings=[tuple(s) for s in spacings],
+        shapes=[tuple(s) for s in shapes], extents=extents,
+    )
+
+
+def test_spacing_is_the_median_for_isotropic_data():
+    fp = _fp([(1.0, 1.0, 1.2), (1.0, 1.0, 1.0), (0.8, 0.8, 1.0)], [(100, 100, 80)] * 3)
+    spacing, reason = plans.target_spacing(fp)
+    assert spacing == pytest.approx((1.0, 1.0, 1.0))
+    assert "median" in reason
+
+
+def test_anisotropic_data_gets_the_10th_percentile_on_the_coarse_axis():
+    # Thick slices (5 mm) in most cases, a few thin ones: nnU-Net's rule keeps z finer than the median.
+    spacings = [(0.8, 0.8, 5.0)] * 8 + [(0.8, 0.8, 2.0)] * 2
+    fp = _fp(spacings, [(400, 400, 40)] * 10)
+    spacing, reason = plans.target_spacing(fp)
+    assert spacing[:2] == pytest.approx((0.8, 0.8))
+    assert spacing[2] == pytest.approx(np.percentile([s[2] for s in spacings], 10))
+    assert spacing[2] < 5.0 and "anisotropic" in reason
+    # Anisotropic spacing but not fewer voxels along z: the median stays.
+    fp_many_slices = _fp([(0.8, 0.8, 5.0)] * 10, [(400, 400, 400)] * 10)
+    assert plans.target_spacing(fp_many_slices)[0][2] == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("arch,params", [
+    ("segresnet", {"init_filters": 8}),
+    ("segresnet", {"blocks_down": [1, 1, 1], "blocks_up": [1, 1]}),
+    ("unetr", {}),
+    ("swinunetr", {}),
+    ("mednext", {}),
+])
+def test_roi_obeys_the_network_and_the_step1_cube(arch, params):
+    fp = _fp([(1.0, 1.0, 1.0)] * 4, [(70, 45, 30)] * 4)
+    divisor, min_depth = plans.roi_rules(arch, params, cube_size=16)
+    roi, _ = plans.choose_roi(fp, (1.0, 1.0, 1.0), divisor, min_depth, max_voxels=10**9)
+    # The real network takes it, and Step 1 can shuffle and mask it.
+    net = _build_on_meta(arch, params, 1, 2, roi)
+    assert all(r % net.roi_divisor == 0 and r % 16 == 0 for r in roi)
+    assert net.num_subvolumes >= 2
+    TransformationModule(net.num_subvolumes, cube_size=16).check_shape(roi)
+    # It covers the median volume (the smallest multiple above it).
+    assert all(r >= s for r, s in zip(roi, (70, 45, 30)))
+    assert all(r - divisor < max(s, m) for r, s, m in zip(roi, (70, 45, 30), (divisor, divisor, min_depth)))
+
+
+def test_roi_shrinks_until_the_memory_estimate_fits():
+    fp = _fp([(1.0, 1.0, 1.0)] * 3, [(200, 200, 160)] * 3)
+
+    def memory(roi, batch):  # bytes grow with the crop's voxels
+        return float(np.prod(roi)) * batch * 1000.0
+
+    budget = 96 * 96 * 96 * 2 * 1000.0
+    roi, reasons = plans.choose_roi(fp, (1, 1, 1), 16, 32, max_voxels=10**9, memory=memory, memory_budget=budget)
+    assert memory(roi, 2) <= budget
+    assert all(r % 16 == 0 for r in roi)
+    # One more step on any axis would not have fitted, or was not allowed.
+    assert any(memory(tuple(r + 16 if i == a else r for i, r in enumerate(roi)), 2) > budget for a in range(3))
+    assert any("fit" in r for r in reasons)
+    with pytest.raises(LWIError, match="does not fit"):
+        plans.choose_roi(fp, (1, 1, 1), 16, 32, max_voxels=10**9, memory=memory, memory_budget=1.0)
+
+
+def test_memory_estimate_grows_with_the_crop_and_the_batch():
+    estimate = memory_estimator("segresnet", {"init_filters": 8}, 1, 3)
+    small, large = estimate((32, 32, 32), 2), estimate((64, 64, 64), 2)
+    assert large > small
+    assert estimate((64, 64, 64), 4) > large
+    # The activations of a 64^3 crop are 8x those of a 32^3 crop (fixed costs aside).
+    fixed = estimate((32, 32, 32), 0)
+    assert (large - fixed) / (small - fixed) == pytest.approx(8.0, rel=0.01)
+
+
+def test_cpu_cap_limits_the_crop():
+    fp = _fp([(1.0, 1.0, 1.0)] * 3, [(300, 300, 200)] * 3)
+    roi, _ = plans.choose_roi(fp, (1, 1, 1), 16, 32, max_voxels=plans.MAX_ROI_VOXELS["cpu"])
+    assert np.prod(roi) <= plans.MAX_ROI_VOXELS["cpu"]
+
+
+def test_time_budget_is_split_in_the_papers_ratio_and_fits():
+    seconds, t1, t2, overhead = 1200.0, 0.4, 0.5, 100.0
+    i1, i2 = plans.split_budget(seconds, t1, t2, overhead)
+    assert i1 * t1 + i2 * t2 + overhead <= seconds
+    assert i1 / i2 == pytest.approx(plans.STEP1_SHARE, rel=0.02)
+    assert (i2 + 5) * t2 + i1 * t1 + overhead > seconds * plans.SAFETY  # and uses the budget
+    # Scratch: everything for Step 2.
+    j1, j2 = plans.split_budget(seconds, t1, t2, overhead, with_step1=False)
+    assert j1 == 0 and j2 > i2
+
+
+def test_iteration_budget_does_not_depend_on_the_number_of_cases():
+    totals = []
+    for n in (4, 16, 40):
+        s = plans.budget_settings(800, 5000, {}, n_train=n, batch_size=2)
+        totals.append((s["pretrain_epochs"] * s["iterations_per_epoch"], s["epochs"] * s["iterations_per_epoch"]))
+    assert totals[0] == totals[1] == totals[2]
+    assert abs(totals[0][1] - 5000) <= plans.PLAN_EPOCHS and abs(totals[0][0] - 800) <= 5000 / plans.PLAN_EPOCHS
+    # A user's --epochs keeps its meaning: an epoch is the training cases / batch size.
+    s = plans.budget_settings(800, 5000, {"epochs": 10}, n_train=8, batch_size=2)
+    assert s["epochs"] == 10 and s["iterations_per_epoch"] == 4
+    # --iterations is exact when it divides into the plan's epochs.
+    s = plans.budget_settings(800, 5000, {"iterations": 300, "pretrain_iterations": 60}, n_train=8, batch_size=2)
+    assert s["epochs"] * s["iterations_per_epoch"] == 300 and s["pretrain_epochs"] * s["iterations_per_epoch"] == 60
+    # Only Step 2's budget given: Step 1 keeps the paper's ratio to it, not the plan's full count.
+    s = plans.budget_settings(800, 5000, {"epochs": 50}, n_train=8, batch_size=2)
+    assert s["pretrain_epochs"] == round(plans.STEP1_SHARE * 50)
+    # No Step 1 at all (scratch for exactly the Step-2 budget).
+    s = plans.budget_settings(800, 5000, {"iterations": 300, "pretrain_iterations": 0}, n_train=8, batch_size=2)
+    assert s["pretrain_epochs"] == 0 and s["epochs"] * s["iterations_per_epoch"] == 300
+
+
+def test_plan_keeps_what_the_user_gave_and_fills_the_rest():
+    fp = _fp([(1.0, 1.0, 1.0)] * 5, [(40, 50, 36)] * 5)
+    plan = plans.make_plan(None, {}, device="cpu", fp=fp, n_train=4, n_validation=1, probe=False)
+    s = plan.settings
+    assert s["arch"] == "segresnet" and s["lr"] == plans.LEARNING_RATES["segresnet"]
+    assert s["roi"] == [48, 64, 48] and s["batch_size"] == plans.BATCH_SIZE
+    given = {"arch": "unetr", "roi": (32, 32, 64), "lr": 2e-4, "epochs": 7}
+    s = plans.make_plan(None, given, device="cpu", fp=fp, n_train=4, probe=False).settings
+    assert s["arch"] == "unetr" and s["arch_params"] == {} and s["roi"] == (32, 32, 64)
+    assert s["lr"] == 2e-4 and s["epochs"] == 7 and s["iterations_per_epoch"] == 2  # 4 cases / batch 2
+    assert plans.make_plan(None, {"arch": "unetr"}, device="cpu", fp=fp, probe=False).settings["lr"] == plans.PAPER_LR
+
+
+def test_parse_duration():
+    assert plans.parse_duration("20m") == 1200
+    assert plans.parse_duration("1h30m") == 5400
+    assert plans.parse_duration("1.5h") == 5400
+    assert plans.parse_duration("45") == 45
+    for bad in ("soon", "20x", "-5", "0"):
+        with pytest.raises(LWIError):
+            plans.parse_duration(bad)
+
+
+def test_fingerprint_of_phantoms(tmp_path):
+    from lwi.data.dataset import load_dataset
+    from lwi.data.phantoms import write_phantom_dataset
+
+    data = write_phantom_dataset(tmp_path / "ph", 2, seed=0, shape=(40, 36, 24), spacing=(3.0, 3.0, 4.0))
+    fp = fingerprint(load_dataset(data))
+    assert fp.n_cases == 2 and fp.modality == "CT"
+    assert fp.median_spacing() == pytest.approx((3.0, 3.0, 4.0))
+    assert all(s[i] <= (40, 36, 24)[i] for s in fp.shapes for i in range(3))
+    assert set(fp.extents) == set(fp.labels.values())
+    for sizes in fp.extents.values():
+        assert sizes and all(0 < e <= lim for size in sizes for e, lim in zip(size, (120, 108, 96)))
+    assert fp.intensity["p00_5"] <= fp.intensity["mean"] <= fp.intensity["p99_5"]
+    assert Fingerprint.from_dict(json.loads(json.dumps(fp.to_dict()))) == fp
+
+
+@pytest.mark.slow
+def test_train_without_options_prints_its_plan_first_and_keeps_the_time_budget(tmp_path):
+    from lwi.data.phantoms import write_phantom_dataset
+
+    data = write_phantom_dataset(tmp_path / "ph", 3, seed=0, shape=(40, 40, 24), spacing=(6.0, 6.0, 8.0))
+    out = tmp_path / "m.lwi.safetensors"
+    budget = 45.0  # fingerprint, probe, preprocessing and validation of a tiny run fit; a few iterations remain
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import torch, monai, lwi.strategies"], env=env, check=True)
+    startup = time.monotonic() - start  # Python and library imports, before lwi train's clock starts
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "lwi", "train", "--data", str(data), "--out", str(out), "--device", "cpu",
+         "--time", f"{budget:g}s", "--progress", "json"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    wall = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    kinds = [e["event"] for e in events]
+    assert "plan" in kinds and kinds.index("plan") < kinds.index("progress")
+    plan = events[kinds.index("plan")]
+    assert plan["time_budget"] == budget and plan["settings"]["arch"] == "segresnet"
+    assert plan["seconds"]["total"] <= budget
+    assert proc.stderr.index("Plan for") < proc.stderr.index("Step 1:")
+    result = events[-1]
+    assert result["event"] == "result" and out.exists()
+    assert result["iterations"]["pretrain"] == plan["step1_iterations"]
+    assert result["iterations"]["finetune"] == plan["step2_iterations"]
+    # The budget covers the command from its start; Python and library imports come on top.
+    assert wall <= budget + startup + 3.0, (wall, startup)

@@ -1,0 +1,36 @@
+"""``lwi plan``: the training plan for a dataset on this machine, with its time estimate and reasons."""
+
+from __future__ import annotations
+
+import argparse
+
+from lwi.commands import training_options as common
+
+NAME = "plan"
+HELP = "show the plan lwi train would follow for a dataset (network, ROI, iterations, estimated time, why)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    common.add_train_options(parser)
+    parser.add_argument(
+        "--no-probe", dest="probe", action="store_false",
+        help="skip the timing probe (no time estimates; a --time budget then cannot be planned)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from lwi.plan import parse_duration, plan_options, report_plan
+    from lwi.progress import Progress
+
+    started = time.monotonic()
+    progress = Progress(args.progress)
+    options, plan = plan_options(
+        args.data, common.settings_from_args(args), strategy=args.strategy, device=args.device,
+        time_budget=parse_duration(args.time) if args.time else None, probe=args.probe,
+        started=started,
+    )
+    report_plan(progress, plan)
+    progress.result(plan=plan.to_dict(), options={k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()})
+    return 0
