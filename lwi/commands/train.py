@@ -25,28 +25,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import time
-    from pathlib import Path
 
-    from lwi.outputs import Output, check_outputs
-    from lwi.plan import parse_duration, plan_options, report_plan
-    from lwi.progress import Progress
-    from lwi.strategies import get_strategy, train
+    from lwi.strategies import train
 
-    started = time.monotonic()
-    progress = Progress(args.progress)
-    options = common.settings_from_args(args)
-    if not args.resume:
-        # Before any work (the plan's probe): the full check (space, writability) follows in train().
-        check_outputs([Output(p, "--out") for p in get_strategy(args.strategy).outputs(Path(args.out))], args.overwrite)
-        options, plan = plan_options(
-            args.data, options, strategy=args.strategy, device=args.device,
+    started = time.monotonic()  # a --time budget counts from here
+
+    def plan(settings, progress, device):
+        if args.resume:  # a resumed run keeps its stored settings
+            return {k: v for k, v in settings.items() if k not in ("iterations", "pretrain_iterations")}
+        from lwi.plan import parse_duration, plan_options, report_plan
+
+        options, chosen = plan_options(
+            args.data, settings, strategy=args.strategy, device=device,
             time_budget=parse_duration(args.time) if args.time else None, started=started,
         )
-        report_plan(progress, plan)
-    else:
-        options = {k: v for k, v in options.items() if k not in ("iterations", "pretrain_iterations")}
-    result = common.run_training(
-        progress, train, args.data, args.out, strategy=args.strategy, unlabeled=args.unlabeled,
-        device=args.device, resume=args.resume, overwrite=args.overwrite, progress=progress, **options,
+        report_plan(progress, chosen)
+        return options
+
+    return common.run_command(
+        args,
+        train,
+        args.data,
+        args.out,
+        strategy=args.strategy,
+        unlabeled=args.unlabeled,
+        plan=plan,
+        done=lambda result: f"Model written to {args.out} (last state: {result['last']}).",
     )
-    return common.finish(progress, result, f"Model written to {args.out} (last state: {result['last']}).")

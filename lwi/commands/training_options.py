@@ -207,10 +207,13 @@ def run_command(
     function: Callable[..., Dict[str, Any]],
     *positional: Any,
     done: Callable[[Dict[str, Any]], str],
+    plan: Optional[Callable[[Dict[str, Any], Any, Any], Dict[str, Any]]] = None,
     **kwargs: Any,
 ) -> int:
     """A training command's run: ``function(*positional, **kwargs)`` with the device, resume, overwrite,
-    progress and training settings of ``args``; ``done(result)`` is the closing sentence."""
+    progress and training settings of ``args``; ``done(result)`` is the closing sentence.
+    ``plan(settings, progress, device) -> settings`` completes the given settings once the outputs
+    are checked (``lwi train``: :mod:`lwi.plan`)."""
     from contextlib import nullcontext
 
     from lwi import distributed
@@ -228,6 +231,9 @@ def run_command(
     outputs = writing(training_outputs(args), overwrite=args.overwrite, resume=args.resume, lock=True)
     try:
         with outputs if distributed.is_main() else nullcontext():
+            settings = settings_from_args(args)
+            if plan is not None:
+                settings = plan(settings, progress, device)
             result = function(
                 *positional,
                 device=device,
@@ -235,7 +241,7 @@ def run_command(
                 overwrite=args.overwrite,
                 progress=progress,
                 **kwargs,
-                **settings_from_args(args),
+                **settings,
             )
     finally:
         distributed.shutdown()
