@@ -4,6 +4,7 @@ requests, a worker killed mid-job). Real ``python -m lwi`` subprocesses on tiny 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -45,6 +46,14 @@ def test_a_run_failing_mid_way_ends_with_its_sentence_after_the_closed_bar(data,
     proc = lwi("train", "--strategy", "scratch", "--data", data, "--out", out, *NET, "--epochs", "3",
                "--lr", "1e30", "--val-fraction", "0")
     assert "%|" in proc.stderr  # the bar was on screen when the run failed
+    # What the failed run wrote is removed, except a resumable checkpoint written before the failure
+    # (whether one exists depends on where the loss first became NaN); that one the sentence names.
+    resumable = out.with_name("m.last.lwi.safetensors")
+    if resumable.exists():
+        line = last_line(proc.stderr)
+        assert str(resumable) in line and "--resume" in line, line
+        kept = hashlib.sha256(resumable.read_bytes()).hexdigest()
+        before = {**before, str(resumable.parent): "dir", str(resumable): kept}
     assert_refused(proc, before, [data, tmp_path], ("not a finite number",))
 
 
