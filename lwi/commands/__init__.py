@@ -11,6 +11,7 @@ COMMANDS = [
     "plan",
     "segment",
     "evaluate",
+    "experiment",
     "preview",
     "info",
     "demo",

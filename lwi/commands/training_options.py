@@ -133,6 +133,12 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         "medcontext: one stage with a masked student and an EMA teacher, same total iterations; anatomask: "
         "teacher-guided masked-image pre-training then Step 2 (default: lwi; see docs/strategies.md)",
     )
+    add_training(parser)
+
+
+def add_training(parser: argparse.ArgumentParser) -> None:
+    """Every training option of ``lwi train`` but the strategy (data, network, schedule, budget, both steps,
+    the strategies' own settings, run); ``lwi experiment`` applies them to each of its runs."""
     add_common(parser, arch_default_text="from the plan", epochs_help="Step-2 epochs (default: from the plan); Step 1's are --pretrain-epochs")
     parser.add_argument("--pretrain-epochs", type=options.whole(0), help="Step-1 epochs (default: from the plan; 0 with --strategy scratch)")
     budget = parser.add_argument_group("budget (default: the plan's; see lwi plan)")
