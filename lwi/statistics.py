@@ -41,15 +41,21 @@ def noncentral_t_interval(t: float, df: int, confidence: float = 0.95) -> tuple:
 
     alpha = (1.0 - confidence) / 2.0
 
+    def cdf(nc: float) -> float:
+        value = float(nct.cdf(t, df, nc))
+        if math.isnan(value):  # scipy's far tails: the cdf is 0 for nc far above t, 1 far below
+            value = 0.0 if nc > t else 1.0
+        return value
+
     def solve(target: float) -> float:
-        # nct.cdf(t, df, nc) falls as nc grows: bracket the root around t, widening until it holds.
+        # cdf falls as nc grows: bracket the root around t, widening until it holds.
         width = 10.0 + abs(t)
         lo, hi = t - width, t + width
-        while nct.cdf(t, df, lo) < target:
+        while cdf(lo) < target:
             lo -= width
-        while nct.cdf(t, df, hi) > target:
+        while cdf(hi) > target:
             hi += width
-        return float(brentq(lambda nc: nct.cdf(t, df, nc) - target, lo, hi, xtol=1e-10))
+        return float(brentq(lambda nc: cdf(nc) - target, lo, hi, xtol=1e-10))
 
     return solve(1.0 - alpha), solve(alpha)
 
