@@ -174,7 +174,6 @@ class Experiment:
         from lwi.strategies.steps import make_settings
 
         make_settings({**options, "seed": 0})  # a bad setting is reported now, not by every run
-        self._check_folder(resume, overwrite)
 
         pool_set = load_dataset(data, require_labels=True)
         if test is not None:
@@ -194,6 +193,7 @@ class Experiment:
         if unknown:
             raise LWIError(f"The test set has label value(s) {unknown} that the training data does not declare.")
 
+        self._check_folder(resume, overwrite)
         config = {
             "version": CONFIG_VERSION,
             "data": str(Path(data).resolve()),
@@ -272,8 +272,11 @@ class Experiment:
                 progress.emit("run_skipped", run=spec.id, k=spec.k, seed=spec.seed, strategy=spec.strategy)
         if done_ids & {s.id for s in specs}:
             progress.log(f"{len(specs) - len(pending)} of {len(specs)} runs already finished: skipped.")
+        from lwi.engine import sigterm_as_interrupt
+
         scheduler = _Scheduler(self, pending, device=device, parallel=parallel, progress=progress, total=len(specs))
-        failed = scheduler.run()
+        with sigterm_as_interrupt():  # a kill stops the children too (they keep their checkpoints)
+            failed = scheduler.run()
         from lwi.report import write_report
 
         report = write_report(self.out, progress=progress)

@@ -100,7 +100,7 @@ def paired_comparison(
     df = n - 1
     half = float(stats.t.ppf(0.5 + confidence / 2.0, df)) * sd / math.sqrt(n)
     result.update(sd_difference=sd, df=df, difference_ci=[float(d.mean()) - half, float(d.mean()) + half])
-    if sd > 0:
+    if sd > 1e-12 * max(1.0, abs(float(d.mean()))):  # rounding noise is no spread
         t = float(d.mean()) / (sd / math.sqrt(n))
         result.update(t=t, t_p=float(2.0 * stats.t.sf(abs(t), df)), cohens_dz=float(d.mean()) / sd)
         lo, hi = noncentral_t_interval(t, df, confidence)

@@ -1,0 +1,146 @@
+"""``lwi experiment`` end to end in real subprocesses on phantoms at a tiny budget: the draws, one
+results line per run with per-case scores, the report and plots, JSON progress, resumption that
+skips finished runs, and an output folder that is never silently replaced."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lwi.data.phantoms import write_phantom_dataset
+from lwi.experiment import draw_training_cases, hold_out, read_results
+from lwi.report import case_mean
+from lwi.statistics import paired_comparison
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = [
+    "--arch", "segresnet", "--init-filters", "8", "--arch-param", "blocks_down=[1,1]", "--arch-param", "blocks_up=[1]",
+    "--roi", "16", "16", "16", "--cube-size", "8", "--batch-size", "1", "--pretrain-epochs", "2", "--epochs", "3",
+    "--device", "cpu",
+]
+
+
+def _lwi(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "lwi", *args], capture_output=True, text=True, encoding="utf-8", env=env, timeout=600
+    )
+
+
+def _events(proc: subprocess.CompletedProcess) -> list:
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_draws_are_nested_and_fixed():
+    pool = [f"case{i:02d}" for i in range(12)]
+    five = draw_training_cases(pool, 5, seed=1)
+    assert len(five) == 5 and set(five) <= set(pool)
+    assert set(five) <= set(draw_training_cases(pool, 8, seed=1))  # K=5 is inside K=8 of the same seed
+    assert five == draw_training_cases(list(reversed(pool)), 5, seed=1)  # independent of listing order
+    assert five != draw_training_cases(pool, 5, seed=2)
+    test = hold_out(pool, 3)
+    assert len(test) == 3 and test == hold_out(pool, 3)
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiment")
+    data = write_phantom_dataset(root / "phantoms", 5, seed=0, shape=(24, 24, 16), spacing=(8.0, 8.0, 12.0))
+    out = root / "run"
+    args = [
+        "experiment", "--data", str(data), "--test-cases", "2", "--strategies", "lwi", "scratch", "--k", "1", "2",
+        "--seeds", "0", "--out", str(out), "--parallel", "2", *TINY,
+    ]
+    proc = _lwi(*args, "--progress", "json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"out": out, "args": args, "events": _events(proc), "data": data}
+
+
+@pytest.mark.slow
+def test_every_run_is_trained_evaluated_and_recorded(experiment):
+    out = experiment["out"]
+    config = json.loads((out / "experiment.json").read_text())
+    assert len(config["test_cases"]) == 2 and len(config["pool"]) == 3
+    assert not set(config["test_cases"]) & set(config["pool"])
+    results = read_results(out / "results.jsonl")
+    assert sorted(r["run"] for r in results) == [
+        "k1-seed0-lwi", "k1-seed0-scratch", "k2-seed0-lwi", "k2-seed0-scratch",
+    ]
+    for r in results:
+        assert len(r["train_cases"]) == r["k"] and set(r["train_cases"]) <= set(config["pool"])
+        assert [c["case"] for c in r["cases"]] == config["test_cases"]
+        for case in r["cases"]:
+            assert set(case["dice"]) == set(case["hd95"]) == {"liver", "spleen", "kidney", "vertebra"}
+        assert (out / r["model"]).is_file()
+        # Same number of iterations for both strategies (scratch is matched to Step 1 + Step 2).
+        assert r["curve"]  # the training curve came through the JSON progress
+    by = {r["run"]: r for r in results}
+    for k in (1, 2):
+        lwi, scratch = by[f"k{k}-seed0-lwi"], by[f"k{k}-seed0-scratch"]
+        assert lwi["train_cases"] == scratch["train_cases"]
+        assert sum(lwi["iterations"].values()) == sum(scratch["iterations"].values())
+        assert set(lwi["curve"]) == {"pretrain", "finetune"} and set(scratch["curve"]) == {"train"}
+
+
+@pytest.mark.slow
+def test_json_progress_and_report(experiment):
+    out, events = experiment["out"], experiment["events"]
+    kinds = [e["event"] for e in events]
+    assert kinds[-1] == "result" and kinds.count("result") == 1 and "error" not in kinds
+    assert kinds.count("run_started") == kinds.count("run_finished") == 4
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress and all(e["stage"] == "experiment" and 0 <= e["fraction"] <= 1 for e in progress)
+    result = events[-1]
+    assert result["finished"] == 4 and result["failed"] == []
+    # The report's paired comparison equals the statistics recomputed from results.jsonl.
+    by = {r["run"]: r for r in read_results(out / "results.jsonl")}
+    for k in (1, 2):
+        a, b = by[f"k{k}-seed0-lwi"]["cases"], by[f"k{k}-seed0-scratch"]["cases"]
+        expected = paired_comparison([case_mean(c["dice"]) for c in a], [case_mean(c["dice"]) for c in b])
+        row = next(c for c in result["comparisons"] if c["k"] == k and c["metric"] == "Dice (mean of labels)")
+        assert row["n"] == 2 and row["mean_difference"] == pytest.approx(expected["mean_difference"], abs=1e-5)
+    md = (out / "report.md").read_text()
+    assert "| lwi | 1 | 1 |" in md and "| scratch | 2 | 1 |" in md and "lwi vs scratch" in md
+    assert "<table>" in (out / "report.html").read_text()
+    for name in ("learning_curve.png", "scatter_lwi_vs_scratch.png", "training_curves.png"):
+        assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_existing_experiment_is_not_replaced_and_resume_skips_finished_runs(experiment):
+    out, args = experiment["out"], experiment["args"]
+    before = (out / "results.jsonl").read_text()
+    refused = _lwi(*args)
+    assert refused.returncode == 1 and "--resume" in refused.stderr and "--overwrite" in refused.stderr
+    assert (out / "results.jsonl").read_text() == before
+
+    # Forget one finished run (as if the experiment had stopped during its evaluation).
+    lines = before.splitlines()
+    kept = [line for line in lines if json.loads(line)["run"] != "k2-seed0-scratch"]
+    (out / "results.jsonl").write_text("\n".join(kept) + "\n")
+    model = out / "runs" / "k2-seed0-scratch" / "model.lwi.safetensors"
+    stamp = model.stat().st_mtime_ns
+    resumed = _lwi(*args, "--resume", "--progress", "json")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    events = _events(resumed)
+    assert sorted(e["run"] for e in events if e["event"] == "run_skipped") == [
+        "k1-seed0-lwi", "k1-seed0-scratch", "k2-seed0-lwi",
+    ]
+    assert [e["run"] for e in events if e["event"] == "run_started"] == ["k2-seed0-scratch"]
+    assert model.stat().st_mtime_ns == stamp  # its training had finished: only evaluated again
+    results = read_results(out / "results.jsonl")
+    assert sorted(r["run"] for r in results) == sorted(json.loads(line)["run"] for line in lines)
+
+
+@pytest.mark.slow
+def test_bad_requests_fail_before_any_work(tmp_path, experiment):
+    data = str(experiment["data"])
+    too_many = _lwi("experiment", "--data", data, "--test-cases", "2", "--k", "4", "--out", str(tmp_path / "a"), *TINY)
+    assert too_many.returncode == 1 and "K=4" in too_many.stderr and not (tmp_path / "a").exists()
+    seed = _lwi("experiment", "--data", data, "--test-cases", "2", "--k", "1", "--seed", "3", "--out", str(tmp_path / "b"))
+    assert seed.returncode == 1 and "--seeds" in seed.stderr and not (tmp_path / "b").exists()
