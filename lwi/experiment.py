@@ -459,14 +459,16 @@ class _Scheduler:
         if kind == "progress":
             if "iteration" in event:  # training's whole-run fraction (preprocessing and evaluation are short)
                 child.fraction = float(event.get("fraction") or 0.0)
-            self.progress.update(
-                round(self.done + sum(c.fraction for c in self.running.values()), 3), self.total,
-                run=child.spec.id, run_stage=event.get("stage"), run_fraction=event.get("fraction"),
-            )
+            self._update(run=child.spec.id, run_stage=event.get("stage"), run_fraction=event.get("fraction"))
         elif kind == "result":
             child.result = event
         elif kind == "error":
             child.error = str(event.get("message"))
+
+    def _update(self, **fields: Any) -> None:
+        """The experiment's progress: finished runs plus the running ones' fractions."""
+        done = round(self.done + sum(c.fraction for c in self.running.values()), 3)
+        self.progress.update(done, self.total, runs_done=done, runs=self.total, **fields)
 
     def _finish(self, child: _Child) -> None:
         spec = child.spec
@@ -488,7 +490,7 @@ class _Scheduler:
                 "run_finished", run=spec.id, k=spec.k, seed=spec.seed, strategy=spec.strategy,
                 mean_dice=dice, mean_hd95=line.get("mean_hd95"), seconds=seconds,
             )
-            self.progress.update(self.done + sum(c.fraction for c in self.running.values()), self.total, run=spec.id)
+            self._update(run=spec.id)
             return
         message = child.error or f"the run's process ended with exit code {code}"
         if "out of memory" in message.lower() and self.parallel > 1:

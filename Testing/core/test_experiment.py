@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,17 @@ def test_bad_requests_fail_before_any_work(tmp_path, experiment):
     assert too_many.returncode == 1 and "K=4" in too_many.stderr and not (tmp_path / "a").exists()
     seed = _lwi("experiment", "--data", data, "--test-cases", "2", "--k", "1", "--seed", "3", "--out", str(tmp_path / "b"))
     assert seed.returncode == 1 and "--seeds" in seed.stderr and not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_report_without_matplotlib_says_how_to_get_the_plots(experiment, tmp_path, monkeypatch):
+    from lwi.report import write_report
+
+    for name in ("experiment.json", "results.jsonl"):
+        shutil.copy(experiment["out"] / name, tmp_path / name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails as if not installed
+    result = write_report(tmp_path)
+    assert result["plots"] == [] and not (tmp_path / "plots").exists()
+    md = (tmp_path / "report.md").read_text()
+    assert "pip install 'lwi[report]'" in md and "![" not in md
+    assert "| lwi | 2 | 1 |" in md  # the tables are still there
