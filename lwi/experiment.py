@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from lwi.errors import LWIError
-from lwi.progress import Progress, _clean
+from lwi.progress import Progress, clean_fields
 
 PathLike = Union[str, Path]
 
@@ -89,7 +89,7 @@ def hold_out(names: Sequence[str], n: int) -> List[str]:
 def _write_json(path: Path, value: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_clean(value), indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(clean_fields(value), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -171,7 +171,7 @@ class Experiment:
                 raise LWIError(f"{what} lists a value twice.")
         if min(ks) < 1:
             raise LWIError("Every K must be at least 1.")
-        from lwi.strategies.steps import make_settings
+        from lwi.strategies.settings import make_settings
 
         make_settings({**options, "seed": 0})  # a bad setting is reported now, not by every run
 
@@ -200,7 +200,7 @@ class Experiment:
             "test": str(Path(test).resolve()) if test is not None else None,
             "test_cases": test_names,
             "pool": sorted(pool),
-            "options": dict(_clean(dict(options))),
+            "options": dict(clean_fields(dict(options))),
             "unlabeled": [str(Path(u).resolve()) for u in unlabeled or []],
             "strategies": list(strategies),
             "k": [int(k) for k in ks],
@@ -311,7 +311,7 @@ class Experiment:
         train_cases = json.loads((self.out / "splits" / spec.draw / "dataset.json").read_text())["training"]
         from lwi.data.dataset import case_name
 
-        return _clean(
+        return clean_fields(
             {
                 "run": spec.id,
                 "k": spec.k,

@@ -14,7 +14,7 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lwi.strategies import STRATEGIES
+    from lwi.names import STRATEGY_NAMES
 
     exp = parser.add_argument_group("experiment")
     exp.add_argument(
@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--test-cases", type=int, metavar="N", help="hold out N cases of --data as the test set (the same N for every run)"
     )
     exp.add_argument(
-        "--strategies", nargs="+", choices=list(STRATEGIES), default=["lwi", "scratch"], metavar="NAME",
-        help=f"strategies to compare, the first against each other one ({', '.join(STRATEGIES)}; default: lwi scratch)",
+        "--strategies", nargs="+", choices=STRATEGY_NAMES, default=["lwi", "scratch"], metavar="NAME",
+        help=f"strategies to compare, the first against each other one ({', '.join(STRATEGY_NAMES)}; default: lwi scratch)",
     )
     exp.add_argument("--k", nargs="+", type=int, required=True, metavar="K", help="training-set sizes, e.g. 5 10 20")
     exp.add_argument(
