@@ -193,7 +193,7 @@ class Experiment:
         if unknown:
             raise LWIError(f"The test set has label value(s) {unknown} that the training data does not declare.")
 
-        self._check_folder(resume, overwrite)
+        self.check_folder(resume, overwrite)
         config = {
             "version": CONFIG_VERSION,
             "data": str(Path(data).resolve()),
@@ -219,7 +219,8 @@ class Experiment:
         self.config = config
         return specs
 
-    def _check_folder(self, resume: bool, overwrite: bool) -> None:
+    def check_folder(self, resume: bool, overwrite: bool) -> None:
+        """Refuse an existing experiment unless resuming; with ``overwrite`` remove its files (only those)."""
         out = self.out
         if out.exists() and not out.is_dir():
             raise LWIError(f"{out} exists and is not a folder; choose another --out.")

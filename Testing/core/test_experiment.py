@@ -159,3 +159,29 @@ def test_report_without_matplotlib_says_how_to_get_the_plots(experiment, tmp_pat
     md = (tmp_path / "report.md").read_text()
     assert "pip install 'lwi[report]'" in md and "![" not in md
     assert "| lwi | 2 | 1 |" in md  # the tables are still there
+
+
+def test_separate_test_folder_cases_are_never_drawn_and_overwrite_removes_only_ours(tmp_path):
+    from lwi.data.dataset import load_dataset
+    from lwi.experiment import Experiment, write_subset
+    from lwi.progress import Progress
+
+    data = write_phantom_dataset(tmp_path / "phantoms", 5, seed=0, shape=(16, 16, 8))
+    test = write_subset(tmp_path / "test", load_dataset(data), ["phantom_001", "phantom_003"], "test")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    experiment = Experiment(out)
+    specs = experiment.prepare(
+        data=data, test=test, test_cases=None, strategies=["scratch"], ks=[2, 3], seeds=[0, 1], options={},
+        unlabeled=None, resume=False, overwrite=False, progress=Progress("none"),
+    )
+    assert experiment.config["pool"] == ["phantom_000", "phantom_002", "phantom_004"]
+    assert experiment.config["test_cases"] == ["phantom_001", "phantom_003"]
+    assert [s.id for s in specs] == ["k2-seed0-scratch", "k2-seed1-scratch", "k3-seed0-scratch", "k3-seed1-scratch"]
+    draw = load_dataset(out / "splits" / "k2-seed1")  # a real dataset folder pointing at the original files
+    assert len(draw.cases) == 2 and all(c.image.parent == data / "imagesTr" for c in draw.cases)
+    with pytest.raises(Exception, match="--resume"):
+        Experiment(out).check_folder(resume=False, overwrite=False)
+    Experiment(out).check_folder(resume=False, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
