@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from lwi.errors import LWIError
+from lwi.evaluation import write_json
 from lwi.progress import Progress, clean_fields
 
 PathLike = Union[str, Path]
@@ -86,19 +87,11 @@ def hold_out(names: Sequence[str], n: int) -> List[str]:
     return sorted(random.Random(TEST_DRAW_SEED).sample(sorted(names), n))
 
 
-def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(clean_fields(value), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_subset(folder: Path, dataset: Any, names: Sequence[str], title: str) -> Path:
     """A dataset folder (just dataset.json) listing ``names`` of ``dataset`` by absolute path."""
     wanted = set(names)
     cases = [c for c in dataset.cases if c.name in wanted]
-    _write_json(
-        folder / "dataset.json",
+    write_json(
         {
             "name": title,
             "description": f"Cases of {dataset.root.resolve()} chosen by lwi experiment (files not copied).",
@@ -107,6 +100,7 @@ def write_subset(folder: Path, dataset: Any, names: Sequence[str], title: str) -
             "numTraining": len(cases),
             "training": [{"image": str(Path(c.image).resolve()), "label": str(Path(c.label).resolve())} for c in cases],
         },
+        folder / "dataset.json",
     )
     return folder
 
@@ -208,7 +202,7 @@ class Experiment:
         }
         config = self._merge_config(config) if resume and (self.out / CONFIG).exists() else config
         self.out.mkdir(parents=True, exist_ok=True)
-        _write_json(self.out / CONFIG, config)
+        write_json(config, self.out / CONFIG)
         write_subset(self.out / "splits" / "test", test_set, test_names, "lwi experiment: test cases")
         specs = []
         for k in config["k"]:
@@ -289,8 +283,7 @@ class Experiment:
         run_dir = self.run_dir(spec)
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / "spec.json"
-        _write_json(
-            path,
+        write_json(
             {
                 "run": spec.id,
                 "data": str(self.out / "splits" / spec.draw),
@@ -302,6 +295,7 @@ class Experiment:
                 "options": self.config["options"],
                 "unlabeled": self.config["unlabeled"],
             },
+            path,
         )
         return path
 
@@ -601,7 +595,7 @@ def _run_one(spec: Mapping[str, Any], progress: Progress) -> int:
                 **{**spec["options"], "seed": spec["seed"]},
             )
             summary["train_seconds"] = time.monotonic() - start
-            _write_json(done, summary)
+            write_json(summary, done)
         start = time.monotonic()
         segmenter = Segmenter(model, device=spec["device"], threads=torch.get_num_threads(), progress=progress)
         evaluation = evaluate_dataset(segmenter, load_dataset(spec["test"], require_labels=True), progress)
