@@ -41,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="runs at once (default 1); on one GPU a run that runs out of memory is retried with one fewer at once",
     )
     common.add_training(parser)
+    parser.epilog = (
+        "The lwi train options apply to every run, except that --val-fraction defaults to 0 here (every drawn "
+        "case is trained on; the test set is the evaluation) and --seed is replaced by --seeds. "
+        "Files, report and JSON events: docs/experiment.md."
+    )
 
 
 def run(args: argparse.Namespace) -> int:
