@@ -185,3 +185,22 @@ def test_separate_test_folder_cases_are_never_drawn_and_overwrite_removes_only_o
         Experiment(out).check_folder(resume=False, overwrite=False)
     Experiment(out).check_folder(resume=False, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_a_failing_first_run_stops_the_experiment_with_one_error(tmp_path, experiment):
+    # 4 first-stage filters cannot be split into SegResNet's 8 normalisation groups: every run would fail.
+    bad = list(TINY)
+    bad[bad.index("--init-filters") + 1] = "4"
+    out = tmp_path / "run"
+    proc = _lwi(
+        "experiment", "--data", str(experiment["data"]), "--test-cases", "2", "--strategies", "scratch", "--k", "1",
+        "--seeds", "0", "1", "--out", str(out), *bad, "--progress", "json",
+    )
+    assert proc.returncode == 1
+    events = _events(proc)
+    kinds = [e["event"] for e in events]
+    assert kinds.count("run_started") == 1 and kinds.count("run_failed") == 1  # the second run never started
+    assert kinds[-1] == "error" and "result" not in kinds and "--resume" in events[-1]["message"]
+    assert "divisible" in next(e for e in events if e["event"] == "run_failed")["message"]
+    assert read_results(out / "results.jsonl") == [] and (out / "report.md").exists()
