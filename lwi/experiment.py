@@ -6,9 +6,9 @@ and scored (Dice, HD95 per label: :mod:`lwi.evaluation`). Draws are nested: a se
 the first five of the same shuffled pool as its K=10 cases, so a learning curve is not confounded
 by a new draw at each K; the training seed of each run is the draw's seed.
 
-Each run is a child process (``python -m lwi.experiment SPEC``) that trains through
-:func:`lwi.strategies.train` and evaluates with :class:`lwi.inference.Segmenter`, reporting JSON
-lines on its stdout; up to ``parallel`` children run at once. The folder ``out``::
+Each run is a child process (``python -m lwi.experiment_run SPEC``, :mod:`lwi.experiment_run`) that
+trains through :func:`lwi.strategies.train` and evaluates with :class:`lwi.inference.Segmenter`,
+reporting JSON lines on its stdout; up to ``parallel`` children run at once. The folder ``out``::
 
     experiment.json        what was asked (data, test set, options); checked when resuming
     splits/test/           dataset.json listing the test cases (absolute paths, nothing copied)
@@ -428,7 +428,7 @@ class _Scheduler:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.parallel))
         log = open(run_dir / "log.txt", "a", encoding="utf-8")  # noqa: SIM115 (closed with the process)
         process = subprocess.Popen(
-            [sys.executable, "-m", "lwi.experiment", str(spec_path)],
+            [sys.executable, "-m", "lwi.experiment_run", str(spec_path)],
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True, env=env, bufsize=1,
         )
         log.close()  # the child holds its own descriptor
@@ -544,67 +544,3 @@ def run_experiment(
         f"{len(experiment.config['test_cases'])} test cases, pool of {len(experiment.config['pool'])}."
     )
     return experiment.run(specs, device=device, parallel=parallel, progress=progress)
-
-
-# -- the child process ---------------------------------------------------------------------------
-def run_one(spec_path: PathLike) -> int:
-    """Train and evaluate one run described by ``spec_path`` (written by :meth:`Experiment.spec_file`),
-    reporting JSON lines on stdout; the final line holds the training summary and the evaluation."""
-    progress = Progress("json")
-    try:
-        spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-        return _run_one(spec, progress)
-    except KeyboardInterrupt:
-        progress.error("Interrupted; resume the experiment to continue this run from its last checkpoint.")
-        return 130
-    except LWIError as exc:
-        progress.error(str(exc))
-        return 1
-    except Exception as exc:  # noqa: BLE001 - the parent shows one line; the traceback goes to log.txt
-        import traceback
-
-        traceback.print_exc()
-        progress.error(f"{type(exc).__name__}: {exc}")
-        return 1
-
-
-def _run_one(spec: Mapping[str, Any], progress: Progress) -> int:
-    import torch
-
-    from lwi.data.dataset import load_dataset
-    from lwi.engine import sigterm_as_interrupt
-    from lwi.evaluation import evaluate_dataset
-    from lwi.inference import Segmenter
-    from lwi.strategies import get_strategy, train
-
-    model = Path(spec["model"])
-    done = model.parent / "train.json"
-    with sigterm_as_interrupt():
-        if done.exists():
-            summary = json.loads(done.read_text(encoding="utf-8"))
-            progress.log(f"Training of {spec['run']} already finished; evaluating.")
-        else:
-            # Leftovers of an interrupted attempt: continue from its checkpoint; a model file without
-            # one (the attempt died before its first checkpoint) is replaced.
-            module = get_strategy(spec["strategy"])
-            resume = any(p.exists() for p in module.outputs(model) if p != model)
-            start = time.monotonic()
-            summary = train(
-                spec["data"], model, strategy=spec["strategy"], unlabeled=spec.get("unlabeled") or None,
-                device=spec["device"], resume=resume, overwrite=not resume, progress=progress,
-                **{**spec["options"], "seed": spec["seed"]},
-            )
-            summary["train_seconds"] = time.monotonic() - start
-            write_json(summary, done)
-        start = time.monotonic()
-        segmenter = Segmenter(model, device=spec["device"], threads=torch.get_num_threads(), progress=progress)
-        evaluation = evaluate_dataset(segmenter, load_dataset(spec["test"], require_labels=True), progress)
-    progress.result(
-        run=spec["run"], model=str(model), train=summary, train_seconds=summary.get("train_seconds"),
-        evaluate_seconds=time.monotonic() - start, evaluation=evaluation,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_one(sys.argv[1]))
