@@ -26,8 +26,8 @@ TINY = [
 ]
 
 
-def _lwi(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+def _lwi(*args: str, **env_vars: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **env_vars}
     return subprocess.run(
         [sys.executable, "-m", "lwi", *args], capture_output=True, text=True, encoding="utf-8", env=env, timeout=600
     )
@@ -145,6 +145,10 @@ def test_bad_requests_fail_before_any_work(tmp_path, experiment):
     assert too_many.returncode == 1 and "K=4" in too_many.stderr and not (tmp_path / "a").exists()
     seed = _lwi("experiment", "--data", data, "--test-cases", "2", "--k", "1", "--seed", "3", "--out", str(tmp_path / "b"))
     assert seed.returncode == 1 and "--seeds" in seed.stderr and not (tmp_path / "b").exists()
+    under_torchrun = _lwi(
+        "experiment", "--data", data, "--test-cases", "2", "--k", "1", "--out", str(tmp_path / "c"), WORLD_SIZE="2"
+    )
+    assert under_torchrun.returncode == 1 and "torchrun" in under_torchrun.stderr and not (tmp_path / "c").exists()
 
 
 @pytest.mark.slow

@@ -49,10 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lwi.distributed import env_world_size
     from lwi.errors import LWIError
     from lwi.experiment import run_experiment
     from lwi.progress import Progress
 
+    if env_world_size() > 1:  # each run is its own process; torchrun would start the whole experiment N times
+        raise LWIError("Start lwi experiment without torchrun; --parallel N runs several trainings at once.")
     if args.seed is not None:
         raise LWIError("The seeds of an experiment are its --seeds; leave --seed out.")
     options = common.settings_from_args(args)
