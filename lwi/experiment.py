@@ -267,10 +267,10 @@ class Experiment:
                 progress.emit("run_skipped", run=spec.id, k=spec.k, seed=spec.seed, strategy=spec.strategy)
         if done_ids & {s.id for s in specs}:
             progress.log(f"{len(specs) - len(pending)} of {len(specs)} runs already finished: skipped.")
-        from lwi.engine import sigterm_as_interrupt
+        from lwi import interrupt
 
         scheduler = _Scheduler(self, pending, device=device, parallel=parallel, progress=progress, total=len(specs))
-        with sigterm_as_interrupt():  # a kill stops the children too (they keep their checkpoints)
+        with interrupt.handling():  # Ctrl-C or a kill stops the children too (they keep their checkpoints)
             failed = scheduler.run()
         from lwi.report import write_report
 

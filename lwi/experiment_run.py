@@ -48,15 +48,15 @@ def run_one(spec_path: PathLike) -> int:
 def _run_one(spec: Mapping[str, Any], progress: Progress) -> int:
     import torch
 
+    from lwi import interrupt
     from lwi.data.dataset import load_dataset
-    from lwi.engine import sigterm_as_interrupt
     from lwi.evaluation import evaluate_dataset
     from lwi.inference import Segmenter
     from lwi.strategies import get_strategy, train
 
     model = Path(spec["model"])
     done = model.parent / "train.json"
-    with sigterm_as_interrupt():
+    with interrupt.handling():  # a stop request ends training at the next iteration, with a checkpoint
         if done.exists():
             summary = json.loads(done.read_text(encoding="utf-8"))
             progress.log(f"Training of {spec['run']} already finished; evaluating.")
