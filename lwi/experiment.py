@@ -36,7 +36,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from lwi.errors import LWIError
 from lwi.evaluation import write_json
@@ -145,10 +145,14 @@ class Experiment:
         resume: bool,
         overwrite: bool,
         progress: Progress,
+        plan: Optional[Callable[[Path], Tuple[Dict[str, Any], Dict[str, Any]]]] = None,
     ) -> List[RunSpec]:
         """Check everything and write the configuration and draws; returns every run, finished or not.
 
-        Nothing is written before the data, the test set, K and the output folder have been checked.
+        ``plan(pool folder) -> (options, plan description)`` completes the given ``options`` once for
+        every run (``lwi experiment``: :func:`lwi.plan.plan_options` on the training pool); a resumed
+        experiment keeps its stored options. Nothing is written before the data, the test set, K and
+        the output folder have been checked.
         """
         from lwi.data.dataset import load_dataset
         from lwi.strategies import get_strategy
@@ -165,10 +169,6 @@ class Experiment:
                 raise LWIError(f"{what} lists a value twice.")
         if min(ks) < 1:
             raise LWIError("Every K must be at least 1.")
-        from lwi.strategies.settings import make_settings
-
-        make_settings({**options, "seed": 0})  # a bad setting is reported now, not by every run
-
         pool_set = load_dataset(data, require_labels=True)
         if test is not None:
             test_set = load_dataset(test, require_labels=True)
@@ -188,19 +188,33 @@ class Experiment:
             raise LWIError(f"The test set has label value(s) {unknown} that the training data does not declare.")
 
         self.check_folder(resume, overwrite)
+        stored = resume and (self.out / CONFIG).exists()
+        given = dict(clean_fields(dict(options)))
+        planned, plan_text = given, None
+        if plan is not None and not stored:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:  # the pool as a dataset folder, for the plan only
+                planned, plan_text = plan(write_subset(Path(tmp), pool_set, pool, "lwi experiment: training pool"))
+            planned = dict(clean_fields(dict(planned)))
+        from lwi.strategies.settings import make_settings
+
+        make_settings({**planned, "seed": 0})  # a bad setting is reported now, not by every run
         config = {
             "version": CONFIG_VERSION,
             "data": str(Path(data).resolve()),
             "test": str(Path(test).resolve()) if test is not None else None,
             "test_cases": test_names,
             "pool": sorted(pool),
-            "options": dict(clean_fields(dict(options))),
+            "given": given,
+            "options": planned,
+            "plan": plan_text,
             "unlabeled": [str(Path(u).resolve()) for u in unlabeled or []],
             "strategies": list(strategies),
             "k": [int(k) for k in ks],
             "seeds": [int(s) for s in seeds],
         }
-        config = self._merge_config(config) if resume and (self.out / CONFIG).exists() else config
+        config = self._merge_config(config) if stored else config
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(config, self.out / CONFIG)
         write_subset(self.out / "splits" / "test", test_set, test_names, "lwi experiment: test cases")
@@ -243,11 +257,12 @@ class Experiment:
         old = json.loads((self.out / CONFIG).read_text(encoding="utf-8"))
         for key, what in (
             ("data", "--data"), ("test", "--test"), ("test_cases", "the test cases"), ("pool", "the training pool"),
-            ("options", "the training options"), ("unlabeled", "--unlabeled"),
+            ("given", "the training options"), ("unlabeled", "--unlabeled"),
         ):
-            if json.dumps(old.get(key), sort_keys=True) != json.dumps(new[key], sort_keys=True):
+            before = old.get(key, old.get("options")) if key == "given" else old.get(key)
+            if json.dumps(before, sort_keys=True) != json.dumps(new[key], sort_keys=True):
                 raise LWIError(
-                    f"The experiment in {self.out} was run with other {what} ({_short(old.get(key))} instead of "
+                    f"The experiment in {self.out} was run with other {what} ({_short(before)} instead of "
                     f"{_short(new[key])}); resume it with the same ones, or start another --out."
                 )
         merged = dict(old)
@@ -521,6 +536,7 @@ def run_experiment(
     resume: bool = False,
     overwrite: bool = False,
     progress: Optional[Progress] = None,
+    plan: Optional[Callable[[Path], Tuple[Dict[str, Any], Dict[str, Any]]]] = None,
 ) -> Dict[str, Any]:
     """Run (or resume) an experiment in ``out`` and write its results and report.
 
@@ -536,7 +552,7 @@ def run_experiment(
     experiment = Experiment(out)
     specs = experiment.prepare(
         data=data, test=test, test_cases=test_cases, strategies=strategies, ks=ks, seeds=seeds, options=options,
-        unlabeled=unlabeled, resume=resume, overwrite=overwrite, progress=progress,
+        unlabeled=unlabeled, resume=resume, overwrite=overwrite, progress=progress, plan=plan,
     )
     progress.log(
         f"Experiment in {experiment.out}: {len(specs)} runs ({', '.join(experiment.config['strategies'])}; "

@@ -193,18 +193,29 @@ def test_separate_test_folder_cases_are_never_drawn_and_overwrite_removes_only_o
 
 @pytest.mark.slow
 def test_a_failing_first_run_stops_the_experiment_with_one_error(tmp_path, experiment):
-    # 4 first-stage filters cannot be split into SegResNet's 8 normalisation groups: every run would fail.
-    bad = list(TINY)
-    bad[bad.index("--init-filters") + 1] = "4"
+    # An unreadable extra image for Step 1 is only read by the run itself: every run would fail.
+    junk = tmp_path / "unlabeled"
+    junk.mkdir()
+    (junk / "junk.nii.gz").write_bytes(b"not an image" * 100)
     out = tmp_path / "run"
     proc = _lwi(
-        "experiment", "--data", str(experiment["data"]), "--test-cases", "2", "--strategies", "scratch", "--k", "1",
-        "--seeds", "0", "1", "--out", str(out), *bad, "--progress", "json",
+        "experiment", "--data", str(experiment["data"]), "--test-cases", "2", "--strategies", "lwi", "--k", "1",
+        "--seeds", "0", "1", "--out", str(out), *TINY, "--unlabeled", str(junk), "--progress", "json",
     )
     assert proc.returncode == 1
     events = _events(proc)
     kinds = [e["event"] for e in events]
     assert kinds.count("run_started") == 1 and kinds.count("run_failed") == 1  # the second run never started
     assert kinds[-1] == "error" and "result" not in kinds and "--resume" in events[-1]["message"]
-    assert "divisible" in next(e for e in events if e["event"] == "run_failed")["message"]
+    assert "junk.nii.gz" in next(e for e in events if e["event"] == "run_failed")["message"]
     assert read_results(out / "results.jsonl") == [] and (out / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_a_setting_the_plan_refuses_fails_before_any_run(tmp_path, experiment):
+    bad = list(TINY)
+    bad[bad.index("--init-filters") + 1] = "4"  # not divisible into SegResNet's 8 normalisation groups
+    out = tmp_path / "run"
+    proc = _lwi("experiment", "--data", str(experiment["data"]), "--test-cases", "2", "--k", "1", "--out", str(out), *bad)
+    assert proc.returncode == 1 and "divisible" in proc.stderr and "Started" not in proc.stderr
+    assert not out.exists() or not any(out.iterdir())  # nothing of an experiment: the same command can run again

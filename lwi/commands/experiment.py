@@ -62,10 +62,23 @@ def run(args: argparse.Namespace) -> int:
     # Every drawn case is trained on unless asked otherwise: the test set measures the result.
     options.setdefault("val_fraction", 0.0)
     progress = Progress(args.progress)
+
+    def plan(pool):
+        """Every option not given comes from lwi train's plan, made once on the training pool, so all
+        runs share the network, ROI and iterations (a --time budget applies to each run)."""
+        from lwi.plan import parse_duration, plan_options, report_plan
+
+        planned, chosen = plan_options(
+            pool, options, strategy=args.strategies[0], device=args.device,
+            time_budget=parse_duration(args.time) if args.time else None,
+        )
+        report_plan(progress, chosen)
+        return planned, chosen.to_dict()
+
     result = run_experiment(
         args.data, args.out, strategies=args.strategies, ks=args.k, seeds=args.seeds, test=args.test,
         test_cases=args.test_cases, options=options, unlabeled=args.unlabeled, device=args.device,
-        parallel=args.parallel, resume=args.resume, overwrite=args.overwrite, progress=progress,
+        parallel=args.parallel, resume=args.resume, overwrite=args.overwrite, progress=progress, plan=plan,
     )
     shown = f"{result['report']}" + (f" and {result['html']}" if result.get("html") else "")
     if result["failed"]:
