@@ -393,7 +393,10 @@ def make_plan(
     memory = mem_fn(roi, batch) if mem_fn is not None else None
 
     n_val_windows = n_validation * probes.windows_per_case(fp, spacing, roi)
-    rates = probes.time_iterations(arch, params, roi, batch, fp.channels, len(fp.labels) + 1, dev, with_step1) if probe else None
+    rates = (
+        probes.time_iterations(arch, params, roi, batch, fp.channels, len(fp.labels) + 1, dev, with_step1, cube_size=cube)
+        if probe else None
+    )
 
     if time_budget is None and kind == "cpu" and not _budget_given(given) and rates is not None:
         time_budget = float(CPU_DEFAULT_SECONDS)

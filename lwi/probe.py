@@ -89,8 +89,10 @@ def time_iterations(
     out_channels: int,
     device: Any,
     with_step1: bool = True,
+    cube_size: int = 16,
 ) -> Dict[str, float]:
-    """Seconds per Step-1 and Step-2 iteration, per validation window, and to build a network, measured."""
+    """Seconds per Step-1 and Step-2 iteration, per validation window, and to build a network, measured
+    (Step 1 with the run's own mask ``cube_size``, which must divide ``roi``)."""
     import torch
     from monai.losses import DiceCELoss
 
@@ -140,7 +142,7 @@ def time_iterations(
     rates["window"] = timed(forward) / 4
     if with_step1:
         model = Step1Model.build(arch, in_channels, roi, **params).to(device)
-        transform = TransformationModule(model.num_subvolumes, cube_size=min(16, min(roi)))
+        transform = TransformationModule(model.num_subvolumes, cube_size=int(cube_size))
         opt1 = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
         def step1() -> None:

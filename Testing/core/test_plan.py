@@ -207,3 +207,13 @@ def test_train_without_options_prints_its_plan_first_and_keeps_the_time_budget(t
     assert result["iterations"]["finetune"] == plan["step2_iterations"]
     # The budget covers the command from its start; Python and library imports come on top.
     assert wall <= budget + startup + 3.0, (wall, startup)
+
+
+def test_timing_probe_uses_the_runs_own_mask_cube():
+    """A given --cube-size 8 with a ROI that 16 does not divide must plan (the probe once used 16^3)."""
+    from lwi.probe import time_iterations
+
+    rates = time_iterations("segresnet", {"init_filters": 8}, (24, 32, 24), 1, 1, 3, "cpu", True, cube_size=8)
+    assert rates["step1"] > 0 and rates["step2"] > 0
+    with pytest.raises(LWIError, match="not divisible by the mask cube size 16"):
+        time_iterations("segresnet", {"init_filters": 8}, (24, 32, 24), 1, 1, 3, "cpu", True, cube_size=16)
