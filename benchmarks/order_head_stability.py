@@ -4,7 +4,7 @@ a 32x32x64 crop so it runs on a CPU) on fresh noise crops with a CT-like positiv
 (0.5 + 0.2 * N(0, 1)), AdamW at a constant learning rate (no warmup: the harshest case), and records
 every level's order loss and the mean absolute pooled feature entering its head, per iteration.
 
-Measurement, not a test. benchmarks/results/order_heads_noise.json and .png come from (one thread):
+Measurement, not a test. benchmarks/results/order-heads-cpu.json and .png come from (one thread):
 
     PYTHONPATH=<checkout before the fix> python benchmarks/order_head_stability.py --label before
     PYTHONPATH=. python benchmarks/order_head_stability.py --label after --plot
@@ -18,9 +18,10 @@ import math
 import time
 from pathlib import Path
 
+import record
 import torch
 
-RESULTS = Path(__file__).parent / "results" / "order_heads_noise.json"
+RESULTS = Path(__file__).parent / "results" / "order-heads-cpu.json"
 
 
 def main() -> int:
@@ -59,14 +60,15 @@ def main() -> int:
         opt.step()
         rows.append({"iteration": it + 1, "order": [float(v) for v in losses["order"]], "feature_mean_abs": scale[-1]})
         print(it + 1, [round(v, 2) for v in rows[-1]["order"]], flush=True)
-    data = json.loads(args.out.read_text()) if args.out.exists() else {}
+    data = json.loads(args.out.read_text())["figures"] if args.out.exists() else {}
     data[args.label] = {
         "arch": "unetr", "params": params, "roi": list(roi), "lr": args.lr, "batch_size": 2, "seed": args.seed,
         "N": n, "ln_N": math.log(n), "worst": max(max(r["order"]) for r in rows),
         "seconds": round(time.time() - start, 1), "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(data, indent=1))
+    # One record (machine, versions, command, date) holding every label's curves; the README's table
+    # is rendered from it (benchmarks/render_tables.py).
+    record.write("order-heads", "cpu", data)
     if args.plot:
         plot(data, args.out.with_suffix(".png"))
     return 0

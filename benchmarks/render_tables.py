@@ -34,6 +34,7 @@ COMMANDS = {
     "folder-cuda": "benchmarks/run_all_gpu.sh",
     "ct-lowres-cpu": "python benchmarks/cli_benchmark.py --input CT --name ct-lowres -- --spacing-scale 2 --device cpu",
     "warm-cuda": "benchmarks/run_all_gpu.sh",
+    "order-heads-cpu": "python benchmarks/order_head_stability.py --label after --plot",
 }
 
 
@@ -141,9 +142,21 @@ def _warm(r: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\n" + _footer(r)
 
 
+def _order_heads(r: Dict[str, Any]) -> str:
+    runs = r["figures"]
+    lines = ["| Step-1 order heads on noise | worst level loss | last iteration's level losses | ln N |",
+             "| --- | --- | --- | --- |"]
+    for label in sorted(runs, reverse=True):  # before, then after
+        run = runs[label]
+        last = ", ".join(_f(v) for v in run["rows"][-1]["order"])
+        lines.append(f"| {label} ({run['arch']}, ROI {'x'.join(map(str, run['roi']))}, lr {run['lr']:g}, "
+                     f"{len(run['rows'])} iterations) | {_f(run['worst'])} | {last} | {_f(run['ln_N'])} |")
+    return "\n".join(lines) + "\n\n" + _footer(r)
+
+
 RENDERERS: Dict[str, Callable[[Dict[str, Any]], str]] = {
     "train-ddp": _train_ddp, "train": _train, "folder": _folder, "ct-lowres": _cli, "cli": _cli,
-    "segment": _segment, "warm": _warm,
+    "segment": _segment, "warm": _warm, "order-heads": _order_heads,
 }
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from LWICommon import cli_args
+from LWICommon.process import no_window_kwargs
 from LWICommon.vocabulary import names, records
 
 #: The names the panel offers: exactly the core's (lwi/names.py, the registries' keys); "auto" lets the
@@ -157,6 +158,7 @@ def query_plan(
     proc = subprocess.run(
         plan_args(settings, data_dir, python=python, probe=probe), env=dict(env) if env is not None else None,
         stdin=subprocess.DEVNULL, capture_output=True, text=True, encoding="utf-8", timeout=timeout,
+        **no_window_kwargs(),
     )
     plan = read_plan(proc.stdout)
     if proc.returncode != 0 or plan is None:

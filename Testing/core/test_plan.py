@@ -190,7 +190,7 @@ def test_train_without_options_prints_its_plan_first_and_keeps_the_time_budget(t
     proc = subprocess.run(
         [sys.executable, "-m", "lwi", "train", "--data", str(data), "--out", str(out), "--device", "cpu",
          "--time", f"{budget:g}s", "--progress", "json"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True, text=True, encoding="utf-8", env=env, timeout=300,
     )
     wall = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr

@@ -474,11 +474,13 @@ def _training_panel(env):
 def test_leaving_and_entering_the_panel_keeps_one_connection_and_the_users_values(slicer_env):
     widget = _training_panel(slicer_env)
     p = widget._parameterNode
-    assert p.roiSize == 96 and p.connections() == 1  # the declared default survives the first display
+    module = slicer_env.train
+    declared = module.LWITrainingParameterNode.allParameters["roiSize"][2]
+    assert p.roiSize == declared and p.connections() == 1  # the declared default survives the first display
     ui = widget.ui
-    ui.roiSizeComboBox.setCurrentIndex(3)  # the user picks 128, the GPU, SegResNet
-    ui.deviceComboBox.setCurrentIndex(1)
-    ui.architectureComboBox.setCurrentIndex(3)
+    ui.roiSizeComboBox.setCurrentIndex(module.ROI_SIZES.index(128))  # the user picks 128, the GPU, SegResNet
+    ui.deviceComboBox.setCurrentIndex(module.DEVICES.index("cuda"))
+    ui.architectureComboBox.setCurrentIndex(module.ARCHITECTURES.index("segresnet"))
     assert (p.roiSize, p.device, p.architecture) == (128, "cuda", "segresnet")
     for _visit in range(2):
         widget.exit()
