@@ -20,6 +20,18 @@ def make_teacher(student: nn.Module) -> nn.Module:
     return teacher.eval()
 
 
+class WithTeacher(nn.Module):
+    """A model holding an EMA teacher in ``self.teacher``: the teacher stays in eval mode whatever
+    mode the model is put in (it follows the student by EMA, never by its own dropout or norm statistics)."""
+
+    teacher: nn.Module
+
+    def train(self, mode: bool = True) -> WithTeacher:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     """``T <- m T + (1 - m) S`` for every parameter; buffers (e.g. norm statistics) are copied.

@@ -23,22 +23,21 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
-from torch import nn
 
 from lwi import masking
 from lwi.architectures import Adapter, build
-from lwi.ema import ema_update, make_teacher, ramp_schedule
+from lwi.ema import WithTeacher, ema_update, make_teacher, ramp_schedule
 from lwi.errors import LWIError
 from lwi.names import ANATOMASK_FORMAT, ANATOMASK_INFIX, LAST_INFIX, STRATEGY_DESCRIPTIONS, derived_path
-from lwi.strategies.run import public_summary
-from lwi.strategies.settings import epoch_iterations, make_trainer, step1_iterations, step2_iterations
+from lwi.strategies.run import pretrain_first, public_summary
+from lwi.strategies.settings import epoch_iterations, make_trainer
 
 NAME = "anatomask"
 DESCRIPTION = STRATEGY_DESCRIPTIONS[NAME]
 FORMAT = ANATOMASK_FORMAT  # the resumable pre-training checkpoint
 
 
-class AnatoMaskModel(nn.Module):
+class AnatoMaskModel(WithTeacher):
     """The pre-training network ``net`` (an adapter reconstructing its input) and its EMA ``teacher``.
 
     Keys ``net.`` are what fine-tuning takes (like LWI's Step-1 model); ``teacher.`` keys are dropped.
@@ -57,11 +56,6 @@ class AnatoMaskModel(nn.Module):
 
     def spec(self) -> Dict[str, Any]:
         return self.net.spec()
-
-    def train(self, mode: bool = True) -> AnatoMaskModel:
-        super().train(mode)
-        self.teacher.eval()
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -198,24 +192,9 @@ def train(run: Any, out: Path, resume: bool = False) -> Dict[str, Any]:
 
     s = run.settings
     pre_path = derived_path(out, ANATOMASK_INFIX)
-    last = derived_path(out, LAST_INFIX)
-    i1 = step1_iterations(s, run.n_step1_images)
-    _, i2 = step2_iterations(s, len(run.train_cases))
-    pre_cache, _, validation = run.step1_cache(), run.train_cache(), run.validation_pairs()
-    run.progress.plan(i1 + i2)
-    step2_started = resume and last.exists()
-    pre_done = False
-    if resume and pre_path.exists():
-        training = checkpoint.read_metadata(pre_path).get("training", {})
-        pre_done = bool(training.get("complete")) and int(training.get("iteration", 0)) >= i1
-    if step2_started or pre_done:
-        run.progress.log(f"AnatoMask pre-training already done ({pre_path}).")
-    else:
-        run_pretraining(
-            cache=pre_cache, n_images=run.n_step1_images, settings=s, device=run.device, out=pre_path,
-            progress=run.progress, resume=resume and pre_path.exists(),
-            metadata={"preprocessing": run.config.to_dict(), "data": {**run.describe_split(), "unlabeled": len(run.unlabeled)}},
-        )
+    last, i1, validation, step2_started = pretrain_first(
+        run, out, pre_path, run_pretraining, "AnatoMask pre-training", resume
+    )
     tensors, meta = checkpoint.load(pre_path)
     if meta.get("format") != FORMAT:
         raise LWIError(f"{pre_path} is not an AnatoMask pre-training checkpoint.")

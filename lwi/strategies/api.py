@@ -62,7 +62,7 @@ def pretrain(
         out=out,
         progress=progress,
         resume=resume,
-        metadata={"preprocessing": run.config.to_dict(), "data": {**run.describe_split(), "unlabeled": len(run.unlabeled)}},
+        metadata=run.pretraining_metadata(),
         on_epoch_end=on_epoch_end,
     )
     return public_summary(summary)

@@ -8,8 +8,7 @@ from typing import Any, Dict, List
 
 from lwi.errors import LWIError
 from lwi.names import LAST_INFIX, STEP1_INFIX, STRATEGY_DESCRIPTIONS, derived_path
-from lwi.strategies.run import Run, public_summary
-from lwi.strategies.settings import step1_iterations, step2_iterations
+from lwi.strategies.run import Run, pretrain_first, public_summary
 from lwi.strategies.step1 import run_step1
 from lwi.strategies.step2 import load_step1
 
@@ -37,41 +36,11 @@ def provenance(run: Run, pretrain_epochs: Any, pretrain_iterations: Any, **extra
 
 def train(run: Run, out: Path, resume: bool = False) -> Dict[str, Any]:
     """Run both steps; the progress fraction and ETA cover the whole run."""
-    from lwi import checkpoint
-
     s = run.settings
     if s.pretrain_epochs < 1:
         raise LWIError("The lwi strategy needs Step 1 (pretrain epochs at least 1); use --strategy scratch without it.")
     step1_path = derived_path(out, STEP1_INFIX)
-    last = derived_path(out, LAST_INFIX)
-    i1 = step1_iterations(s, run.n_step1_images)
-    _, i2 = step2_iterations(s, len(run.train_cases))
-    # Preprocess everything first: errors surface before hours of Step 1, and the whole-run
-    # fraction then only counts iterations.
-    step1_cache, _, validation = run.step1_cache(), run.train_cache(), run.validation_pairs()
-    run.progress.plan(i1 + i2)
-
-    step2_started = resume and last.exists()
-    step1_done = False
-    if resume and step1_path.exists():
-        training = checkpoint.read_metadata(step1_path).get("training", {})
-        step1_done = bool(training.get("complete")) and int(training.get("iteration", 0)) >= i1
-    if step2_started or step1_done:
-        run.progress.log(f"Step 1 already done ({step1_path}).")
-    else:
-        run_step1(
-            cache=step1_cache,
-            n_images=run.n_step1_images,
-            settings=s,
-            device=run.device,
-            out=step1_path,
-            progress=run.progress,
-            resume=resume and step1_path.exists(),
-            metadata={
-                "preprocessing": run.config.to_dict(),
-                "data": {**run.describe_split(), "unlabeled": len(run.unlabeled)},
-            },
-        )
+    last, i1, validation, step2_started = pretrain_first(run, out, step1_path, run_step1, "Step 1", resume)
     tensors, _ = load_step1(step1_path)
     summary = run.step2(
         out,

@@ -15,25 +15,25 @@ masked patches of the image are set to 0 (an adaptation, docs/strategies.md).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from torch import nn
 
 from lwi import masking
 from lwi.architectures import Adapter
-from lwi.ema import cosine_schedule, ema_update, make_teacher
+from lwi.ema import WithTeacher, cosine_schedule, ema_update, make_teacher
 from lwi.errors import LWIError
-from lwi.names import LAST_INFIX, STRATEGY_DESCRIPTIONS, derived_path
-from lwi.strategies.run import public_summary
-from lwi.strategies.settings import epoch_iterations, matched_iterations
+from lwi.names import STRATEGY_DESCRIPTIONS
+from lwi.strategies import scratch
+from lwi.strategies.settings import epoch_iterations
 from lwi.strategies.step2 import supervised_loss
 
 NAME = "medcontext"
 DESCRIPTION = STRATEGY_DESCRIPTIONS[NAME]
 
 
-class MedContextModel(nn.Module):
+class MedContextModel(WithTeacher):
     """Student, EMA teacher and (transformers) the learned mask token; ``forward`` is the student's.
 
     State-dict keys: ``student.net.``, ``teacher.net.``, ``mask_token``. The teacher is frozen and stays
@@ -53,11 +53,6 @@ class MedContextModel(nn.Module):
             # MedContext initialises the mask token to zeros (UNETR code: nn.Parameter(torch.zeros(768))).
             self.mask_token = nn.Parameter(torch.zeros(student.token_channels))
             embedding.register_forward_hook(_TokenMaskHook(self))
-
-    def train(self, mode: bool = True) -> MedContextModel:
-        super().train(mode)
-        self.teacher.eval()
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.student(x)
@@ -171,19 +166,12 @@ def settings_of(s: Any) -> Dict[str, Any]:
     }
 
 
-def outputs(out: Path) -> List[Path]:
-    """Files this strategy writes: the model and its resumable last state."""
-    return [out, derived_path(out, LAST_INFIX)]
+outputs = scratch.outputs  # the same single stage: the model and its resumable last state
 
 
 def train(run: Any, out: Path, resume: bool = False) -> Dict[str, Any]:
     """One supervised stage for as many iterations as ``lwi`` would take in total (Step 1 + Step 2)."""
     s = run.settings
-    last = derived_path(out, LAST_INFIX)
-    i1, i2, epochs = matched_iterations(s, run.n_step1_images, len(run.train_cases))
-    total = i1 + i2
-    _, validation = run.train_cache(), run.validation_pairs()
-    run.progress.plan(total)
     loss_fn = supervised_loss()
     momentum = momentum_updater(
         s.ema_mode, s.ema_momentum[0], s.ema_momentum[1], epoch_iterations(s, len(run.train_cases))
@@ -200,26 +188,13 @@ def train(run: Any, out: Path, resume: bool = False) -> Dict[str, Any]:
     def after_step(trainer: Any) -> None:
         update_teacher(trainer.model, momentum(trainer))
 
-    summary = run.step2(
+    return scratch.train_matched(
+        run,
         out,
-        last,
-        validation_cases=validation,
-        resume=resume and last.exists(),
-        epochs=epochs,
-        max_iterations=total,
-        stage="train",
+        resume,
+        {"strategy": NAME, "strategy_settings": settings_of(s)},
         make_model=lambda adapter: MedContextModel(adapter, patch_size=s.mim_patch_size),
         step=step,
         export=lambda model: model.student,
         after_step=after_step,
-        provenance={
-            "strategy": NAME,
-            "strategy_settings": settings_of(s),
-            "pretrain_epochs": 0,
-            **run.describe_split(),
-            "seed": s.seed,
-            "matched_iterations": {"pretrain": i1, "finetune": i2},
-        },
     )
-    summary["iterations"] = {"train": summary["iterations"]}
-    return public_summary(summary)

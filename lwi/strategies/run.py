@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from lwi.errors import LWIError
+from lwi.names import LAST_INFIX, derived_path
 from lwi.progress import Progress
-from lwi.strategies.settings import Settings, make_settings
+from lwi.strategies.settings import Settings, make_settings, step1_iterations, step2_iterations
 
 PathLike = Union[str, Path]
 
@@ -256,6 +257,10 @@ class Run:
             **options,
         )
 
+    def pretraining_metadata(self) -> Dict[str, Any]:
+        """What a pre-training checkpoint records of this run: its preprocessing and its data."""
+        return {"preprocessing": self.config.to_dict(), "data": {**self.describe_split(), "unlabeled": len(self.unlabeled)}}
+
     def describe_split(self) -> Dict[str, Any]:
         return {
             "cases": len(self.train_cases),
@@ -268,6 +273,43 @@ def public_summary(summary: Mapping[str, Any]) -> Dict[str, Any]:
     """A summary without live objects (networks), JSON-able for result lines."""
     hidden = ("network", "best", "last_validation")  # objects, and duplicates of validation_dice
     return {k: v for k, v in summary.items() if k not in hidden and not hasattr(v, "state_dict")}
+
+
+def pretrain_first(
+    run: Run, out: Path, pre_path: Path, pretrain: Callable[..., Any], title: str, resume: bool
+) -> Tuple[Path, int, List[Tuple[Any, Any]], bool]:
+    """The first stage of a two-stage strategy (``lwi``'s Step 1, AnatoMask's pre-training):
+    ``pretrain`` (called with :func:`lwi.strategies.step1.run_step1`'s keywords) writes ``pre_path``
+    unless a resumed run is past it. Everything is preprocessed first: errors surface before hours
+    of pre-training, and the whole-run fraction (planned over both stages) then only counts
+    iterations. Returns Step 2's last-state path, the pre-training iterations, the validation
+    pairs and whether Step 2 resumes."""
+    s = run.settings
+    last = derived_path(out, LAST_INFIX)
+    i1 = step1_iterations(s, run.n_step1_images)
+    _, i2 = step2_iterations(s, len(run.train_cases))
+    cache, _, validation = run.step1_cache(), run.train_cache(), run.validation_pairs()
+    run.progress.plan(i1 + i2)
+    step2_started = resume and last.exists()
+    if step2_started or (resume and pretraining_complete(pre_path, i1)):
+        run.progress.log(f"{title} already done ({pre_path}).")
+    else:
+        pretrain(
+            cache=cache, n_images=run.n_step1_images, settings=s, device=run.device, out=pre_path,
+            progress=run.progress, resume=resume and pre_path.exists(), metadata=run.pretraining_metadata(),
+        )
+    return last, i1, validation, step2_started
+
+
+def pretraining_complete(path: Path, iterations: int) -> bool:
+    """Whether the pre-training checkpoint ``path`` exists and finished at least ``iterations``
+    iterations: a resumed run then goes straight to Step 2."""
+    from lwi import checkpoint
+
+    if not path.exists():
+        return False
+    training = checkpoint.read_metadata(path).get("training", {})
+    return bool(training.get("complete")) and int(training.get("iteration", 0)) >= iterations
 
 
 def stored_settings(path: Path, formats: Sequence[str]) -> Dict[str, Any]:

@@ -15,10 +15,20 @@ DESCRIPTION = STRATEGY_DESCRIPTIONS[NAME]
 
 
 def outputs(out: Path) -> List[Path]:
+    """Files this strategy writes: the model and its resumable last state."""
     return [out, derived_path(out, LAST_INFIX)]
 
 
 def train(run: Run, out: Path, resume: bool = False) -> Dict[str, Any]:
+    return train_matched(run, out, resume, {"strategy": NAME})
+
+
+def train_matched(
+    run: Run, out: Path, resume: bool, strategy: Dict[str, Any], **step2_options: Any
+) -> Dict[str, Any]:
+    """One Step-2 stage for as many iterations as ``lwi`` would take in total (Step 1 + Step 2),
+    shared by the strategies that train a single stage (``medcontext`` passes its model and step
+    in ``step2_options``); ``strategy`` opens the provenance (name, strategy settings)."""
     s = run.settings
     last = derived_path(out, LAST_INFIX)
     i1, i2, epochs = matched_iterations(s, run.n_step1_images, len(run.train_cases))
@@ -34,12 +44,13 @@ def train(run: Run, out: Path, resume: bool = False) -> Dict[str, Any]:
         max_iterations=total,
         stage="train",
         provenance={
-            "strategy": NAME,
+            **strategy,
             "pretrain_epochs": 0,
             **run.describe_split(),
             "seed": s.seed,
             "matched_iterations": {"pretrain": i1, "finetune": i2},
         },
+        **step2_options,
     )
     summary["iterations"] = {"train": summary["iterations"]}
     return public_summary(summary)
