@@ -36,7 +36,7 @@ def normalise_slots(slots: torch.Tensor) -> torch.Tensor:
     others are raw residual streams whose scale moves quickly under AdamW's first steps. A linear
     head on them turns a small coherent change of the features into a large change of its logits,
     and on an unlearnable order (noise) one level's loss then jumps far above ln N (measured in
-    benchmarks/results/order_heads_noise.json). Normalising the pooled features, as ViT does before
+    benchmarks/results/order-heads-cpu.json). Normalising the pooled features, as ViT does before
     its classification head, keeps every level's classifier linear on features of a fixed scale.
     """
     return F.layer_norm(slots.float(), slots.shape[-1:]).to(slots.dtype)

@@ -159,7 +159,7 @@ def test_step1_rejects_a_transformation_with_another_n():
 def test_order_logits_do_not_depend_on_the_scale_of_a_level():
     # UNETR's intermediate levels are raw residual streams whose scale grows under AdamW's first
     # steps; the heads see layer-normalised slot features, so a level's scale cannot blow up its
-    # logits (on noise its order loss then stays near ln N: benchmarks/results/order_heads_noise.json).
+    # logits (on noise its order loss then stays near ln N: benchmarks/results/order-heads-cpu.json).
     torch.manual_seed(0)
     heads = OrderHeads([8, 16], num_subvolumes=4)
     levels = [torch.randn(2, 8, 3, 3, 8), torch.randn(2, 16, 2, 2, 4)]
