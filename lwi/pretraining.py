@@ -32,7 +32,7 @@ class Step1Model(nn.Module):
                 f"not {net.out_channels}."
             )
         self.net = net
-        self.order_heads = OrderHeads(net.level_channels, net.num_subvolumes)
+        self.order_heads = OrderHeads(net.level_channels, net.num_subvolumes, normalise=net.normalise_order_features)
 
     @classmethod
     def build(cls, arch: str, in_channels: int, roi_size: Sequence[int], **params: Any) -> Step1Model:

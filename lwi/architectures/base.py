@@ -54,6 +54,8 @@ class Adapter(nn.Module):
     output_prefixes: Tuple[str, ...] = ()  # relative to this adapter's state dict, e.g. ("net.out.",)
     encoder_prefixes: Tuple[str, ...] = ()  # the encoder's state-dict prefixes (decoder and output excluded)
     token_patch: int = 0  # transformers: edge in voxels of one patch token; 0 = no tokens (CNNs)
+    # Order heads on layer-normalised slot features: for levels that are raw residual streams (UNETR's ViT)
+    normalise_order_features: bool = False
 
     def __init__(self, in_channels: int, out_channels: int, roi_size: Sequence[int], **params: Any):
         super().__init__()

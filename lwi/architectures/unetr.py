@@ -28,6 +28,7 @@ class UNETRAdapter(Adapter):
     output_prefixes = ("net.out.",)
     encoder_prefixes = ("net.vit.",)  # the ViT; encoder1-4 are the convolutional skip paths of the decoder
     token_patch = 16
+    normalise_order_features = True  # its intermediate ViT levels are raw residual streams
 
     def make_network(self) -> nn.Module:
         from monai.networks.nets import UNETR
