@@ -39,8 +39,8 @@ def trained(tmp_path_factory):
     data = write_phantom_dataset(root / "phantoms", N_CASES, seed=0, shape=SHAPE)
     out = root / "models" / "phantom.lwi.safetensors"
     proc = _lwi(
-        "train", "--data", str(data), "--out", str(out), *NET, "--pretrain-epochs", "2", "--epochs", "60",
-        "--lr", "3e-3", "--val-every", "10", "--device", "cpu", "--seed", "0", "--progress", "json",
+        "train", "--data", str(data), "--out", str(out), *NET, "--pretrain-epochs", "2", "--epochs", "80",
+        "--lr", "1e-3", "--val-every", "10", "--device", "cpu", "--seed", "0", "--progress", "json",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     events = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -62,7 +62,7 @@ def test_json_progress_covers_both_steps(trained):
         assert e["epochs"] == 2
     assert all({"epoch", "epochs", "iteration", "loss", "fraction", "eta_seconds"} <= set(e) for e in step2)
     validations = [e for e in step2 if "dice" in e]
-    assert [e["epoch"] for e in validations] == [10, 20, 30, 40, 50, 60]
+    assert [e["epoch"] for e in validations] == [10, 20, 30, 40, 50, 60, 70, 80]
     assert set(validations[-1]["dice"]) == {"liver", "spleen", "kidney", "vertebra"}
 
     # One fraction for the whole run: Step 1 ends well below 1, Step 2 goes on from there to 1.
@@ -73,7 +73,7 @@ def test_json_progress_covers_both_steps(trained):
 
     result = events[-1]
     assert result["strategy"] == "lwi"
-    assert result["iterations"] == {"pretrain": 2 * 2, "finetune": 60 * 2}  # ceil(3 cases / batch 2) per epoch
+    assert result["iterations"] == {"pretrain": 2 * 2, "finetune": 80 * 2}  # ceil(3 cases / batch 2) per epoch
     assert result["loaded_tensors"] > 0 and result["new_tensors"] > 0
     assert Path(result["model"]) == trained["out"]
 
@@ -88,7 +88,7 @@ def test_bundle_and_checkpoints_written(trained):
     assert meta["architecture"]["arch"] == "segresnet" and meta["architecture"]["out_channels"] == 5
     assert [e["name"] for e in meta["labels"]] == ["liver", "spleen", "kidney", "vertebra"]
     prov = meta["provenance"]
-    assert prov["strategy"] == "lwi" and prov["pretrain_epochs"] == 2 and prov["epochs"] == 60
+    assert prov["strategy"] == "lwi" and prov["pretrain_epochs"] == 2 and prov["epochs"] == 80
     assert prov["cases"] == 3 and prov["validation_cases"] == 1
     assert set(prov["validation_dice"]) == {"liver", "spleen", "kidney", "vertebra"}
     assert meta["inference"]["roi_size"] == [32, 32, 32]
@@ -117,7 +117,8 @@ def test_model_segments_unseen_phantom_far_better_than_untrained(trained):
         torch.set_num_threads(threads)
     # Two organs are found; no network guessing by chance (or painting one label everywhere)
     # reaches 0.6 on two, and the mean is far above untrained networks'. (Which two depends on the
-    # random stream at 120 iterations: per-label crop centres put the spleen in play.)
+    # random stream at 160 iterations: per-label crop centres put the spleen in play; lr 1e-3 as
+    # in the demo, where 3e-3 made a tiny budget miss organs.)
     assert sum(v > 0.6 for v in trained_dice["dice"].values()) >= 2, trained_dice
     assert trained_dice["mean_dice"] > max(untrained) + 0.25
 
