@@ -143,12 +143,7 @@ def run_tutorial(args, device, dataset, config, network, loss_fn) -> float:
     while done < total:
         for batch in loader:
             images, labels = batch["image"].to(device), batch["label"].to(device)
-            with autocast():
-                loss = step(net, (images, labels), None)["total"]
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            _optimise(step, net, images, labels, optimizer, scaler, autocast)
             done += 1
             if done == args.warmup:
                 _sync(device)
@@ -175,14 +170,19 @@ def run_model_only(args, device, dataset, config, network, loss_fn) -> float:
         if i == args.warmup:
             _sync(device)
             start = time.perf_counter()
-        with autocast():
-            loss = step(net, (images, labels), None)["total"]
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        _optimise(step, net, images, labels, optimizer, scaler, autocast)
     _sync(device)
     return args.iterations / (time.perf_counter() - start)
+
+
+def _optimise(step, net, images, labels, optimizer, scaler, autocast) -> None:
+    """One optimiser step, the same in both baselines (only how the batch arrives differs)."""
+    with autocast():
+        loss = step(net, (images, labels), None)["total"]
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def _amp(device) -> Tuple[Any, Callable]:
