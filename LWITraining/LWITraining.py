@@ -33,6 +33,9 @@ PAPER_CITATION = (
     "Volumetric Medical Image Segmentation. Artificial Intelligence in Medicine, 2024 (arXiv:2306.09320)."
 )
 ROI_SIZES = [0, 32, 64, 96, 128, 160]  # 0: auto, the plan decides (lwi plan)
+PLAN_DONE = "What Train will run with these cases and settings:"
+PLAN_OF_TRAINING = "The plan of the training run:"
+PLAN_CHANGED = "The cases or settings changed since this plan: Show plan again."
 CASE_COLUMNS = ["Case", "Source", "Segments", "Status"]
 
 
@@ -130,6 +133,8 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self.task = None
+        self.planTask = None
+        self._planStatus: Optional[str] = None  # what the plan shown is (None: no plan shown)
         self.previewTask = None
         self.segmentTask = None
         self._parameterNode = None
@@ -149,6 +154,9 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.task = TaskPanel(
             self.ui.trainButton, self.ui.progressBar, self.ui.statusLabel, self.ui.logTextEdit
         )
+        self.planTask = TaskPanel(
+            self.ui.planButton, self.ui.planProgressBar, self.ui.planStatusLabel, self.ui.logTextEdit
+        )
         self.previewTask = TaskPanel(
             self.ui.previewButton, self.ui.previewProgressBar, self.ui.previewStatusLabel, self.ui.logTextEdit
         )
@@ -165,13 +173,14 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.addFolderCasesButton.connect("clicked(bool)", self.onAddFolderCases)
         self.ui.clearCasesButton.connect("clicked(bool)", self.onClearCases)
         self.ui.previewButton.connect("clicked(bool)", self.onPreview)
+        self.ui.planButton.connect("clicked(bool)", self.onPlanButton)
         self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
         self.ui.resumeButton.connect("clicked(bool)", self.onResumeButton)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        for task in (self.task, self.previewTask, self.segmentTask):
+        for task in (self.task, self.planTask, self.previewTask, self.segmentTask):
             if task is not None:
                 task.cancel(wait=True)  # the timer stops with the widget: finish the runs here
         if self.logic is not None:
@@ -195,15 +204,16 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
 
     def onSceneStartClose(self, caller, event) -> None:
-        # A preview or segmentation would load its result next to nodes being removed: stop them.
-        # Training writes only files (its plot is made again), so it goes on.
-        for task in (self.previewTask, self.segmentTask):
+        # A preview or segmentation would load its result next to nodes being removed, a plan read
+        # scene cases about to be deleted: stop them. Training has its own copies, so it goes on.
+        for task in (self.planTask, self.previewTask, self.segmentTask):
             if task is not None:
                 task.cancel()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
         self.logic.clearCases()
+        self._showPlan(None, None)
         self._showCases()
         if self.parent.isEntered:
             self.initializeParameterNode()
@@ -247,6 +257,11 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         if not (self.previewTask is not None and self.previewTask.running):  # it is Cancel while running
             self.ui.previewButton.enabled = bool(self._selectedCase() is not None)
+        if not (self.planTask is not None and self.planTask.running):
+            # Not while training: the plan's timing probe would compete with it (and be wrong).
+            self.ui.planButton.enabled = bool(p and included and not running)
+            if self._planStatus is not None:
+                self.ui.planStatusLabel.text = self._planStatus if self._planIsCurrent() else PLAN_CHANGED
         canResume = bool(p and name and not running and self.logic.canResume(name, self._modelsFolder()))
         self.ui.resumeButton.enabled = canResume
         if not (self.segmentTask is not None and self.segmentTask.running):
@@ -337,6 +352,40 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(f"The preview could not start: {e}")
             logging.exception("LWITraining preview failed to start")
 
+    def onPlanButton(self) -> None:
+        if self.planTask.running:
+            self.planTask.cancel()
+            return
+        try:
+            runner = self.logic.plan(self.logic.trainingSet, self._settings(), start=False)
+            self.planTask.log("Running: " + self.logic.lastCommand)
+            self.planTask.start(runner, onDone=self._onPlanDone)
+        except Exception as e:
+            slicer.util.errorDisplay(f"The plan could not start: {e}")
+            logging.exception("LWITraining plan failed to start")
+
+    def _onPlanDone(self, runner) -> None:
+        if runner.returncode == 0 and self.logic.lastPlan is not None:
+            self._showPlan(self.logic.lastPlan, PLAN_DONE)
+        elif not runner.cancelled:  # the error stays in the status line; no older plan under it
+            self._showPlan(None, None)
+        self._updateButtons()
+
+    def _showPlan(self, event: Optional[Dict[str, Any]], status: Optional[str]) -> None:
+        """Show a ``plan`` event's summary in the plan area (None: empty it)."""
+        from LWICommon.training_settings import plan_text
+
+        self.ui.planTextEdit.plainText = plan_text(event) if event else ""
+        self._planStatus = status
+        if status is not None:
+            self.ui.planStatusLabel.text = status
+
+    def _planIsCurrent(self) -> bool:
+        try:
+            return self.logic.planIsCurrent(self.logic.trainingSet, self._settings())
+        except ValueError:  # settings that cannot be read (the spacing text) make no plan current
+            return False
+
     def onTrainButton(self) -> None:
         if self.task.running:
             self.task.cancel()  # the core's last checkpoint stays: Resume continues from it
@@ -368,9 +417,8 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         kind = event.get("event")
         if kind == "progress":
             self.ui.stageLabel.text = self.logic.stageText(event)
-        elif kind == "plan":  # what the core chose for the "auto" settings, and how long it will take
-            for line in event.get("summary") or []:
-                self.task.log(line)
+        elif kind == "plan":  # what the core chose for the "auto" settings (its lines are in the log too)
+            self._showPlan(event, PLAN_OF_TRAINING)
         elif kind == "warning":  # e.g. a label that is not being learned
             from LWICommon.training_settings import warning_text
 

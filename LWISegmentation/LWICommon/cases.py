@@ -56,6 +56,8 @@ class CaseSource:
         problems: problems already known when it was collected (e.g. a segmentation without a
             volume); :func:`inspect_case` adds what it finds in the files.
         empty: names of segments without any voxel (filled by :func:`inspect_case`).
+        modality: "CT" or "MR" as its dataset folder declares it (folder cases: the core's reading of
+            ``dataset.json``), None when unknown (scene cases).
     """
 
     name: str
@@ -65,6 +67,7 @@ class CaseSource:
     origin: str = SCENE
     problems: List[str] = field(default_factory=list)
     empty: List[str] = field(default_factory=list)
+    modality: Optional[str] = None
 
 
 @dataclass
@@ -207,7 +210,8 @@ def folder_cases(folder: str) -> List[CaseSource]:
     try:
         found = core_dataset.load_dataset(folder, require_labels=True)
         return [
-            CaseSource(c.name, str(c.image), str(c.label), _named(found.labels), FOLDER) for c in found.cases
+            CaseSource(c.name, str(c.image), str(c.label), _named(found.labels), FOLDER, modality=found.modality)
+            for c in found.cases
         ]
     except DatasetError as exc:
         reasons: Dict[str, List[str]] = {}
@@ -220,11 +224,12 @@ def folder_cases(folder: str) -> List[CaseSource]:
     # Some cases were rejected: list every case (the core's pairing of images and label maps),
     # each with its reasons, so the good ones can still be used.
     labels = _folder_labels(folder)
+    modality = core_dataset.modality_from(core_dataset.read_dataset_json(folder))
     cases = _folder_pairs(folder)
     listed = {c.name for c in cases}
     result = [
         CaseSource(c.name, str(c.image), str(c.label) if c.label else None, _named(labels), FOLDER,
-                   problems=list(reasons.get(c.name, [])))
+                   problems=list(reasons.get(c.name, [])), modality=modality)
         for c in cases
     ]
     for name in sorted(set(reasons) - listed):  # an orphan label map, a doubly listed case...

@@ -20,7 +20,8 @@ class TrainingLogic:
         logic = slicer.util.getModuleLogic("LWITraining")
         cases = logic.collectCasesFromNodes([(volume1, segmentation1), (volume2, segmentation2)])
         logic.addCases(cases)                       # the table: logic.trainingSet.table()
-        logic.train(logic.trainingSet, "liver", settings={"epochs": 50})   # in the background
+        print(logic.plan(logic.trainingSet, settings={"time_budget": "20m"}, wait=True)["summary"])
+        logic.train(logic.trainingSet, "liver", settings={"time_budget": "20m"})   # in the background
         logic.segmentWithModel(volume3, wait=True)  # with the model just trained, once it is done
 
     Training runs ``lwi train`` in a background process (:class:`LWICommon.process.ProcessRunner`),
@@ -32,6 +33,9 @@ class TrainingLogic:
         self.lastCommand = ""
         self.lastModelPath: Optional[str] = None
         self.runner = None
+        self.planRunner = None
+        self.lastPlan: Optional[Dict[str, Any]] = None  # the last ``plan`` event (lwi plan or lwi train)
+        self._lastPlanKey: Optional[Tuple[Any, ...]] = None
         self.sources: List[Any] = []
         self.trainingSet = None
         self.curves = None
@@ -208,17 +212,10 @@ class TrainingLogic:
 
         Returns the :class:`LWICommon.process.ProcessRunner`. Excluded cases are logged with their reasons.
         """
-        from LWICommon import cases as caselib
         from LWICommon import run_folder
 
         settings = self._settings(settings, modelName)
-        if isinstance(cases, str):
-            cases = caselib.match_cases(caselib.folder_cases(cases))
-        elif not isinstance(cases, caselib.TrainingSet):
-            cases = caselib.match_cases(list(cases))
-        if not cases.included:
-            reasons = "; ".join(f"{r.name}: {r.status()}" for r in cases.rows) or "no cases were given"
-            raise ValueError(f"No case can be trained on ({reasons}).")
+        cases = self._trainingCases(cases)
         for row in cases.excluded:
             logging.warning(f"LWITraining: case {row.name} is left out: {'; '.join(row.problems)}")
         self._checkNotRunning()
@@ -229,15 +226,135 @@ class TrainingLogic:
             shutil.rmtree(data)
         os.makedirs(run, exist_ok=True)
         # Scene cases live in a temporary folder: copy their images; folder cases stay where they are.
+        self._exportCases(cases, data, settings, copySceneImages=True)
+        run_folder.write_settings(run, settings.to_dict(), modelsFolder)
+        return self._launch(run, settings, modelsFolder, False, wait, onEvent, onFinished, start, plot, cases)
+
+    @staticmethod
+    def _trainingCases(cases):
+        """``cases`` (a TrainingSet, a list of ``CaseSource`` or a dataset folder) as a
+        :class:`LWICommon.cases.TrainingSet`; ValueError when no case can be trained on."""
+        from LWICommon import cases as caselib
+
+        if isinstance(cases, str):
+            cases = caselib.match_cases(caselib.folder_cases(cases))
+        elif not isinstance(cases, caselib.TrainingSet):
+            cases = caselib.match_cases(list(cases or []))
+        if not cases.included:
+            reasons = "; ".join(f"{r.name}: {r.status()}" for r in cases.rows) or "no cases were given"
+            raise ValueError(f"No case can be trained on ({reasons}).")
+        return cases
+
+    @staticmethod
+    def _exportCases(cases, folder: str, settings, copySceneImages: bool) -> None:
+        """Write the included cases into the dataset ``folder`` that ``lwi train`` or ``lwi plan``
+        reads (scene cases first, as a run folder has them; folder cases' images referenced).
+
+        Intensity "auto": the modality the cases' dataset folders declare when they agree (a CT folder
+        stays CT, as ``lwi train --data`` on it would read it), else none (the core's MR default)."""
+        from LWICommon import cases as caselib
+
         scene = [r for r in cases.included if r.source.origin != caselib.FOLDER]
-        folder = [r for r in cases.included if r.source.origin == caselib.FOLDER]
-        modality = None if settings.intensity == "auto" else settings.intensity
-        for rows, copy in ((scene, True), (folder, False)):
+        folderRows = [r for r in cases.included if r.source.origin == caselib.FOLDER]
+        declared = {r.source.modality for r in cases.included if r.source.modality}
+        modality = settings.intensity if settings.intensity != "auto" else (declared.pop() if len(declared) == 1 else None)
+        for rows, copy in ((scene, copySceneImages), (folderRows, False)):
             if rows:
                 part = caselib.TrainingSet(cases.labels, rows)
-                caselib.export_cases(part, data, modality=modality, copy_images=copy, name=modelName)
-        run_folder.write_settings(run, settings.to_dict(), modelsFolder)
-        return self._launch(run, settings, modelsFolder, False, wait, onEvent, onFinished, start, plot)
+                caselib.export_cases(part, folder, modality=modality, copy_images=copy, name=settings.model_name)
+
+    # -- the plan ----------------------------------------------------------------------------
+    def plan(
+        self,
+        cases,
+        settings=None,
+        wait: bool = False,
+        onFinished: Optional[Callable[[Any], None]] = None,
+        start: bool = True,
+        probe: bool = True,
+    ):
+        """The plan :meth:`train` would follow for ``cases`` with ``settings``, before training:
+        network, spacing, ROI, batch, learning rate, both steps' iterations, the estimated time of
+        each step, warnings and what a GPU would run instead.
+
+        It is ``lwi plan`` with the options :meth:`train` passes to ``lwi train``
+        (:func:`LWICommon.training_settings.run_options`: "auto" settings are left to the plan), on
+        the cases exported as :meth:`train` exports them, into a temporary folder removed at the end.
+        The core times a few iterations on this machine (``probe``; False: no time estimates), which
+        takes seconds: it runs in a background process (:class:`LWICommon.process.ProcessRunner`).
+
+        Args:
+            cases, settings: as :meth:`train`.
+            wait: block, and return the ``plan`` event (docs/contracts.md: ``summary``, ``settings``,
+                ``step1_iterations``, ``step2_iterations``, ``seconds``, ``warnings``, ...); raises
+                RuntimeError with the run's message on failure.
+            onFinished: called with the runner when the run is over (:attr:`lastPlan` is then set).
+            start: False returns the runner unstarted (the panel starts and polls it).
+
+        Returns the runner (or, with ``wait``, the plan event). :attr:`lastPlan` holds the last plan
+        event, :meth:`planIsCurrent` tells whether it still is the plan of these cases and settings.
+        """
+        import slicer
+
+        from LWICommon import files, jobs, training_settings
+        from LWICommon.process import ProcessRunner
+        from LWICommon.slicer_setup import coreEnvironment
+
+        settings = self._planSettings(settings)
+        cases = self._trainingCases(cases)
+        if self.planRunner is not None and self.planRunner.running:
+            raise RuntimeError("A plan is already being made: cancel it first.")
+        folder = files.make_run_dir(slicer.app.temporaryPath, prefix="lwi-plan-")
+        data = os.path.join(folder, "data")
+        try:
+            self._exportCases(cases, data, settings, copySceneImages=False)  # the plan only reads them
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        args = training_settings.plan_args(settings, data, probe=probe)
+        self.lastCommand = training_settings.cli_args.quote_command(args)
+        key = self._planKey(cases, settings)
+
+        def eventReceived(event) -> None:
+            if event.get("event") == "plan":
+                self.lastPlan, self._lastPlanKey = event, key
+
+        self.planRunner = ProcessRunner(
+            args, env=coreEnvironment(), cwd=folder, temp_dir=folder, on_event=eventReceived, on_finished=onFinished
+        )
+        if wait:
+            self.planRunner.start()
+            self.planRunner.wait()
+            if self.planRunner.error_message():
+                raise RuntimeError(self.planRunner.error_message())
+            return self.lastPlan
+        if start:
+            jobs.pollInBackground(self.planRunner.start())
+        return self.planRunner
+
+    def planIsCurrent(self, cases, settings=None) -> bool:
+        """Whether :attr:`lastPlan` is the plan of these cases and settings (False once either
+        changed, or when there is no plan)."""
+        if self.lastPlan is None or self._lastPlanKey is None:
+            return False
+        try:
+            cases = self._trainingCases(cases)
+            settings = self._planSettings(settings)
+        except ValueError:  # no cases, or settings that cannot be used
+            return False
+        return self._planKey(cases, settings) == self._lastPlanKey
+
+    def _planSettings(self, settings):
+        """The settings of a plan: as :meth:`train`'s, whatever the model name (a plan has no output)."""
+        return self._settings(settings, (getattr(settings, "model_name", None) or "").strip() or "model")
+
+    @staticmethod
+    def _planKey(cases, settings) -> Tuple[Any, ...]:
+        """What a plan depends on: the run's options and the cases (files and labels)."""
+        from LWICommon.training_settings import run_options
+
+        rows = tuple((r.source.image, r.source.label, tuple(sorted(r.remap.items()))) for r in cases.included)
+        return (repr(sorted(run_options(settings).items())), rows, tuple(sorted(cases.labels.items())))
 
     def resume(
         self,
@@ -271,7 +388,7 @@ class TrainingLogic:
         if self.runner is not None and self.runner.running:
             raise RuntimeError("A training is already running: cancel it first.")
 
-    def _launch(self, run, settings, modelsFolder, resume, wait, onEvent, onFinished, start, plot):
+    def _launch(self, run, settings, modelsFolder, resume, wait, onEvent, onFinished, start, plot, cases=None):
         from LWICommon import files, jobs, run_folder, training_settings
         from LWICommon.plots import TrainingCurves
         from LWICommon.process import ProcessRunner
@@ -287,6 +404,9 @@ class TrainingLogic:
         self.curves = TrainingCurves()
 
         def eventReceived(event) -> None:
+            if event.get("event") == "plan":  # lwi train's own plan, before it trains
+                self.lastPlan = event
+                self._lastPlanKey = self._planKey(cases, settings) if cases is not None else None
             if plot and self.curves.add(event):
                 self.updatePlot()
             if onEvent is not None:

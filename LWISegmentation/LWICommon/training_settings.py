@@ -2,21 +2,20 @@
 
 One source of defaults: every setting left at ``auto`` (None here) is not passed to ``lwi train``, so
 the core's plan (``lwi plan``: network, ROI, spacing, batch, iterations from the data, the device and
-the time budget) decides it, exactly as on the command line. :func:`plan_args` asks the core for that
-plan in a subprocess (the GUI process never imports torch) and :func:`read_plan` reads its answer.
+the time budget) decides it, exactly as on the command line. :func:`plan_args` is the ``lwi plan``
+command line that shows that plan before training, from the same options as :func:`train_args` (the
+GUI process never imports torch: the logic runs it in the background); :func:`plan_text` is what the
+panel shows of its ``plan`` event.
 Explicit values always win. Mask ratio 0.4 with 16^3 cubes and AdamW at 1e-4 are the paper's.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from LWICommon import cli_args
-from LWICommon.process import no_window_kwargs
 from LWICommon.vocabulary import names, records
 
 #: The names the panel offers: exactly the core's (lwi/names.py, the registries' keys); "auto" lets the
@@ -99,7 +98,7 @@ class TrainingSettings:
 
     def preview_options(self, plan: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
         """``lwi preview`` options that show what Step 1 will see with these settings (``auto`` ones
-        from ``plan``, the ``settings`` of :func:`read_plan`'s plan, when given)."""
+        from ``plan``, the ``settings`` of a ``plan`` event, when given)."""
         planned = dict(plan or {})
         arch = planned.get("arch", "segresnet") if self.architecture == "auto" else self.architecture
         roi = self.roi or tuple(planned.get("roi") or (64, 64, 64))
@@ -126,45 +125,23 @@ def _int_or_none(value: Optional[int]) -> Optional[int]:
     return int(value) if value else None
 
 
+def run_options(settings: TrainingSettings) -> Dict[str, Any]:
+    """The options ``lwi train`` and ``lwi plan`` both get for these settings (all but data, output,
+    resume and overwrite): one source, so the plan shown is the plan of the run Train starts."""
+    return {"strategy": settings.strategy, "device": settings.device, **settings.train_options()}
+
+
 def plan_args(settings: TrainingSettings, data_dir: str, python: Optional[str] = None, probe: bool = True) -> List[str]:
     """The ``lwi plan ... --progress json`` command line for these settings (what ``lwi train`` would
     do); ``probe=False`` skips the timing probe (no time estimates)."""
-    options = {"data": data_dir, "strategy": settings.strategy, "device": settings.device, **settings.train_options()}
-    options["no_probe"] = not probe
+    options = {"data": data_dir, **run_options(settings), "no_probe": not probe}
     return cli_args.lwi_command("plan", options=options, python=python)
 
 
-def read_plan(stdout: str) -> Optional[Dict[str, Any]]:
-    """The ``plan`` event of ``lwi plan``/``lwi train`` JSON output (None when there is none): its
-    ``summary`` lines are what to show, ``settings`` what the plan chose, ``seconds`` the estimates."""
-    for line in stdout.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("event") == "plan":
-                return event
-    return None
-
-
-def query_plan(
-    settings: TrainingSettings, data_dir: str, python: Optional[str] = None,
-    env: Optional[Mapping[str, str]] = None, timeout: float = 600.0, probe: bool = True,
-) -> Dict[str, Any]:
-    """Run ``lwi plan`` for these settings on ``data_dir``; the plan event, or ValueError with the
-    core's error sentence."""
-    proc = subprocess.run(
-        plan_args(settings, data_dir, python=python, probe=probe), env=dict(env) if env is not None else None,
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, encoding="utf-8", timeout=timeout,
-        **no_window_kwargs(),
-    )
-    plan = read_plan(proc.stdout)
-    if proc.returncode != 0 or plan is None:
-        errors = [json.loads(x).get("message") for x in proc.stdout.splitlines() if x.startswith('{"event": "error"')]
-        raise ValueError(errors[-1] if errors else (proc.stderr.strip().splitlines() or ["lwi plan failed"])[-1])
-    return plan
+def plan_text(event: Mapping[str, Any]) -> str:
+    """What the panel shows of a ``plan`` event (``lwi plan``, or ``lwi train`` before it trains):
+    its summary lines, as the command line prints them (docs/contracts.md)."""
+    return "\n".join(str(line) for line in event.get("summary") or [])
 
 
 def warning_text(event: Mapping[str, Any]) -> str:
@@ -208,9 +185,8 @@ def train_args(
     keeps that run's settings; only the numbers of epochs may change); ``overwrite`` replaces an
     earlier run's files.
     """
-    options = settings.train_options()
+    options = run_options(settings)
+    strategy, device = options.pop("strategy"), options.pop("device")
     options["resume"] = bool(resume)
     options["overwrite"] = bool(overwrite) and not resume
-    return cli_args.train_command(
-        data_dir, output_model, strategy=settings.strategy, device=settings.device, options=options, python=python
-    )
+    return cli_args.train_command(data_dir, output_model, strategy=strategy, device=device, options=options, python=python)

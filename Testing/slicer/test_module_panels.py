@@ -43,7 +43,7 @@ class Widget:
         self.name, self.cls = name, cls
         self._properties = dict(properties or {})
         self.text, self.toolTip, self.enabled, self.visible, self.value = "", "", True, True, 0
-        self.lines, self.items, self.currentIndex = [], [], -1
+        self.lines, self.items, self.currentIndex, self.plainText = [], [], -1, ""
         self.directory = self.currentPath = ""
         self.currentNode = None
         self.slots = {}
@@ -425,7 +425,11 @@ def slicer_env(monkeypatch, tmp_path):
         "slicer.ScriptedLoadableModule": slm,
         "slicer.parameterNodeWrapper": pnw,
         "slicer.i18n": slicer.i18n,
-        "qt": types.SimpleNamespace(QTimer=Timer, QSettings=lambda: types.SimpleNamespace(value=lambda key: None)),
+        "qt": types.SimpleNamespace(
+            QTimer=Timer,
+            QSettings=lambda: types.SimpleNamespace(value=lambda key: None),
+            QTableWidgetItem=lambda text: types.SimpleNamespace(text=text, setToolTip=lambda tip: None),
+        ),
         "vtk": types.SimpleNamespace(vtkCommand=types.SimpleNamespace(ModifiedEvent="ModifiedEvent")),
     }.items():
         monkeypatch.setitem(sys.modules, name, module)
@@ -567,6 +571,63 @@ def test_training_panel_preview_and_segment_run_in_the_background_and_report_fai
     widget.onSceneStartClose(None, None)  # closing the scene stops the preview, without waiting
     drive(lambda: not widget.previewTask.running)
     assert runners[0].cancelled and not _alive(pid)
+
+
+def test_show_plan_runs_in_the_background_and_shows_the_plan_before_training(slicer_env, tmp_path, monkeypatch):
+    """Show plan runs the logic's plan (``lwi plan``, here a stand-in script printing its event) without
+    blocking; the summary appears in the plan area, which says when the settings changed since."""
+    from lwi.data.phantoms import write_phantom_dataset
+
+    widget = _training_panel(slicer_env)
+    module = slicer_env.train
+    assert not widget.ui.planButton.enabled  # no cases yet
+    widget._parameterNode.dataFolder = write_phantom_dataset(tmp_path / "ph", 2, shape=(16, 16, 16))
+    widget.onAddFolderCases()
+    assert widget.ui.planButton.enabled
+    plan = {"event": "plan", "summary": ["Plan for 2 training case(s) on cpu, time budget 20 min:",
+                                         "  network: segresnet (init_filters 8)", "  On a CUDA GPU the plan would ..."]}
+    asked = []
+
+    def planArgs(settings, data, python=None, probe=True):
+        asked.append((settings.time_budget, sorted(os.listdir(data))))
+        return _script(tmp_path, "plan.py", f"import json, time\ntime.sleep(0.5)\nprint(json.dumps({plan!r}))\n")
+
+    training_settings = importlib.import_module("LWICommon.training_settings")
+    monkeypatch.setattr(training_settings, "plan_args", planArgs)
+    widget._parameterNode.timeBudget = "20m"
+    started = time.monotonic()
+    widget.onPlanButton()
+    assert time.monotonic() - started < 2.0 and widget.planTask.running and widget.ui.planButton.text == "Cancel"
+    assert asked == [("20m", ["dataset.json", "imagesTr", "labelsTr"])]  # the panel's settings, the cases as Train exports them
+    drive(lambda: not widget.planTask.running)
+    assert widget.ui.planTextEdit.plainText == "\n".join(plan["summary"])
+    assert widget.ui.planStatusLabel.text == module.PLAN_DONE and widget.ui.planButton.text == "Show plan"
+    widget._parameterNode.timeBudget = "1h"
+    assert widget.ui.planStatusLabel.text == module.PLAN_CHANGED
+    widget._parameterNode.timeBudget = "20m"
+    assert widget.ui.planStatusLabel.text == module.PLAN_DONE
+
+    failing = (  # as the core fails: the sentence on stderr and as the error event
+        "import json, sys\nprint('Error: the dataset has no labels.', file=sys.stderr)\n"
+        "print(json.dumps({'event': 'error', 'message': 'the dataset has no labels.'}))\nsys.exit(1)\n"
+    )
+    monkeypatch.setattr(training_settings, "plan_args", lambda *a, **k: _script(tmp_path, "fail.py", failing))
+    widget.onPlanButton()
+    drive(lambda: not widget.planTask.running)
+    assert "the dataset has no labels" in slicer_env.errors[-1]
+    assert widget.ui.planTextEdit.plainText == "" and "no labels" in widget.ui.planStatusLabel.text
+
+    sleeping = _script(tmp_path, "sleep.py", "import time\ntime.sleep(60)\n")
+    monkeypatch.setattr(training_settings, "plan_args", lambda *a, **k: sleeping)
+    widget.onPlanButton()
+    runner = widget.logic.planRunner
+    widget.onPlanButton()  # Cancel
+    drive(lambda: not widget.planTask.running)
+    assert runner.cancelled and not _alive(runner.proc.pid) and not os.path.exists(runner.temp_dir)
+
+    widget._onEvent(plan)  # lwi train's own plan, before it trains, shows in the same place
+    assert widget.ui.planTextEdit.plainText == "\n".join(plan["summary"])
+    assert widget.ui.planStatusLabel.text == module.PLAN_OF_TRAINING
 
 
 def test_segmentation_panel_cancels_its_runs_when_the_scene_closes(slicer_env, tmp_path):

@@ -157,6 +157,7 @@ def test_folder_cases_keep_good_cases_and_explain_bad_ones(tmp_path):
     ok = cases.folder_cases(str(folder))
     assert [c.origin for c in ok] == ["folder"] * 3 and all(not c.problems for c in ok)
     assert ok[0].segments == {1: "liver", 2: "spleen", 3: "kidney", 4: "vertebra"}
+    assert {c.modality for c in ok} == {"CT"}  # its dataset.json's: Train and the plan keep it
 
     # Break one label map: it no longer matches its image's grid.
     bad = Path(ok[1].label)
@@ -164,6 +165,7 @@ def test_folder_cases_keep_good_cases_and_explain_bad_ones(tmp_path):
     sitk.WriteImage(small, str(bad))
     collected = cases.folder_cases(str(folder))
     assert [bool(c.problems) for c in collected] == [False, True, False]
+    assert {c.modality for c in collected} == {"CT"}
     assert "size" in collected[1].problems[0]
     ts = cases.match_cases(collected)
     assert len(ts.included) == 2 and ts.labels == {1: "liver", 2: "spleen", 3: "kidney", 4: "vertebra"}

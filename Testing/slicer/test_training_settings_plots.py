@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import io
-import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,19 +45,85 @@ def test_default_settings_leave_the_plan_to_the_core():
     assert any("time budget" in p for p in TrainingSettings(time_budget="soon").problems())
 
 
-def test_the_panel_gets_the_same_plan_as_the_command_line(tmp_path):
-    from lwi.data.phantoms import write_phantom_dataset
-    from lwi.plan import plan_options
+@pytest.mark.slow
+def test_the_panel_shows_the_plan_lwi_plan_gives_and_leaves_auto_settings_to_it(slicer_app, tmp_path, monkeypatch):
+    """Show plan: the logic runs ``lwi plan`` in the background on the cases as Train exports them, with
+    Train's options; its plan equals the one a user gets from ``lwi plan`` on the dataset folder."""
+    from LWICommon.training_logic import TrainingLogic
 
+    from lwi.data.phantoms import write_phantom_dataset
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     data = write_phantom_dataset(tmp_path / "ph", 3, seed=0, shape=(32, 32, 24), spacing=(6.0, 6.0, 8.0))
-    s = TrainingSettings(device="cpu", epochs=4, pretrain_epochs=1)
+    logic = TrainingLogic()
+    cases = logic.addCases(logic.collectCasesFromFolder(str(data)))
+    # Everything "auto" but the device, and a budget below the planning overhead: both steps get
+    # the plan's floor (1 and 2 iterations) whatever the timing probe measures, so the two plans
+    # can be compared exactly; without --time the CPU default (30 min) gives far more.
+    settings = TrainingSettings(device="cpu", time_budget="1s")
+    started = time.monotonic()
+    runner = logic.plan(cases, settings)
+    assert time.monotonic() - started < 5.0 and runner.running  # in the background, as the panel runs it
+    for planned in ("--arch", "--roi", "--lr", "--batch-size", "--epochs", "--pretrain-epochs", "--spacing"):
+        assert planned not in runner.args  # left to the plan, exactly as Train leaves them
+    assert _value(runner.args, "--time") == ["1s"]
+    runner.wait(timeout=120)
+    assert runner.returncode == 0, runner.error_message()
+    shown = logic.lastPlan
+    assert logic.planIsCurrent(cases, settings) and not os.path.exists(runner.temp_dir)
+
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    plan = training_settings.query_plan(s, str(data), python=sys.executable, env=env, probe=False)
-    options, cli_plan = plan_options(str(data), {"epochs": 4, "pretrain_epochs": 1, "mask_ratio": 0.4, "seed": 0}, device="cpu", probe=False)
-    assert plan["settings"] == json.loads(json.dumps(cli_plan.settings))
-    assert plan["settings"]["epochs"] == 4 and plan["summary"][0].startswith("Plan for")
+    cli = subprocess.run(
+        [sys.executable, "-m", "lwi", "plan", "--data", str(data), "--device", "cpu", "--time", "1s", "--progress", "json"],
+        env=env, capture_output=True, text=True, encoding="utf-8", timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    expected = next(e for e in map(parse_line, cli.stdout.splitlines()) if e and e["event"] == "plan")
+    measured = ("seconds", "warnings", "reasons", "summary")  # times from the probe differ run to run
+    assert {k: v for k, v in shown.items() if k not in measured} == {k: v for k, v in expected.items() if k not in measured}
+    assert (shown["step1_iterations"], shown["step2_iterations"]) == (1, 2)
+    assert shown["settings"]["arch"] == "segresnet" and shown["settings"]["roi"] == expected["settings"]["roi"]
+    for key in ("arch", "roi", "lr", "spacing"):
+        assert shown["reasons"][key] == expected["reasons"][key] != "given"
+    assert shown["warnings"][1:] == expected["warnings"][1:] and len(shown["warnings"]) == len(expected["warnings"])
+    assert shown["seconds"]["total"] is not None and set(shown["seconds"]) == set(expected["seconds"])
+    # What the panel shows: the summary lines lwi plan prints, the time estimate and the GPU line included.
+    text = training_settings.plan_text(shown)
+    assert text.splitlines() == shown["summary"] and text.splitlines()[:5] == expected["summary"][:5]
+    assert "estimated time: Step 1" in text and "total" in text and "On a CUDA GPU" in text
+
+    # A setting the user gives reaches the plan; changing one makes the plan shown out of date.
+    given = TrainingSettings(device="cpu", time_budget="1s", roi=(32, 32, 32))
+    assert not logic.planIsCurrent(cases, given)
+    unstarted = logic.plan(cases, given, start=False)
+    assert _value(unstarted.args, "--roi", 3) == ["32", "32", "32"]
+    unstarted.cancel()
+    assert not os.path.exists(unstarted.temp_dir)
     # A warning event as the core writes it, shown by the panel.
     assert training_settings.warning_text({"event": "warning", "message": "'spleen' is not being learned"}).startswith("Warning: ")
+
+
+def test_plan_and_train_get_the_same_options_from_the_settings():
+    """One source of arguments: every option of the run Train starts is in the plan's command line."""
+    import argparse
+
+    from lwi.commands import plan, train, training_options
+
+    s = TrainingSettings(architecture="unetr", strategy="scratch", epochs=7, roi=(64, 64, 32), spacing=(1.5, 1.5, 2.0),
+                         intensity="MR", device="cpu", learning_rate=3e-4, batch_size=4, seed=5, time_budget="20m")
+    def parse(command, args):
+        assert args[3] == command.NAME
+        parser = argparse.ArgumentParser()
+        command.add_arguments(parser)
+        return parser.parse_args(args[4:])
+
+    trained = parse(train, training_settings.train_args(s, "/d", "/o", python="/py"))
+    planned = parse(plan, training_settings.plan_args(s, "/d", python="/py"))
+    assert training_options.settings_from_args(trained) == training_options.settings_from_args(planned)
+    assert training_options.settings_from_args(planned)["arch"] == "unetr"
+    for name in ("data", "strategy", "device", "time"):
+        assert getattr(trained, name) == getattr(planned, name)
+    assert planned.probe and not parse(plan, training_settings.plan_args(s, "/d", python="/py", probe=False)).probe
 
 
 def test_every_setting_reaches_the_command_line():
