@@ -347,10 +347,17 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             runner = self.logic.startPreview(self._selectedCase(), self._settings())
             self.previewTask.log("Running: " + self.logic.lastCommand)
-            self.previewTask.start(runner)
+            if self.logic.lastPreviewNote:
+                self.previewTask.log(self.logic.lastPreviewNote)
+            self.previewTask.start(runner, onDone=self._onPreviewDone)
         except Exception as e:
             slicer.util.errorDisplay(f"The preview could not start: {e}")
             logging.exception("LWITraining preview failed to start")
+
+    def _onPreviewDone(self, runner) -> None:
+        # Where the "auto" network, ROI and spacing came from: the plan shown, or stand-ins.
+        if runner.returncode == 0 and not runner.cancelled and self.logic.lastPreviewNote:
+            self.ui.previewStatusLabel.text = self.logic.lastPreviewNote
 
     def onPlanButton(self) -> None:
         if self.planTask.running:

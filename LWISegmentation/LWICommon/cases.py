@@ -58,6 +58,8 @@ class CaseSource:
         empty: names of segments without any voxel (filled by :func:`inspect_case`).
         modality: "CT" or "MR" as its dataset folder declares it (folder cases: the core's reading of
             ``dataset.json``), None when unknown (scene cases).
+        validation: its dataset folder's ``dataset.json`` lists it under ``validation`` (a held-out
+            case of ``lwi train --data`` on that folder); :func:`export_cases` keeps it one.
     """
 
     name: str
@@ -68,6 +70,7 @@ class CaseSource:
     problems: List[str] = field(default_factory=list)
     empty: List[str] = field(default_factory=list)
     modality: Optional[str] = None
+    validation: bool = False
 
 
 @dataclass
@@ -209,8 +212,10 @@ def folder_cases(folder: str) -> List[CaseSource]:
 
     try:
         found = core_dataset.load_dataset(folder, require_labels=True)
+        held = set(found.validation or [])
         return [
-            CaseSource(c.name, str(c.image), str(c.label), _named(found.labels), FOLDER, modality=found.modality)
+            CaseSource(c.name, str(c.image), str(c.label), _named(found.labels), FOLDER, modality=found.modality,
+                       validation=c.name in held)
             for c in found.cases
         ]
     except DatasetError as exc:
@@ -223,13 +228,16 @@ def folder_cases(folder: str) -> List[CaseSource]:
         raise ValueError(str(exc)) from None
     # Some cases were rejected: list every case (the core's pairing of images and label maps),
     # each with its reasons, so the good ones can still be used.
-    labels = _folder_labels(folder)
-    modality = core_dataset.modality_from(core_dataset.read_dataset_json(folder))
-    cases = _folder_pairs(folder)
+    meta = core_dataset.read_dataset_json(folder)
+    labels = core_dataset.parse_labels(meta["labels"]) if "labels" in meta else {}
+    cases = core_dataset.list_cases(folder, require_labels=True, meta=meta)
+    # The held-out cases the list names (an entry naming no case is one of the core's general problems).
+    held = set(core_dataset.validation_names(meta["validation"], cases, [])) if meta.get("validation") is not None else set()
     listed = {c.name for c in cases}
     result = [
         CaseSource(c.name, str(c.image), str(c.label) if c.label else None, _named(labels), FOLDER,
-                   problems=list(reasons.get(c.name, [])), modality=modality)
+                   problems=list(reasons.get(c.name, [])), modality=core_dataset.modality_from(meta),
+                   validation=c.name in held)
         for c in cases
     ]
     for name in sorted(set(reasons) - listed):  # an orphan label map, a doubly listed case...
@@ -241,20 +249,6 @@ def folder_cases(folder: str) -> List[CaseSource]:
 
 def _named(labels: Dict[int, str]) -> Dict[int, str]:
     return {int(v): str(n) for v, n in labels.items() if int(v) != 0}
-
-
-def _folder_labels(folder: str) -> Dict[int, str]:
-    from lwi.data.dataset import parse_labels, read_dataset_json
-
-    meta = read_dataset_json(folder)
-    return parse_labels(meta["labels"]) if "labels" in meta else {}
-
-
-def _folder_pairs(folder: str) -> List[Any]:
-    """The core's list of (image, label) pairs of a folder, before validation."""
-    from lwi.data.dataset import list_cases
-
-    return list_cases(folder, require_labels=True)
 
 
 # -- matching -------------------------------------------------------------------------------------
@@ -321,6 +315,8 @@ def match_cases(
                     row.problems.append(f"no segment '{spelled[key]}'")
                 elif key in empty:
                     row.problems.append(f"segment '{spelled[key]}' is empty")
+            if source.validation:
+                row.notes.append("held out for validation, as its dataset.json lists it")
             unused = [source.segments[v[0]] for k, v in found.items() if k and k not in value_of]
             if unused:
                 share = ", ".join(f"'{n}'" for n in unused)
@@ -335,8 +331,8 @@ def match_cases(
 
 @dataclass
 class ExportResult:
-    """What :func:`export_cases` did: the folder, its label table after the export, and the names
-    the exported cases got (a name already in the folder gets a ``_2`` suffix)."""
+    """What :func:`export_cases` did: the folder, its label table after the export, and the case
+    names the core reads for the exported cases (a name already in the folder gets a ``_2`` suffix)."""
 
     folder: str
     labels: Dict[int, str]
@@ -421,8 +417,14 @@ def export_cases(
     name (a structure it already has keeps its value, a new one gets the next value), case names
     already used get a suffix, and ``dataset.json`` is rewritten atomically at the end. Label maps
     are always written, remapped to the folder's values. Images are copied (``copy_images``) or,
-    for a run folder that should not duplicate large files, referenced by their absolute path.
+    for a run folder that should not duplicate large files, referenced by their absolute path (an
+    image whose file name is a case name already in the folder is copied under its new name).
     ``modality`` ("CT"/"MR") is stored when given (or kept from the folder).
+
+    Validation: a case its dataset folder lists under ``validation`` (``CaseSource.validation``)
+    is added to the folder's ``validation`` list, so the core holds it out as ``lwi train --data``
+    on its own folder does; every other case is a training case. No list is written when no
+    exported case is listed (the core then splits by itself). docs/slicer-modules.md gives the rule.
 
     This is the function behind LWISegmentation's "Add to training set"::
 
@@ -445,13 +447,16 @@ def export_cases(
             labels[by_key[key]] = label_name
         to_folder[value] = by_key[key]
 
-    taken = [_entry_name(e) for e in entries]
+    # Names in use: the core's case names (from the image paths) and the label files' names.
+    taken = [name for e in entries for name in (_entry_name(e), _entry_name(e, "label"))]
+    validation = list(meta.get("validation") or [])
     written: List[str] = []
     for row in training_set.included:
         stem = _unique_stem(row.name, taken)
-        taken.append(stem)
         source = row.source
-        if copy_images:
+        # A referenced image keeps its file's case name: one already in use (another folder's
+        # "case_001") would make the core refuse the folder, so that image is copied under the stem.
+        if copy_images or _entry_name({"image": str(source.image)}).lower() in {t.lower() for t in taken}:
             image_rel = f"./{IMAGES_DIR}/{stem}{EXPORT_EXTENSION}"
             image_abs = os.path.join(folder, IMAGES_DIR, stem + EXPORT_EXTENSION)
             if str(source.image).lower().endswith(EXPORT_EXTENSION):
@@ -464,7 +469,10 @@ def export_cases(
         remap = {v: to_folder[t] for v, t in row.remap.items()}
         remap_label_file(str(source.label), os.path.join(folder, LABELS_DIR, stem + EXPORT_EXTENSION), remap)
         entries.append({"image": image_rel, "label": label_rel})
-        written.append(stem)
+        taken += [stem, _entry_name(entries[-1])]
+        written.append(_entry_name(entries[-1]))
+        if source.validation:  # the core holds out the cases the list names (lwi.data.dataset)
+            validation.append(_entry_name(entries[-1]))
 
     meta = dict(meta)
     meta.setdefault("name", name or os.path.basename(os.path.abspath(folder)))
@@ -476,11 +484,14 @@ def export_cases(
     meta["labels"] = {str(v): n for v, n in sorted(labels.items())}
     meta["training"] = entries
     meta["numTraining"] = len(entries)
+    if validation:
+        meta["validation"] = validation
     write_json_atomic(os.path.join(folder, DATASET_JSON), meta)
     return ExportResult(os.path.abspath(folder), dict(sorted(labels.items())), written, training_set.excluded)
 
 
-def _entry_name(entry: Any) -> str:
+def _entry_name(entry: Any, key: str = "image") -> str:
+    """The core's case name of a training entry (from its image path), or its ``label`` file's name."""
     from lwi.data.dataset import case_name
 
-    return case_name(entry.get("image", "") if isinstance(entry, dict) else str(entry))
+    return case_name((entry.get(key) or "") if isinstance(entry, dict) else str(entry))

@@ -36,6 +36,7 @@ class TrainingLogic:
         self.planRunner = None
         self.lastPlan: Optional[Dict[str, Any]] = None  # the last ``plan`` event (lwi plan or lwi train)
         self._lastPlanKey: Optional[Tuple[Any, ...]] = None
+        self.lastPreviewNote = ""  # where the last preview's "auto" network, ROI and spacing came from
         self.sources: List[Any] = []
         self.trainingSet = None
         self.curves = None
@@ -479,21 +480,29 @@ class TrainingLogic:
 
     # -- using the result --------------------------------------------------------------------
     def _previewInputs(self, case, settings):
-        """(the case's volume node, the preview options) for a preview."""
+        """(the case's volume node, the preview options) for a preview; sets :attr:`lastPreviewNote`."""
         from LWICommon import mrml
+        from LWICommon.training_settings import preview_note
 
         settings = self._settings(settings, getattr(settings, "model_name", None) or "preview")
+        # The plan's network, ROI and spacing for the "auto" settings, if the plan shown is still theirs.
+        plan = self.lastPlan.get("settings") if self.planIsCurrent(self.trainingSet, settings) else None
         volumeNode = case
         if hasattr(case, "image"):
             if not case.image:
                 raise ValueError(f"The case {case.name} has no image.")
             volumeNode = mrml.loadVolume(case.image, f"{case.name} (training case)")
-        return volumeNode, settings.preview_options()
+        self.lastPreviewNote = preview_note(settings, plan)
+        if self.lastPreviewNote:
+            logging.info(f"LWITraining preview: {self.lastPreviewNote}")
+        return volumeNode, settings.preview_options(plan)
 
     def showPreview(self, case, settings=None):
         """The Step-1 shuffle/mask preview of a training case (a ``CaseSource`` or a volume node),
         with these training settings (arch, ROI, mask ratio, cube size, spacing, intensity), made by
-        LWI Segmentation's preview. Blocks (console); the panel uses :meth:`startPreview`."""
+        LWI Segmentation's preview. Settings left "auto" are the plan's when :attr:`lastPlan` is
+        current for :attr:`trainingSet` and these settings (:meth:`planIsCurrent`), else stand-ins;
+        :attr:`lastPreviewNote` says which. Blocks (console); the panel uses :meth:`startPreview`."""
         volumeNode, options = self._previewInputs(case, settings)
         return self.segmentationLogic().preview(volumeNode, options=options)
 

@@ -27,6 +27,9 @@ ARCHITECTURES: Tuple[str, ...] = names.ARCHITECTURE_CHOICES
 AUTO_TEXT = "auto (plan)"
 INTENSITY_PRESETS: Tuple[str, ...] = names.MODALITY_CHOICES
 DEVICES: Tuple[str, ...] = names.DEVICE_CHOICES
+#: What the Step-1 preview uses for an "auto" network and ROI when no current plan is known (its
+#: status then says so, see :func:`preview_note`); spacing "auto" then keeps the image's own.
+PREVIEW_STAND_INS: Dict[str, Any] = {"arch": "segresnet", "roi": (64, 64, 64)}
 
 
 @dataclass
@@ -97,11 +100,12 @@ class TrainingSettings:
         return {k: v for k, v in options.items() if v is not None}
 
     def preview_options(self, plan: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-        """``lwi preview`` options that show what Step 1 will see with these settings (``auto`` ones
-        from ``plan``, the ``settings`` of a ``plan`` event, when given)."""
-        planned = dict(plan or {})
-        arch = planned.get("arch", "segresnet") if self.architecture == "auto" else self.architecture
-        roi = self.roi or tuple(planned.get("roi") or (64, 64, 64))
+        """``lwi preview`` options that show what Step 1 will see with these settings: the ``auto``
+        network, ROI, cube size and spacing from ``plan`` (the ``settings`` of a ``plan`` event that is
+        current for these settings and cases), else :data:`PREVIEW_STAND_INS`."""
+        planned = {**PREVIEW_STAND_INS, **dict(plan or {})}
+        arch = planned["arch"] if self.architecture == "auto" else self.architecture
+        roi = self.roi or tuple(planned["roi"])
         return {
             "arch": arch,
             "roi": [int(r) for r in roi],
@@ -118,6 +122,28 @@ class TrainingSettings:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainingSettings:
         return records.from_dict(cls, values)
+
+
+def preview_note(settings: TrainingSettings, plan: Optional[Mapping[str, Any]] = None) -> str:
+    """The preview's status line: where the network, ROI and spacing it shows come from when they
+    are "auto" (``plan`` as for :meth:`TrainingSettings.preview_options`); empty when all are given."""
+    options = settings.preview_options(plan)
+    shown = []
+    if settings.architecture == "auto":
+        shown.append(f"network {options['arch']}")
+    if not settings.roi:
+        shown.append("ROI " + "x".join(str(r) for r in options["roi"]))
+    if not settings.spacing:
+        spacing = options.get("spacing")
+        shown.append(f"spacing {format_spacing(spacing)} mm" if spacing else "the image's own spacing")
+    if not shown:
+        return ""
+    if plan is not None:
+        return "From the plan shown: " + ", ".join(shown) + "."
+    return (
+        "No current plan: this preview stands in " + ", ".join(shown) + " for the 'auto' settings, which "
+        "Train's plan may set otherwise. Show plan, then preview again, to see what Train will use."
+    )
 
 
 def _int_or_none(value: Optional[int]) -> Optional[int]:

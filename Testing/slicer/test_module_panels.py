@@ -573,6 +573,25 @@ def test_training_panel_preview_and_segment_run_in_the_background_and_report_fai
     assert runners[0].cancelled and not _alive(pid)
 
 
+def test_the_training_preview_says_where_its_auto_settings_came_from(slicer_env, tmp_path):
+    """The logic's note on the preview's "auto" network and ROI (the plan's, or stand-ins) goes to the
+    log when the preview starts and stays in the preview's status when it has finished."""
+    widget = _training_panel(slicer_env)
+    logic = widget.logic
+    note = "No current plan: this preview stands in network segresnet, ROI 64x64x64 ..."
+    from LWICommon.process import ProcessRunner
+
+    def startPreview(case, settings):
+        logic.lastPreviewNote = note
+        return ProcessRunner(_script(tmp_path, "ok.py", "print('{}')\n"))
+
+    logic.startPreview = startPreview
+    widget._selectedCase = lambda: "case"
+    widget.onPreview()
+    drive(lambda: not widget.previewTask.running)
+    assert widget.ui.previewStatusLabel.text == note and note in widget.ui.logTextEdit.lines
+
+
 def test_show_plan_runs_in_the_background_and_shows_the_plan_before_training(slicer_env, tmp_path, monkeypatch):
     """Show plan runs the logic's plan (``lwi plan``, here a stand-in script printing its event) without
     blocking; the summary appears in the plan area, which says when the settings changed since."""

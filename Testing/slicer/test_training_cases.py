@@ -172,3 +172,92 @@ def test_folder_cases_keep_good_cases_and_explain_bad_ones(tmp_path):
 
     with pytest.raises(ValueError):
         cases.folder_cases(str(tmp_path / "nowhere"))
+
+
+def _with_validation(folder: Path, listed) -> Path:
+    """Add a ``validation`` list (case names or image paths, as the core accepts) to a folder's dataset.json."""
+    path = folder / "dataset.json"
+    meta = json.loads(path.read_text())
+    meta["validation"] = list(listed)
+    path.write_text(json.dumps(meta))
+    return folder
+
+
+def _held_out(folder) -> set:
+    """The cases ``lwi train --data folder`` holds out for validation: the core's own split."""
+    from lwi.data.dataset import load_dataset
+    from lwi.strategies.run import split_cases
+
+    return {c.name for c in split_cases(load_dataset(folder), seed=0, val_fraction=0.2)[1]}
+
+
+def _phantom_source(tmp_path, name: str) -> cases.CaseSource:
+    """A scene-like case with the phantoms' four segments."""
+    return _source(tmp_path, name, {1: "liver", 2: "spleen", 3: "kidney", 4: "vertebra"}, {1: 0, 2: 1, 3: 2, 4: 3})
+
+
+def test_a_folders_validation_list_stays_when_cases_are_mixed_or_excluded(tmp_path):
+    """The export keeps the validation cases a folder lists that are still exported; every other case
+    (scene cases, other folders' cases) is a training case. Two folders with the same case names
+    export as distinct cases (they were "listed twice" for the core before)."""
+    from lwi.data.phantoms import write_phantom_dataset
+
+    listed = _with_validation(write_phantom_dataset(tmp_path / "a", 4, shape=(16, 16, 16)), ["phantom_001", "./imagesTr/phantom_002.nii.gz"])
+    other = write_phantom_dataset(tmp_path / "b", 2, seed=7, shape=(16, 16, 16))  # no list, the same case names
+    collected = cases.folder_cases(str(listed))
+    assert [c.validation for c in collected] == [False, True, True, False]
+    ts = cases.match_cases(collected)
+    assert "validation" in ts.rows[1].status() and "validation" not in ts.rows[0].status()
+
+    # Every case of the folder exported: the core holds out exactly the listed cases.
+    assert _held_out(listed) == {"phantom_001", "phantom_002"}
+    cases.export_cases(ts, str(tmp_path / "all"), copy_images=False)
+    assert _held_out(tmp_path / "all") == {"phantom_001", "phantom_002"}
+
+    # One listed case excluded (its label map broken), a scene case and another folder's cases added:
+    # the listed case still there stays a validation case, everything else is trained on.
+    sitk.WriteImage(sitk.Image([10, 10, 10], sitk.sitkUInt8), str(collected[2].label))
+    mixed = cases.folder_cases(str(listed)) + cases.folder_cases(str(other)) + [_phantom_source(tmp_path, "scene")]
+    ts = cases.match_cases(mixed)
+    assert [r.name for r in ts.excluded] == ["phantom_002"] and len(ts.included) == 6
+    result = cases.export_cases(ts, str(tmp_path / "mixed"), copy_images=False)
+    assert len(result.written) == len(set(n.lower() for n in result.written)) == 6
+    from lwi.data.dataset import load_dataset
+
+    exported = load_dataset(tmp_path / "mixed")
+    assert len(exported.cases) == 6 and _held_out(tmp_path / "mixed") == {"phantom_001"}
+    held = next(c for c in exported.cases if c.name == "phantom_001")
+    assert held.image == (listed / "imagesTr" / "phantom_001.nii.gz").resolve()  # folder A's, not B's
+
+
+    # Two scene cases of one name (staged as 000-CT.nrrd and 001-CT.nrrd, referenced as Show plan does):
+    # each keeps its own label map.
+    (tmp_path / "s0").mkdir()
+    (tmp_path / "s1").mkdir()
+    first, second = _phantom_source(tmp_path / "s0", "CT"), _phantom_source(tmp_path / "s1", "CT")
+    first.image = str(Path(first.image).rename(tmp_path / "s0" / "000-CT.nrrd"))
+    second.image = str(Path(second.image).rename(tmp_path / "s1" / "001-CT.nrrd"))
+    cases.export_cases(cases.match_cases([first, second]), str(tmp_path / "scene"), copy_images=False)
+    pairs = [(c.image, c.label) for c in load_dataset(tmp_path / "scene").cases]
+    assert [i.name for i, _ in pairs] == ["000-CT.nrrd", "001-CT.nrrd"] and pairs[0][1] != pairs[1][1]
+
+
+@pytest.mark.slow
+def test_train_and_show_plan_hold_out_the_folders_validation_cases_as_lwi_train_does(slicer_app, tmp_path, monkeypatch):
+    """The panel's Train and Show plan export a folder with a validation list so that the run holds out
+    those cases, as ``lwi train --data`` on the folder does (not a random 20%)."""
+    from LWICommon.training_logic import TrainingLogic
+    from LWICommon.training_settings import TrainingSettings
+
+    from lwi.data.phantoms import write_phantom_dataset
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    folder = _with_validation(write_phantom_dataset(tmp_path / "ds", 5, shape=(16, 16, 16)), ["phantom_000", "phantom_003"])
+    logic = TrainingLogic()
+    ts = logic.addCases(logic.collectCasesFromFolder(str(folder)))
+    settings = TrainingSettings(device="cpu")
+    logic.train(ts, "m", settings=settings, modelsFolder=str(tmp_path / "models"), start=False)
+    assert _held_out(Path(logic.runFolder("m", str(tmp_path / "models"))) / "data") == {"phantom_000", "phantom_003"}
+
+    event = logic.plan(ts, settings, wait=True, probe=False)  # lwi plan, a real subprocess
+    assert event["cases"] == {"train": 3, "validation": 2}

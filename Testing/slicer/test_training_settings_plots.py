@@ -103,6 +103,71 @@ def test_the_panel_shows_the_plan_lwi_plan_gives_and_leaves_auto_settings_to_it(
     assert training_settings.warning_text({"event": "warning", "message": "'spleen' is not being learned"}).startswith("Warning: ")
 
 
+def test_the_preview_takes_auto_settings_from_the_plan_and_says_when_it_has_none():
+    plan = {"arch": "unetr", "roi": [96, 96, 64], "spacing": [1.5, 1.5, 2.0], "cube_size": 16}
+    auto = TrainingSettings()
+    planned = auto.preview_options(plan)
+    assert (planned["arch"], planned["roi"], planned["spacing"]) == ("unetr", [96, 96, 64], [1.5, 1.5, 2.0])
+    note = training_settings.preview_note(auto, plan)
+    assert note.startswith("From the plan shown") and "unetr" in note and "96x96x64" in note
+    # No plan: stand-ins, and the note names each one, so the user is not misled.
+    guessed = auto.preview_options()
+    assert guessed["arch"] == training_settings.PREVIEW_STAND_INS["arch"] and guessed["spacing"] is None
+    note = training_settings.preview_note(auto)
+    assert note.startswith("No current plan") and "network segresnet" in note and "ROI 64x64x64" in note
+    assert "the image's own spacing" in note and "Show plan" in note
+    # Given settings win over the plan and need no note.
+    given = TrainingSettings(architecture="swinunetr", roi=(64, 64, 32), spacing=(1.0, 1.0, 1.0))
+    options = given.preview_options(plan)
+    assert (options["arch"], options["roi"], options["spacing"]) == ("swinunetr", [64, 64, 32], [1.0, 1.0, 1.0])
+    assert training_settings.preview_note(given) == training_settings.preview_note(given, plan) == ""
+    assert training_settings.preview_note(TrainingSettings(roi=(64, 64, 32)), plan) == "From the plan shown: network unetr, spacing 1.5 1.5 2 mm."
+
+
+@pytest.mark.slow
+def test_the_panels_preview_shows_the_current_plans_network_and_roi(slicer_app, tmp_path, monkeypatch):
+    """Preview Step-1 input with "auto" network and ROI: the plan's, once Show plan made a plan for
+    these cases and settings (the preview's N is the plan network's at the plan's ROI); before, and
+    once the settings changed, stand-ins that the preview's status names."""
+    import slicer
+    from LWICommon.segmentation_logic import SegmentationLogic
+    from LWICommon.training_logic import TrainingLogic
+
+    from lwi.data.phantoms import write_phantom_dataset
+    from lwi.preview import subvolumes_for
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    slicer_app.addPythonModule("LWISegmentation", SegmentationLogic())
+    data = write_phantom_dataset(tmp_path / "ph", 3, seed=0, shape=(32, 32, 24), spacing=(6.0, 6.0, 8.0))
+    logic = TrainingLogic()
+    cases = logic.addCases(logic.collectCasesFromFolder(str(data)))
+    settings = TrainingSettings(device="cpu", seed=3)
+    case = cases.rows[0].source
+
+    def previewArgs(s):
+        runner = logic.startPreview(case, s)
+        runner.cancel()  # not started: removes its folder
+        return _value(runner.args, "--arch"), [int(v) for v in _value(runner.args, "--roi", 3)]
+
+    assert previewArgs(settings) == (["segresnet"], [64, 64, 64])
+    assert logic.lastPreviewNote.startswith("No current plan") and "ROI 64x64x64" in logic.lastPreviewNote
+
+    plan = logic.plan(cases, settings, wait=True, probe=False)["settings"]  # Show plan: lwi plan, for real
+    assert plan["roi"] != [64, 64, 64]  # the plan's ROI tells the two apart
+    runner = logic.startPreview(case, settings)
+    assert _value(runner.args, "--arch") == [plan["arch"]] and [int(v) for v in _value(runner.args, "--roi", 3)] == plan["roi"]
+    assert [float(v) for v in _value(runner.args, "--spacing", 3)] == plan["spacing"]
+    assert logic.lastPreviewNote.startswith("From the plan shown") and plan["arch"] in logic.lastPreviewNote
+    runner.start()
+    assert runner.wait(120) == 0, runner.error_message()
+    layout = next(n for n in slicer_app.nodesByClass("vtkMRMLLabelMapVolumeNode") if n.GetName().endswith("LWI sub-volumes"))
+    shown = int(slicer.util.arrayFromVolume(layout).max())
+    assert shown == subvolumes_for(plan["arch"], plan["roi"], plan.get("arch_params")) != subvolumes_for("segresnet", [64, 64, 64])
+
+    changed = TrainingSettings(device="cpu", seed=3, time_budget="5m")  # the plan shown is no longer this run's
+    assert previewArgs(changed) == (["segresnet"], [64, 64, 64]) and logic.lastPreviewNote.startswith("No current plan")
+
+
 def test_plan_and_train_get_the_same_options_from_the_settings():
     """One source of arguments: every option of the run Train starts is in the plan's command line."""
     import argparse

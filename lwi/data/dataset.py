@@ -197,7 +197,7 @@ def load_dataset(data_dir: PathLike, require_labels: bool = True) -> Dataset:
 
     validation = None
     if meta.get("validation") is not None:
-        validation = _validation_names(meta["validation"], cases, problems)
+        validation = validation_names(meta["validation"], cases, problems)
     if problems:
         raise DatasetError(problems, header=f"The dataset {root} has problems")
 
@@ -417,8 +417,9 @@ def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:]
 
 
-def _validation_names(raw: object, cases: List[Case], problems: List[str]) -> List[str]:
-    """Case names of a ``validation`` list given by case name or image path."""
+def validation_names(raw: object, cases: Sequence[Case], problems: List[str]) -> List[str]:
+    """The case names a ``validation`` list (case names or image paths) gives, among ``cases``; an
+    entry naming no case of ``cases``, or a list that is no list, adds a line to ``problems``."""
     if not isinstance(raw, list):
         problems.append('dataset.json: "validation" must be a list of case names or image paths.')
         return []
