@@ -111,6 +111,17 @@ class Adapter(nn.Module):
                 f"for example use {[max(d, (s // d) * d) for s in roi]}."
             )
 
+    def output_bias(self) -> Optional[nn.Parameter]:
+        """The output layer's bias (one value per class), or None if it has none."""
+        for name, param in self.named_parameters():
+            if (
+                name.endswith(".bias")
+                and name.startswith(self.output_prefixes)
+                and tuple(param.shape) == (self.out_channels,)
+            ):
+                return param
+        return None
+
     @property
     def num_subvolumes(self) -> int:
         """N: the bottleneck grid size along depth for this ROI (the number of Step-1 sub-volumes)."""

@@ -93,6 +93,19 @@ class CaseCache:
     def __len__(self) -> int:
         return len(self.cases)
 
+    def label_frequencies(self, n_classes: int) -> List[float]:
+        """The share of voxels of each label value ``0 .. n_classes - 1`` over the cached
+        (preprocessed) label maps of all cases."""
+        import torch
+
+        counts = torch.zeros(int(n_classes), dtype=torch.float64)
+        for label in self.labels:
+            if label is not None:
+                values = label.reshape(-1).long().cpu()
+                counts += torch.bincount(values, minlength=int(n_classes))[: int(n_classes)].double()
+        total = float(counts.sum())
+        return [float(c) / total for c in counts] if total > 0 else [1.0 / int(n_classes)] * int(n_classes)
+
     @property
     def in_channels(self) -> int:
         """Channels of the cached images."""
