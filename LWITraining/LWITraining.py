@@ -59,7 +59,7 @@ def _vocabulary():
 
 
 _names = _vocabulary()
-STRATEGIES = list(_names.STRATEGY_NAMES)  # exactly the core's registry
+STRATEGIES = list(_names.STRATEGY_CHOICES)  # the core's registry; "auto": the plan decides (lwi plan)
 ARCHITECTURES = list(_names.ARCHITECTURE_CHOICES)  # "auto": the plan decides (lwi plan)
 DEVICES = list(_names.DEVICE_CHOICES)
 INTENSITY_PRESETS = list(_names.MODALITY_CHOICES)
@@ -109,7 +109,7 @@ class LWITrainingParameterNode:
     dataFolder: pathlib.Path
     modelsFolder: pathlib.Path
     modelName: str = "model"
-    strategy: Annotated[str, Choice(STRATEGIES)] = "lwi"
+    strategy: Annotated[str, Choice(STRATEGIES)] = _names.DEFAULT_STRATEGY
     architecture: Annotated[str, Choice(ARCHITECTURES)] = "auto"
     pretrainEpochs: Annotated[int, WithinRange(0, 100000)] = 0
     epochs: Annotated[int, WithinRange(0, 100000)] = 0

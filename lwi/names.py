@@ -28,7 +28,12 @@ STRATEGY_DESCRIPTIONS: Dict[str, str] = {
     "anatomask": "AnatoMask: teacher-guided masked-image pre-training, then fine-tuning from the encoder.",
 }
 STRATEGY_NAMES: Tuple[str, ...] = tuple(STRATEGY_DESCRIPTIONS)
-DEFAULT_STRATEGY = "lwi"
+#: Not a strategy but a choice of one: the plan picks lwi or scratch from the budget (lwi/plan.py,
+#: ``choose_strategy``); models, provenance and ``lwi experiment`` only ever name the one it picked.
+AUTO_STRATEGY = "auto"
+#: What ``lwi train`` and the GUI offer: a strategy, or "auto".
+STRATEGY_CHOICES: Tuple[str, ...] = (AUTO_STRATEGY,) + STRATEGY_NAMES
+DEFAULT_STRATEGY = AUTO_STRATEGY  # of lwi train, the GUI and the Python API's train()
 
 #: Devices a user can pick (the CLI also takes ``cuda:N``).
 DEVICE_CHOICES: Tuple[str, ...] = ("auto", "cuda", "cpu")

@@ -23,6 +23,11 @@ subprocess). The rules, each stated where it is applied and printed as a reason 
   250,000 for any dataset size; the paper 90,000), Step 1 :data:`STEP1_SHARE` of Step 2's count (the
   paper's 800 : 5000 epochs). With a time budget (``--time``; on a CPU :data:`CPU_DEFAULT_SECONDS` when
   none is given) both counts come from a timing probe of the planned networks on this machine.
+* **Strategy** (``--strategy auto``, the default): :func:`choose_strategy` picks ``scratch`` when
+  the Step-2 budget is below :data:`MIN_STEP2_ITERATIONS` (a CPU plan, a short ``--time``, a small
+  ``--iterations``) and ``lwi`` otherwise (the paper's long budgets). The budget it looks at is the
+  one the plan would give ``lwi``; for ``scratch`` the plan is then made again without Step 1 (all of
+  the time or iterations to Step 2), so the plan shown is exactly what runs.
 * **Augmentation**: flips along every axis in Step 2, only in-plane in Step 1 (a flip along depth would
   reverse the order Step 1 learns), 90-degree rotations in the axial plane when the ROI is square
   there, intensity scale and shift.
@@ -39,13 +44,17 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from lwi.errors import LWIError
+from lwi.names import AUTO_STRATEGY
 
 #: Step 1's iterations as a share of Step 2's: the paper's 800 Step-1 and 5000 Step-2 epochs.
 STEP1_SHARE = 800 / 5000
 #: Step-2 iterations on a GPU without a time budget (MONAI's UNETR BTCV tutorial: max_iterations 25000).
 GPU_STEP2_ITERATIONS = 25000
-#: Below this many Step-2 iterations the plan warns that the model may be under-trained.
+#: Below this many Step-2 iterations the plan warns that the model may be under-trained, and
+#: ``--strategy auto`` trains from scratch (:func:`choose_strategy`).
 MIN_STEP2_ITERATIONS = 2000
+#: The strategies ``--strategy auto`` chooses between.
+AUTO_CHOICES = ("lwi", "scratch")
 #: The time budget on a CPU when none is given.
 CPU_DEFAULT_SECONDS = 30 * 60
 #: nnU-Net's anisotropy threshold.
@@ -259,6 +268,45 @@ def budget_settings(
     return out
 
 
+def choose_strategy(
+    step2_iterations: int, step1_given: Optional[int] = None, unlabeled: bool = False
+) -> Tuple[str, str]:
+    """What ``--strategy auto`` trains (one of :data:`AUTO_CHOICES`), and why.
+
+    ``step2_iterations``: the Step-2 budget the plan gives ``lwi`` (from the time budget, the GPU's
+    fixed count, or the user's ``--iterations``/``--epochs``); ``step1_given``: the user's Step-1
+    budget in iterations or epochs (None: not given); ``unlabeled``: extra unlabelled images given.
+
+    Evidence (README, "One comparison of the four strategies" and the ``lwi experiment`` result on
+    the hippocampus development set): at a few hundred Step-2 iterations, lwi was worse than scratch
+    for the same number of optimiser steps (K = 2, 5 and 10 training cases), because Step 1 takes
+    iterations that scratch spends on segmentation. The paper's gain is for long budgets (thousands
+    of iterations on a GPU), so from :data:`MIN_STEP2_ITERATIONS` on auto follows the paper.
+    A Step-1 budget or unlabelled images the user gives ask for Step 1 and are never dropped.
+    """
+    if step1_given is not None and int(step1_given) == 0:
+        return "scratch", "no Step 1 asked for (a Step-1 budget of 0)"
+    if step1_given:
+        return "lwi", "a Step-1 budget was given"
+    if unlabeled:
+        return "lwi", "unlabelled images were given, and only Step 1 uses them"
+    if step2_iterations < MIN_STEP2_ITERATIONS:
+        return "scratch", (
+            f"{step2_iterations} Step-2 iterations is below {MIN_STEP2_ITERATIONS}: at budgets of a few hundred "
+            "iterations LWI's Step 1 did not pay for its iterations on the hippocampus development set (README)"
+        )
+    return "lwi", f"at least {MIN_STEP2_ITERATIONS} Step-2 iterations: the paper's setting, where LWI's gain was reported"
+
+
+def runs_step1(strategy: str, given: Mapping[str, Any]) -> bool:
+    """Whether a plan for ``strategy`` gives Step 1 iterations: every strategy but scratch, and scratch
+    when a Step-1 budget is given (its single stage then matches lwi's total); never with a Step-1
+    budget of 0."""
+    if given.get("pretrain_iterations") == 0 or given.get("pretrain_epochs") == 0:
+        return False
+    return str(strategy).lower() != "scratch" or bool(given.get("pretrain_epochs") or given.get("pretrain_iterations"))
+
+
 # -- the plan -----------------------------------------------------------------------------------
 @dataclass
 class Plan:
@@ -290,6 +338,7 @@ class Plan:
             head += f" and {self.cases['validation']} validation case(s)"
         lines = [head + f" on {self.device}" + (f", time budget {format_duration(self.time_budget)}" if self.time_budget else "") + ":"]
         rows = [
+            ("strategy", self.strategy, "strategy"),
             ("network", f"{s.get('arch')}" + (f" ({params})" if params else ""), "arch"),
             ("spacing", " x ".join(f"{v:g}" for v in s["spacing"]) + " mm" if s.get("spacing") else "median", "spacing"),
             ("ROI", "x".join(str(v) for v in s.get("roi", ())) + f", batch {s.get('batch_size')}", "roi"),
@@ -329,15 +378,20 @@ def make_plan(
     *,
     device: Any = "auto",
     time_budget: Optional[float] = None,
-    strategy: str = "lwi",
+    strategy: str = AUTO_STRATEGY,
     n_train: Optional[int] = None,
     n_validation: int = 0,
     fp: Any = None,
     probe: bool = True,
     memory_budget: Optional[float] = None,
     started: Optional[float] = None,
+    unlabeled: bool = False,
 ) -> Plan:
     """The plan for ``dataset`` on ``device``; ``given`` are the options the user set (never changed).
+
+    ``strategy`` ``"auto"`` is resolved here (:func:`choose_strategy`; ``unlabeled``: extra unlabelled
+    images are given) and the plan is that of the strategy chosen; :attr:`Plan.strategy` is always a
+    strategy's name.
 
     ``probe`` times a few iterations of the planned networks here (needed for a time budget and the
     estimates); without it the plan has no time estimates, and a CPU plan falls back to the GPU's
@@ -358,9 +412,9 @@ def make_plan(
     given = {k: v for k, v in given.items() if v is not None}
     reasons: Dict[str, str] = {}
     warnings: List[str] = []
-    with_step1 = bool(
-        str(strategy).lower() != "scratch" or given.get("pretrain_epochs") or given.get("pretrain_iterations")
-    ) and given.get("pretrain_iterations") != 0 and given.get("pretrain_epochs") != 0
+    requested = str(strategy).lower()
+    # auto: planned (and probed) as lwi first; the budget that gives decides (see choose_strategy).
+    with_step1 = runs_step1("lwi" if requested == AUTO_STRATEGY else requested, given)
 
     arch = str(given.get("arch") or default_network(kind)[0]).lower()
     if "arch" not in given:
@@ -408,24 +462,42 @@ def make_plan(
     if rates is not None:
         per_case = n_val_windows * rates["window"] + EVENT_SECONDS
         validation_seconds = (VALIDATIONS + 1) * (n_validation * per_case + EVENT_SECONDS)
-    if time_budget is not None and not _budget_given(given):
+    time_limited = time_budget is not None and not _budget_given(given)
+    overhead = sum(v for v in seconds.values() if v is not None) + (validation_seconds or 0.0)
+    if time_limited:
         if rates is None:
             raise LWIError("A time budget needs the timing probe.")
-        overhead = sum(v for v in seconds.values() if v is not None) + (validation_seconds or 0.0)
-        i1, i2 = split_budget(time_budget, rates.get("step1", 0.0), rates["step2"], overhead, bool(with_step1))
         reasons.setdefault("budget", f"fits {format_duration(time_budget)} at the measured {rates['step2']:.2f} s per Step-2 iteration")
         if overhead > 0.5 * time_budget:
             warnings.append(
                 f"validation and preprocessing take about {format_duration(overhead)} of the {format_duration(time_budget)}"
             )
     else:
-        i2 = GPU_STEP2_ITERATIONS
-        i1 = int(round(STEP1_SHARE * i2)) if with_step1 else 0
         reasons.setdefault("budget", "given" if _budget_given(given) else (
             f"{GPU_STEP2_ITERATIONS} Step-2 iterations whatever the number of cases (MONAI's UNETR tutorial; nnU-Net uses 250,000), "
             f"Step 1 {STEP1_SHARE:.0%} of that (the paper's 800:5000 epochs)"
         ))
-    epochs = budget_settings(i1, i2, given, n_train, batch)
+
+    def schedule(step1: bool) -> Tuple[Dict[str, int], int, int]:
+        """The epoch settings, Step-1 and Step-2 iterations of the budget, with or without Step 1."""
+        if time_limited:
+            i1, i2 = split_budget(time_budget, rates.get("step1", 0.0), rates["step2"], overhead, step1)
+        else:
+            i2 = GPU_STEP2_ITERATIONS
+            i1 = int(round(STEP1_SHARE * i2)) if step1 else 0
+        epochs = {k: given.get(k, v) for k, v in budget_settings(i1, i2, given, n_train, batch).items()}
+        ipe = epochs["iterations_per_epoch"]
+        return epochs, (epochs["pretrain_epochs"] * ipe if step1 else 0), epochs["epochs"] * ipe
+
+    epochs, i1, i2 = schedule(with_step1)
+    if requested == AUTO_STRATEGY:
+        step1_given = _first(given.get("pretrain_iterations"), given.get("pretrain_epochs"))
+        chosen, reasons["strategy"] = choose_strategy(i2, step1_given, unlabeled)
+        if runs_step1(chosen, given) != with_step1:  # scratch: the whole budget to Step 2
+            with_step1 = not with_step1
+            epochs, i1, i2 = schedule(with_step1)
+    else:
+        chosen, reasons["strategy"] = requested, "given"
     settings: Dict[str, Any] = {
         "arch": arch, "arch_params": params, "roi": list(roi), "batch_size": batch, "spacing": list(spacing),
         "cube_size": cube, "lr": LEARNING_RATES.get(arch, PAPER_LR), **epochs,
@@ -434,9 +506,7 @@ def make_plan(
         "SegResNet learns too slowly at the paper's 1e-4 on a few cases" if arch in LEARNING_RATES else "the paper's"
     )
     settings = {k: given.get(k, v) for k, v in settings.items()}
-    i1 = settings["pretrain_epochs"] * settings["iterations_per_epoch"] if with_step1 else 0
-    i2 = settings["epochs"] * settings["iterations_per_epoch"]
-    if str(strategy).lower() == "scratch" and with_step1:
+    if chosen == "scratch" and with_step1:
         i2, i1 = i2 + i1, 0  # the baseline runs Step 2 for both budgets
     if rates is not None:
         seconds["step1"] = i1 * rates.get("step1", 0.0)
@@ -455,10 +525,10 @@ def make_plan(
         alternative = (
             f"On a CUDA GPU the plan would train {g_arch} ({', '.join(f'{k} {v}' for k, v in g_params.items())}) for "
             f"{int(round(STEP1_SHARE * GPU_STEP2_ITERATIONS))} + {GPU_STEP2_ITERATIONS} iterations with a larger ROI when "
-            "the images need it."
+            "the images need it" + (" (and strategy auto then trains lwi)." if requested == AUTO_STRATEGY else ".")
         )
     return Plan(
-        device=str(dev), strategy=str(strategy), settings=settings, step1_iterations=int(i1), step2_iterations=int(i2),
+        device=str(dev), strategy=chosen, settings=settings, step1_iterations=int(i1), step2_iterations=int(i2),
         seconds=seconds, time_budget=time_budget, memory_bytes=memory, memory_budget=memory_budget, reasons=reasons,
         warnings=warnings, alternative=alternative, cases={"train": n_train, "validation": n_validation},
     )
@@ -485,11 +555,12 @@ def plan_options(
     data: Any,
     given: Mapping[str, Any],
     *,
-    strategy: str = "lwi",
+    strategy: str = AUTO_STRATEGY,
     device: Any = "auto",
     time_budget: Optional[float] = None,
     probe: bool = True,
     started: Optional[float] = None,
+    unlabeled: bool = False,
 ) -> Tuple[Dict[str, Any], Plan]:
     """``(training options, plan)``: the user's ``given`` options (Settings fields, plus ``iterations``
     and ``pretrain_iterations``) completed by the plan for the dataset folder ``data``."""
@@ -502,7 +573,7 @@ def plan_options(
     train, held, _ = split_cases(dataset, seed, 0.2 if val_fraction is None else float(val_fraction))
     plan = make_plan(
         dataset, given, device=device, time_budget=time_budget, strategy=strategy, n_train=len(train),
-        n_validation=len(held), probe=probe, started=started,
+        n_validation=len(held), probe=probe, started=started, unlabeled=unlabeled,
     )
     options = {k: v for k, v in given.items() if v is not None and k not in ("iterations", "pretrain_iterations")}
     for key in PLANNED:

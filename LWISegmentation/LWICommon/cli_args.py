@@ -107,13 +107,14 @@ def segment_command(
 def train_command(
     data_dir: str,
     output_model: str,
-    strategy: str = "lwi",
+    strategy: Optional[str] = None,
     device: str = "auto",
     options: Optional[Mapping[str, Any]] = None,
     python: Optional[str] = None,
 ) -> List[str]:
     """``lwi train --data DIR --out MODEL --strategy S --device D`` plus any other options
-    (``arch``, ``roi``, ``epochs``, ``pretrain_epochs``, ``seed``, ...)."""
+    (``arch``, ``roi``, ``epochs``, ``pretrain_epochs``, ``seed``, ...); no ``strategy``: the core's
+    default (``auto``: its plan chooses)."""
     merged: Dict[str, Any] = {"data": data_dir, "out": output_model, "strategy": strategy, "device": device}
     merged.update(options or {})
     return lwi_command("train", options=merged, python=python)

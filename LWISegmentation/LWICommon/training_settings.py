@@ -19,8 +19,8 @@ from LWICommon import cli_args
 from LWICommon.vocabulary import names, records
 
 #: The names the panel offers: exactly the core's (lwi/names.py, the registries' keys); "auto" lets the
-#: core's plan choose the network.
-STRATEGIES: Tuple[str, ...] = names.STRATEGY_NAMES
+#: core's plan choose the network, and the strategy (lwi or scratch, from the budget).
+STRATEGIES: Tuple[str, ...] = names.STRATEGY_CHOICES
 STRATEGY_DESCRIPTIONS: Dict[str, str] = names.STRATEGY_DESCRIPTIONS
 ARCHITECTURES: Tuple[str, ...] = names.ARCHITECTURE_CHOICES
 #: The text a spin box shows for 0 = "the plan decides".
@@ -154,7 +154,8 @@ def _int_or_none(value: Optional[int]) -> Optional[int]:
 def run_options(settings: TrainingSettings) -> Dict[str, Any]:
     """The options ``lwi train`` and ``lwi plan`` both get for these settings (all but data, output,
     resume and overwrite): one source, so the plan shown is the plan of the run Train starts."""
-    return {"strategy": settings.strategy, "device": settings.device, **settings.train_options()}
+    strategy = None if settings.strategy == names.AUTO_STRATEGY else settings.strategy  # auto: the plan's
+    return {"strategy": strategy, "device": settings.device, **settings.train_options()}
 
 
 def plan_args(settings: TrainingSettings, data_dir: str, python: Optional[str] = None, probe: bool = True) -> List[str]:

@@ -151,6 +151,19 @@ def test_bad_requests_fail_before_any_work(tmp_path, experiment):
     assert under_torchrun.returncode == 1 and "torchrun" in under_torchrun.stderr and not (tmp_path / "c").exists()
 
 
+def test_auto_is_not_a_strategy_to_compare(tmp_path):
+    """auto is lwi train's choice of lwi or scratch: an experiment names the strategies it compares."""
+    from lwi.errors import LWIError
+    from lwi.experiment import run_experiment
+
+    proc = _lwi("experiment", "--data", str(tmp_path), "--test-cases", "1", "--k", "1", "--strategies", "auto", "scratch",
+                "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2 and "invalid choice: 'auto'" in proc.stderr and not (tmp_path / "run").exists()
+    with pytest.raises(LWIError, match="not a strategy"):
+        run_experiment(tmp_path, tmp_path / "run", strategies=["auto", "scratch"], ks=[1], seeds=[0], test_cases=1)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_report_without_matplotlib_says_how_to_get_the_plots(experiment, tmp_path, monkeypatch):
     from lwi.report import write_report

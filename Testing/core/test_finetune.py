@@ -229,3 +229,33 @@ def test_scratch_with_no_step1_budget_trains_exactly_the_step2_budget(data, tmp_
     assert result["iterations"] == {"train": 3}
     with pytest.raises(LWIError, match="scratch"):
         train(data, tmp_path / "l.lwi.safetensors", strategy="lwi", pretrain_epochs=0, epochs=3, **SMALL)
+
+
+def test_train_without_a_strategy_follows_the_plans_rule_and_resumes_what_it_started(data, step1, tmp_path):
+    """The Python API's default strategy is auto, as lwi train's: a short Step 2 is trained from scratch
+    (lwi.plan.choose_strategy), a given Step-1 budget means lwi; resuming reads the strategy from the files."""
+    import shutil
+
+    from lwi.strategies import get_strategy
+    from lwi.strategies.api import resumed_strategy
+
+    short = tmp_path / "short.lwi.safetensors"
+    result = train(data, short, epochs=2, iterations_per_epoch=1, **SMALL)
+    assert result["strategy"] == "scratch" and result["iterations"] == {"train": 2}  # Step 2's budget, as the plan's
+    assert checkpoint.read_metadata(short)["provenance"]["strategy"] == "scratch"
+    assert resumed_strategy(short) == "scratch"
+
+    asked = tmp_path / "asked.lwi.safetensors"
+    result = train(data, asked, pretrain_epochs=1, epochs=1, iterations_per_epoch=1, **SMALL)
+    assert result["strategy"] == "lwi" and result["iterations"] == {"pretrain": 1, "finetune": 1}
+
+    # A run stopped after Step 1 (only its Step-1 checkpoint there) resumes as lwi.
+    stopped = tmp_path / "stopped.lwi.safetensors"
+    shutil.copy(step1, derived_path(stopped, "step1"))
+    assert resumed_strategy(stopped) == "lwi"
+    resumed = train(data, stopped, resume=True, epochs=1, device="cpu")  # Step 2 of that run, no new Step 1
+    assert resumed["strategy"] == "lwi" and resumed["iterations"]["finetune"] == 1
+    with pytest.raises(LWIError, match="Nothing to resume"):
+        resumed_strategy(tmp_path / "never.lwi.safetensors")
+    with pytest.raises(LWIError, match="not a strategy"):
+        get_strategy("auto")  # what lwi experiment and every strategy lookup say

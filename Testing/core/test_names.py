@@ -20,7 +20,12 @@ from lwi.strategies import STRATEGIES, get_strategy
 def test_torch_registries_are_keyed_by_the_names():
     assert sorted(ARCHITECTURES) == sorted(names.ARCHITECTURE_NAMES)
     assert sorted(STRATEGIES) == sorted(names.STRATEGY_NAMES)
-    assert names.DEFAULT_ARCHITECTURE in ARCHITECTURES and names.DEFAULT_STRATEGY in STRATEGIES
+    assert names.DEFAULT_ARCHITECTURE in ARCHITECTURES
+    # auto (the default) is the plan's choice of a strategy, not one: no module, a clear error.
+    assert names.DEFAULT_STRATEGY == names.AUTO_STRATEGY not in STRATEGIES
+    assert names.STRATEGY_CHOICES == (names.AUTO_STRATEGY,) + names.STRATEGY_NAMES
+    with pytest.raises(LWIError, match="not a strategy"):
+        get_strategy(names.AUTO_STRATEGY)
     for name in names.STRATEGY_NAMES:  # each name has its strategy module, which knows its name
         assert get_strategy(name).NAME == name
 
@@ -30,7 +35,7 @@ def test_the_cli_offers_the_names():
     train.add_arguments(parser)
     choices = {a.dest: a.choices for a in parser._actions if a.choices}
     assert list(choices["arch"]) == list(names.ARCHITECTURE_NAMES)
-    assert list(choices["strategy"]) == list(names.STRATEGY_NAMES)
+    assert list(choices["strategy"]) == list(names.STRATEGY_CHOICES)
     assert list(choices["modality"]) == list(names.MODALITIES)
     parser = argparse.ArgumentParser()
     segment.add_arguments(parser)
@@ -45,7 +50,7 @@ def test_the_slicer_modules_offer_exactly_the_core_names():
     assert Path(gui_names.__file__).resolve() == Path(names.__file__).resolve()
     for key in ("ARCHITECTURE_NAMES", "STRATEGY_NAMES", "DEVICE_CHOICES", "MODALITY_CHOICES", "MODEL_SUFFIX"):
         assert getattr(gui_names, key) == getattr(names, key), key
-    assert list(training_settings.STRATEGIES) == list(names.STRATEGY_NAMES)
+    assert list(training_settings.STRATEGIES) == list(names.STRATEGY_CHOICES)
     assert set(training_settings.STRATEGY_DESCRIPTIONS) == set(STRATEGIES)
     assert training_settings.ARCHITECTURES == names.ARCHITECTURE_CHOICES
     assert set(names.ARCHITECTURE_CHOICES) - {"auto"} == set(ARCHITECTURES)  # auto: the plan's choice

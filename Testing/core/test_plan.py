@@ -189,7 +189,7 @@ def test_train_without_options_prints_its_plan_first_and_keeps_the_time_budget(t
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "lwi", "train", "--data", str(data), "--out", str(out), "--device", "cpu",
-         "--time", f"{budget:g}s", "--progress", "json"],
+         "--strategy", "lwi", "--time", f"{budget:g}s", "--progress", "json"],  # both steps fit the budget
         capture_output=True, text=True, encoding="utf-8", env=env, timeout=300,
     )
     wall = time.monotonic() - start
@@ -209,6 +209,36 @@ def test_train_without_options_prints_its_plan_first_and_keeps_the_time_budget(t
     assert wall <= budget + startup + 3.0, (wall, startup)
 
 
+@pytest.mark.slow
+def test_train_without_a_strategy_on_a_tiny_budget_trains_scratch_and_says_so(tmp_path):
+    """The default --strategy auto: the plan picks scratch for a budget of a few iterations, prints it,
+    and the model's provenance (lwi info) names scratch; no Step-1 file is written."""
+    from lwi import checkpoint
+    from lwi.data.phantoms import write_phantom_dataset
+    from lwi.names import derived_path
+
+    data = write_phantom_dataset(tmp_path / "ph", 3, seed=0, shape=(32, 32, 24), spacing=(6.0, 6.0, 8.0))
+    out = tmp_path / "m.lwi.safetensors"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lwi", "train", "--data", str(data), "--out", str(out), "--device", "cpu",
+         "--time", "1s", "--progress", "json"],
+        capture_output=True, text=True, encoding="utf-8", env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "  strategy: scratch  [" in proc.stderr and proc.stderr.index("strategy: scratch") < proc.stderr.index("Step 2")
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    plan = next(e for e in events if e["event"] == "plan")
+    assert plan["strategy"] == "scratch" and plan["step1_iterations"] == 0 and "did not pay" in plan["reasons"]["strategy"]
+    result = events[-1]
+    assert result["event"] == "result" and result["strategy"] == "scratch"
+    assert result["iterations"] == {"train": plan["step2_iterations"]}
+    assert checkpoint.read_metadata(out)["provenance"]["strategy"] == "scratch"
+    assert not derived_path(out, "step1").exists()
+    info = subprocess.run([sys.executable, "-m", "lwi", "info", str(out)], capture_output=True, text=True, env=env, timeout=120)
+    assert info.returncode == 0 and "strategy scratch" in info.stdout and "auto" not in info.stdout
+
+
 def test_timing_probe_uses_the_runs_own_mask_cube():
     """A given --cube-size 8 with a ROI that 16 does not divide must plan (the probe once used 16^3)."""
     from lwi.probe import time_iterations
@@ -217,3 +247,96 @@ def test_timing_probe_uses_the_runs_own_mask_cube():
     assert rates["step1"] > 0 and rates["step2"] > 0
     with pytest.raises(LWIError, match="not divisible by the mask cube size 16"):
         time_iterations("segresnet", {"init_filters": 8}, (24, 32, 24), 1, 1, 3, "cpu", True, cube_size=16)
+
+
+# -- the strategy: --strategy auto ----------------------------------------------------------------
+RATES = {"step1": 0.5, "step2": 0.4, "build": 0.1, "window": 0.05}  # seconds, as the timing probe reports
+
+
+@pytest.fixture
+def fake_probe(monkeypatch):
+    """The timing probe's answer fixed (a slow CPU), so the plan's arithmetic is exact; records what it was asked."""
+    import lwi.probe
+
+    asked = []
+
+    def time_iterations(*args, **kwargs):
+        asked.append(args[7])  # with_step1
+        return dict(RATES)
+
+    monkeypatch.setattr(lwi.probe, "time_iterations", time_iterations)
+    return asked
+
+
+def _plan(given=None, **kwargs):
+    fp = _fp([(1.0, 1.0, 1.0)] * 5, [(40, 50, 36)] * 5)
+    return plans.make_plan(None, dict(given or {}), fp=fp, n_train=5, started=time.monotonic(), **kwargs)
+
+
+def test_the_strategy_rule():
+    few, many = plans.MIN_STEP2_ITERATIONS - 1, plans.MIN_STEP2_ITERATIONS
+    assert plans.choose_strategy(few)[0] == "scratch" and "hippocampus" in plans.choose_strategy(few)[1]
+    assert plans.choose_strategy(many)[0] == "lwi" and "paper" in plans.choose_strategy(many)[1]
+    # What the user gives that asks for (or against) Step 1 is never overruled by the budget.
+    assert plans.choose_strategy(few, step1_given=40)[0] == "lwi"
+    assert plans.choose_strategy(many, step1_given=0)[0] == "scratch"
+    assert plans.choose_strategy(few, unlabeled=True)[0] == "lwi"
+    assert set(plans.AUTO_CHOICES) == {"lwi", "scratch"}
+
+
+def test_auto_on_a_small_cpu_budget_is_scratch_with_the_whole_budget_in_step2(fake_probe):
+    budget = 600.0
+    lwi = _plan(device="cpu", time_budget=budget, strategy="lwi")
+    assert lwi.strategy == "lwi" and lwi.reasons["strategy"] == "given"  # an explicit strategy stays
+    assert 0 < lwi.step2_iterations < plans.MIN_STEP2_ITERATIONS and lwi.step1_iterations > 0
+
+    auto = _plan(device="cpu", time_budget=budget)  # the default: auto
+    assert auto.strategy == "scratch" and "hippocampus" in auto.reasons["strategy"]
+    assert fake_probe == [True, True]  # planned (and probed) as lwi, then re-split without Step 1
+    # Scratch's plan is made for scratch: no Step 1, the time Step 1 would take goes to Step 2.
+    assert auto.step1_iterations == 0 and auto.settings["pretrain_epochs"] == 0
+    assert auto.step2_iterations == auto.settings["epochs"] * auto.settings["iterations_per_epoch"]
+    assert auto.step2_iterations > lwi.step2_iterations
+    assert auto.seconds["step1"] == 0 and auto.seconds["total"] <= budget
+    assert auto.seconds["step2"] > lwi.seconds["step2"]
+    overhead = auto.seconds["total"] - auto.seconds["step2"]  # planning, preprocessing, files, validation
+    expected = plans.split_budget(budget, RATES["step1"], RATES["step2"], overhead, with_step1=False)
+    assert expected[1] <= auto.step2_iterations < expected[1] + auto.settings["iterations_per_epoch"]  # whole epochs
+    lines = auto.lines()
+    assert lines[1].startswith("  strategy: scratch  [") and "did not pay" in lines[1]
+    assert "strategy auto then trains lwi" in auto.alternative  # what a GPU would run
+    assert auto.to_dict()["strategy"] == "scratch"  # the plan event: a strategy's name, never auto
+    # An explicit scratch gets the same plan.
+    scratch = _plan(device="cpu", time_budget=budget, strategy="scratch")
+    assert (scratch.step1_iterations, scratch.step2_iterations) == (auto.step1_iterations, auto.step2_iterations)
+
+
+def test_auto_with_the_gpu_budget_or_many_given_iterations_is_lwi(monkeypatch, fake_probe):
+    """Probe answers fixed (``fake_probe``): only the rule and the budget arithmetic run."""
+    import torch
+
+    import lwi.devices
+
+    # The plan of a CUDA device, on this CPU machine: no probe, memory budget given.
+    with monkeypatch.context() as patch:
+        patch.setattr(lwi.devices, "resolve_device", lambda device: torch.device("cuda", 0))
+        gpu = _plan(device="cuda", probe=False, memory_budget=80 * 2**30)
+    assert gpu.strategy == "lwi" and "paper" in gpu.reasons["strategy"]
+    assert gpu.step2_iterations == plans.GPU_STEP2_ITERATIONS  # Step 1: the paper's share, in whole epochs
+    assert abs(gpu.step1_iterations - plans.STEP1_SHARE * plans.GPU_STEP2_ITERATIONS) <= gpu.settings["iterations_per_epoch"]
+    assert gpu.lines()[1].startswith("  strategy: lwi  [")
+
+    many = _plan({"iterations": plans.MIN_STEP2_ITERATIONS}, device="cpu")
+    assert many.strategy == "lwi" and many.step2_iterations == plans.MIN_STEP2_ITERATIONS and many.step1_iterations > 0
+    few = _plan({"iterations": 300}, device="cpu")
+    assert few.strategy == "scratch" and (few.step1_iterations, few.step2_iterations) == (0, 300)
+    # A Step-1 budget asks for Step 1, and a Step-1 budget of 0 for none, whatever the Step-2 budget.
+    asked = _plan({"iterations": 300, "pretrain_iterations": 60}, device="cpu")
+    assert asked.strategy == "lwi" and (asked.step1_iterations, asked.step2_iterations) == (60, 300)
+    none = _plan({"iterations": 5000, "pretrain_iterations": 0}, device="cpu")
+    assert none.strategy == "scratch" and (none.step1_iterations, none.step2_iterations) == (0, 5000)
+    # Unlabelled images are only used by Step 1: auto keeps it.
+    assert _plan(device="cpu", time_budget=600.0, unlabeled=True).strategy == "lwi"
+    # An explicit strategy is never changed, whatever the budget.
+    assert _plan({"iterations": 300}, device="cpu", strategy="lwi").strategy == "lwi"
+    assert _plan({"iterations": 5000}, device="cpu", strategy="scratch").strategy == "scratch"

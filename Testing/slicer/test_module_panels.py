@@ -515,8 +515,12 @@ def test_the_strategy_list_is_the_cores_and_opening_the_panel_starts_no_process(
     from LWICommon.vocabulary import names
 
     box = widget.ui.strategyComboBox
-    assert box.items == list(names.STRATEGY_NAMES)  # nothing hidden, so indexes map 1:1 to choices
-    for index, strategy in enumerate(names.STRATEGY_NAMES):
+    assert box.items == list(names.STRATEGY_CHOICES)  # nothing hidden, so indexes map 1:1 to choices
+    assert widget._parameterNode.strategy == "auto" and box.currentIndex == 0  # the plan's choice by default
+    training_settings = importlib.import_module("LWICommon.training_settings")
+    args = training_settings.train_args(widget._settings(), "/d", "/o", python="/py")
+    assert "--strategy" not in args  # lwi train's default: its plan chooses, and Show plan says which
+    for index, strategy in enumerate(names.STRATEGY_CHOICES):
         box.setCurrentIndex(index)
         assert widget._parameterNode.strategy == strategy
 

@@ -32,8 +32,7 @@ def test_default_settings_leave_the_plan_to_the_core():
     args = training_settings.train_args(s, "/data/set", "/models/m.lwi.safetensors", python="/py")
     assert args[:4] == ["/py", "-m", "lwi", "train"]
     assert _value(args, "--data") == ["/data/set"] and _value(args, "--out") == ["/models/m.lwi.safetensors"]
-    assert _value(args, "--strategy") == ["lwi"]
-    for planned in ("--arch", "--roi", "--pretrain-epochs", "--epochs", "--lr", "--batch-size", "--cube-size", "--time"):
+    for planned in ("--strategy", "--arch", "--roi", "--pretrain-epochs", "--epochs", "--lr", "--batch-size", "--cube-size", "--time"):
         assert planned not in args
     assert _value(args, "--mask-ratio") == ["0.4"]
     assert _value(args, "--device") == ["auto"] and args[-2:] == ["--progress", "json"]
@@ -57,14 +56,15 @@ def test_the_panel_shows_the_plan_lwi_plan_gives_and_leaves_auto_settings_to_it(
     data = write_phantom_dataset(tmp_path / "ph", 3, seed=0, shape=(32, 32, 24), spacing=(6.0, 6.0, 8.0))
     logic = TrainingLogic()
     cases = logic.addCases(logic.collectCasesFromFolder(str(data)))
-    # Everything "auto" but the device, and a budget below the planning overhead: both steps get
-    # the plan's floor (1 and 2 iterations) whatever the timing probe measures, so the two plans
-    # can be compared exactly; without --time the CPU default (30 min) gives far more.
+    # Everything "auto" but the device, and a budget below the planning overhead: Step 2 gets the
+    # plan's floor (2 iterations) whatever the timing probe measures, so the two plans can be compared
+    # exactly; without --time the CPU default (30 min) gives far more. So small a budget makes the
+    # "auto" strategy scratch (lwi/plan.py, choose_strategy).
     settings = TrainingSettings(device="cpu", time_budget="1s")
     started = time.monotonic()
     runner = logic.plan(cases, settings)
     assert time.monotonic() - started < 5.0 and runner.running  # in the background, as the panel runs it
-    for planned in ("--arch", "--roi", "--lr", "--batch-size", "--epochs", "--pretrain-epochs", "--spacing"):
+    for planned in ("--strategy", "--arch", "--roi", "--lr", "--batch-size", "--epochs", "--pretrain-epochs", "--spacing"):
         assert planned not in runner.args  # left to the plan, exactly as Train leaves them
     assert _value(runner.args, "--time") == ["1s"]
     runner.wait(timeout=120)
@@ -81,7 +81,8 @@ def test_the_panel_shows_the_plan_lwi_plan_gives_and_leaves_auto_settings_to_it(
     expected = next(e for e in map(parse_line, cli.stdout.splitlines()) if e and e["event"] == "plan")
     measured = ("seconds", "warnings", "reasons", "summary")  # times from the probe differ run to run
     assert {k: v for k, v in shown.items() if k not in measured} == {k: v for k, v in expected.items() if k not in measured}
-    assert (shown["step1_iterations"], shown["step2_iterations"]) == (1, 2)
+    assert shown["strategy"] == expected["strategy"] == "scratch"  # the plan's choice, never "auto"
+    assert (shown["step1_iterations"], shown["step2_iterations"]) == (0, 2)
     assert shown["settings"]["arch"] == "segresnet" and shown["settings"]["roi"] == expected["settings"]["roi"]
     for key in ("arch", "roi", "lr", "spacing"):
         assert shown["reasons"][key] == expected["reasons"][key] != "given"
@@ -91,6 +92,7 @@ def test_the_panel_shows_the_plan_lwi_plan_gives_and_leaves_auto_settings_to_it(
     text = training_settings.plan_text(shown)
     assert text.splitlines() == shown["summary"] and text.splitlines()[:5] == expected["summary"][:5]
     assert "estimated time: Step 1" in text and "total" in text and "On a CUDA GPU" in text
+    assert text.splitlines()[1].startswith("  strategy: scratch  [") and "did not pay" in text
 
     # A setting the user gives reaches the plan; changing one makes the plan shown out of date.
     given = TrainingSettings(device="cpu", time_budget="1s", roi=(32, 32, 32))
@@ -249,7 +251,9 @@ def test_the_command_line_parses_with_the_core_train_command():
     train.add_arguments(parser)
     s = TrainingSettings(spacing=(1.5, 1.5, 2.0), intensity="MR", roi=(64, 64, 64))
     args = parser.parse_args(training_settings.train_args(s, "/d", "/o", resume=True, python="/py")[4:])
-    assert args.data == "/d" and str(args.out) == "/o" and args.strategy == "lwi"
+    assert args.data == "/d" and str(args.out) == "/o" and args.strategy == "auto"  # the plan chooses
+    chosen = TrainingSettings(strategy="lwi")  # a strategy the user picks reaches lwi train as it is
+    assert parser.parse_args(training_settings.train_args(chosen, "/d", "/o", python="/py")[4:]).strategy == "lwi"
     assert list(args.roi) == [64, 64, 64] and args.pretrain_epochs is None and args.epochs is None
 
 

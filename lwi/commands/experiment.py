@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     exp.add_argument(
         "--strategies", nargs="+", choices=STRATEGY_NAMES, default=["lwi", "scratch"], metavar="NAME",
-        help=f"strategies to compare, the first against each other one ({', '.join(STRATEGY_NAMES)}; default: lwi scratch)",
+        help=f"strategies to compare, the first against each other one ({', '.join(STRATEGY_NAMES)}; default: lwi scratch); "
+        "not auto, which is lwi train's choice of one of them, not a strategy to compare",
     )
     exp.add_argument("--k", nargs="+", type=int, required=True, metavar="K", help="training-set sizes, e.g. 5 10 20")
     exp.add_argument(

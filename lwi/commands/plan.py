@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     options, plan = plan_options(
         args.data, common.settings_from_args(args), strategy=args.strategy, device=args.device,
         time_budget=parse_duration(args.time) if args.time else None, probe=args.probe,
-        started=started,
+        started=started, unlabeled=bool(args.unlabeled),
     )
     report_plan(progress, plan)
     progress.result(plan=plan.to_dict(), options={k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()})

@@ -1,7 +1,8 @@
 """``lwi train``: a segmentation model in one go (LWI Step 1 + Step 2, or a baseline strategy).
 
 Every option the user leaves out comes from the plan (:mod:`lwi.plan`), printed before training
-starts (and sent as a ``plan`` event with ``--progress json``). A resumed run keeps its own settings.
+starts (and sent as a ``plan`` event with ``--progress json``); so does the strategy unless given
+(``--strategy auto``, the default). A resumed run keeps its own settings and strategy.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from lwi.commands import options
 from lwi.commands import training_options as common
 
 NAME = "train"
-HELP = "train a segmentation model: LWI pre-training then fine-tuning (--strategy lwi) or a baseline"
+HELP = (
+    "train a segmentation model: LWI pre-training then fine-tuning (--strategy lwi) or a baseline; by default "
+    "the plan chooses lwi or scratch from the budget"
+)
 EPILOG = options.INPUT_RULES
 
 
@@ -31,23 +35,30 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()  # a --time budget counts from here
 
     def plan(settings, progress, device):
-        if args.resume:  # a resumed run keeps its stored settings
-            return {k: v for k, v in settings.items() if k not in ("iterations", "pretrain_iterations")}
+        """The training options and the strategy: the plan's (``auto`` resolved by it), or for a
+        resumed run its stored settings and the strategy of the files it left (``auto``: train() reads it)."""
+        if args.resume:
+            return {
+                "strategy": args.strategy,
+                **{k: v for k, v in settings.items() if k not in ("iterations", "pretrain_iterations")},
+            }
+        from lwi import distributed
         from lwi.plan import parse_duration, plan_options, report_plan
 
         options, chosen = plan_options(
             args.data, settings, strategy=args.strategy, device=device,
             time_budget=parse_duration(args.time) if args.time else None, started=started,
+            unlabeled=bool(args.unlabeled),
         )
         report_plan(progress, chosen)
-        return options
+        # Under torchrun every rank plans (and probes) by itself: all follow rank 0's strategy and budget.
+        return distributed.broadcast_object({"strategy": chosen.strategy, **options})
 
     return common.run_command(
         args,
         train,
         args.data,
         args.out,
-        strategy=args.strategy,
         unlabeled=args.unlabeled,
         plan=plan,
         done=lambda result: f"Model written to {args.out} (last state: {result['last']}).",

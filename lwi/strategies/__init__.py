@@ -20,10 +20,11 @@ The package, one job per module:
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict
+from pathlib import Path
+from typing import Any, Dict, List
 
 from lwi.errors import LWIError
-from lwi.names import STRATEGY_NAMES, derived_path
+from lwi.names import AUTO_STRATEGY, STRATEGY_NAMES, derived_path
 from lwi.strategies.api import finetune, pretrain, train
 from lwi.strategies.run import Run
 from lwi.strategies.settings import Settings
@@ -36,9 +37,26 @@ STRATEGIES: Dict[str, str] = {name: f"lwi.strategies.{name}" for name in STRATEG
 def get_strategy(name: str) -> Any:
     """The strategy module called ``name`` (clear error listing the known ones)."""
     module = STRATEGIES.get(str(name).lower())
+    if str(name).lower() == AUTO_STRATEGY:
+        raise LWIError(
+            "'auto' is not a strategy but the plan's choice of one (lwi/plan.py, choose_strategy); "
+            f"name one of: {', '.join(STRATEGIES)}."
+        )
     if module is None:
         raise LWIError(f"Unknown strategy '{name}'; choose one of: {', '.join(STRATEGIES)}.")
     return importlib.import_module(module)
+
+
+def strategy_outputs(name: str, out: Path) -> List[Path]:
+    """The files training with ``name`` may write for the model ``out`` (the model first); for
+    ``auto``, those of every strategy it may choose (checked before the plan has chosen)."""
+    from lwi.plan import AUTO_CHOICES
+
+    names = AUTO_CHOICES if str(name).lower() == AUTO_STRATEGY else (name,)
+    paths: List[Path] = []
+    for each in names:
+        paths += [p for p in get_strategy(each).outputs(Path(out)) if p not in paths]
+    return paths
 
 
 __all__ = [
@@ -49,5 +67,6 @@ __all__ = [
     "finetune",
     "get_strategy",
     "pretrain",
+    "strategy_outputs",
     "train",
 ]

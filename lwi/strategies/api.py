@@ -12,9 +12,11 @@ from typing import Any, Dict, Optional, Sequence
 from lwi.errors import LWIError
 from lwi.names import (
     ANATOMASK_FORMAT,
+    AUTO_STRATEGY,
     DEFAULT_STRATEGY,
     LAST_INFIX,
     STEP1_FORMAT,
+    STEP1_INFIX,
     STEP2_STATE_FORMAT,
     derived_path,
 )
@@ -155,13 +157,19 @@ def train(
     Files: ``out`` (best model), ``out`` with a ``.last`` infix (resumable), and for ``lwi`` the
     Step-1 checkpoint with a ``.step1`` infix. ``resume=True`` continues an interrupted run with its
     stored settings (only the numbers of epochs and reporting intervals may change).
+    ``strategy="auto"``: the plan's rule (:func:`lwi.plan.choose_strategy`) on these settings' Step-2
+    iterations (``lwi train`` resolves it in its plan and passes the name); resuming, the strategy of
+    the interrupted run's files.
     Returns a summary (paths, iterations, validation Dice per label).
     """
     from lwi.strategies import get_strategy
 
     progress = progress or Progress("none")
-    module = get_strategy(strategy)
     out = Path(out)
+    auto = str(strategy).lower() == AUTO_STRATEGY
+    if auto and resume:
+        strategy = resumed_strategy(out)
+    module = None if auto and not resume else get_strategy(strategy)
     stored = None
     if resume:
         stored = resumed_settings(
@@ -172,6 +180,8 @@ def train(
     run = Run.from_options(
         data, options, stored, device=device, progress=progress, unlabeled=unlabeled, require_labels=True
     )
+    if module is None:
+        module = get_strategy(auto_strategy(run, options))
     check_outputs(run, out, [p for p in module.outputs(out) if p != out], overwrite, resume)
     progress.log(run.split_message)
     started = time.monotonic()
@@ -184,3 +194,35 @@ def train(
     summary["optimizer_steps"] = sum(int(v) for v in summary.get("iterations", {}).values())
     summary["wall_seconds"] = round(time.monotonic() - started, 3)
     return summary
+
+
+def auto_strategy(run: Run, options: Dict[str, Any]) -> str:
+    """``auto`` for a run without a plan (the Python API): :func:`lwi.plan.choose_strategy` on the
+    settings' Step-2 iterations, the Step-1 epochs if ``options`` give them, and the unlabelled images.
+    Scratch chosen so then trains the Step-2 budget alone, as the plan's scratch does."""
+    from lwi.plan import choose_strategy
+    from lwi.strategies.settings import step2_iterations
+
+    _, i2 = step2_iterations(run.settings, len(run.train_cases))
+    given = options.get("pretrain_epochs")
+    name, why = choose_strategy(i2, None if given is None else int(given), bool(run.unlabeled))
+    if name == "scratch" and given is None:
+        run.settings.pretrain_epochs = 0  # as the plan: no Step-1 budget to match, Step 2's is the whole budget
+    run.progress.log(f"Strategy {name} ({why}).")
+    return name
+
+
+def resumed_strategy(out: Path) -> str:
+    """The strategy of the interrupted run that wrote ``out``'s checkpoints: the one its last
+    fine-tuning state records, else ``lwi`` when only its Step-1 checkpoint is there."""
+    from lwi import checkpoint
+
+    last, step1 = derived_path(out, LAST_INFIX), derived_path(out, STEP1_INFIX)
+    if last.exists():
+        name = (checkpoint.read_metadata(last).get("provenance") or {}).get("strategy")
+        if name:
+            return str(name)
+        raise LWIError(f"{last} does not say which strategy made it; resume with --strategy NAME.")
+    if step1.exists():
+        return "lwi"
+    raise LWIError(f"Nothing to resume: no checkpoint of a training run next to {out}.")
