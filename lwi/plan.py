@@ -292,8 +292,8 @@ def choose_strategy(
         return "lwi", "unlabelled images were given, and only Step 1 uses them"
     if step2_iterations < MIN_STEP2_ITERATIONS:
         return "scratch", (
-            f"{step2_iterations} Step-2 iterations is below {MIN_STEP2_ITERATIONS}: at budgets of a few hundred "
-            "iterations LWI's Step 1 did not pay for its iterations on the hippocampus development set (README)"
+            f"a Step-2 budget of {step2_iterations} iterations (next to Step 1) is below {MIN_STEP2_ITERATIONS}: at budgets "
+            "of a few hundred iterations LWI's Step 1 did not pay for its iterations on the hippocampus development set (README)"
         )
     return "lwi", f"at least {MIN_STEP2_ITERATIONS} Step-2 iterations: the paper's setting, where LWI's gain was reported"
 
@@ -518,7 +518,7 @@ def make_plan(
             f"{i2} Step-2 iterations is below the {MIN_STEP2_ITERATIONS} recommended; labels may be learned poorly "
             "(give more --time, or use a GPU)"
         )
-    reasons["augmentation"] = augmentation_text(roi)
+    reasons["augmentation"] = augmentation_text(roi, i1 > 0)
     alternative = None
     if kind == "cpu":
         g_arch, g_params = default_network("cuda")
@@ -546,9 +546,10 @@ def _budget_given(given: Mapping[str, Any]) -> bool:
     return any(given.get(k) is not None for k in ("epochs", "pretrain_epochs", "iterations", "pretrain_iterations"))
 
 
-def augmentation_text(roi: Sequence[int]) -> str:
+def augmentation_text(roi: Sequence[int], step1: bool = True) -> str:
     rot = "90-degree rotations in the axial plane, " if roi[0] == roi[1] else ""
-    return f"flips on every axis in Step 2 and in-plane only in Step 1, {rot}intensity scale and shift"
+    flips = "flips on every axis in Step 2" + (" and in-plane only in Step 1" if step1 else "")
+    return f"{flips}, {rot}intensity scale and shift"
 
 
 def plan_options(
