@@ -58,7 +58,7 @@ class LWITrainingTest(ScriptedLoadableModuleTest):
     def test_ParameterNodeDefaults(self):
         """The parameter node starts with the documented defaults and keeps what is set."""
         parameterNode = LWITrainingLogic().getParameterNode()
-        self.assertEqual(parameterNode.strategy, "lwi")
+        self.assertEqual(parameterNode.strategy, "auto")  # the plan chooses lwi or scratch
         self.assertEqual(parameterNode.architecture, "auto")  # the plan decides (lwi plan)
         self.assertEqual(parameterNode.roiSize, 0)
         parameterNode.epochs = 5
