@@ -487,6 +487,8 @@ class Validator:
         from monai.metrics import DiceMetric
         from monai.networks.utils import one_hot
 
+        from lwi.data.preprocessing import background_value
+
         was_training = model.training
         model.eval()
         metric = DiceMetric(include_background=True, reduction="none", ignore_empty=True)
@@ -502,6 +504,7 @@ class Validator:
                     model,
                     overlap=self.overlap,
                     mode="gaussian",
+                    cval=background_value(image),  # as the training crops are padded
                 )
             channels = logits.shape[1]
             prediction = one_hot(logits.argmax(dim=1, keepdim=True), channels)

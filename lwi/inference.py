@@ -254,7 +254,7 @@ class Segmenter:
         from monai.inferers import sliding_window_inference
 
         from lwi.data.checks import padding_note, smaller_than_roi
-        from lwi.data.preprocessing import preprocess
+        from lwi.data.preprocessing import background_value, preprocess
         from lwi.io import affine_ras, array_to_image
 
         if device.type == "cpu" and self.device.type != "cpu":
@@ -288,6 +288,7 @@ class Segmenter:
                     predictor,
                     overlap=self.overlap,
                     mode="gaussian",
+                    cval=background_value(x),  # as the training crops are padded
                     sw_device=device,
                     device=stitch_device,
                 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from lwi.data.preprocessing import PreprocessConfig, build_transforms, preprocess
+from lwi.data.preprocessing import PreprocessConfig, background_value, build_transforms, preprocess
 from lwi.errors import LWIError
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class CaseCache:
             image = image.as_tensor().float().contiguous()
             self.images.append(image)
             # Pad crops of small volumes with the background intensity (0 for CT, the minimum for MR).
-            self._pad_values.append(float(image.min()))
+            self._pad_values.append(background_value(image))
             if with_labels:
                 lab = label.as_tensor().round()
                 lab = lab.to(torch.uint8 if float(lab.max()) <= 255 else torch.int16).contiguous()

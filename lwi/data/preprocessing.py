@@ -231,6 +231,14 @@ def preprocess(
     return out["image"], out.get("label")
 
 
+def background_value(image: Any) -> float:
+    """The intensity beyond a preprocessed image's border: its minimum (air in a CT window, the
+    background of a z-scored MR). Training crops and sliding windows of volumes smaller than the ROI
+    are both padded with it: a network trained on one padding and run on another fails on such volumes
+    (MONAI's sliding window pads with 0 by default, the mean intensity of a z-scored MR)."""
+    return float(image.min())
+
+
 def _is_sitk(obj: Any) -> bool:
     return type(obj).__module__.startswith("SimpleITK")
 
