@@ -126,15 +126,15 @@ def add_step2(parser: argparse.ArgumentParser) -> None:
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """Everything ``lwi train`` takes but its output (shared with ``lwi plan``)."""
     from lwi.names import DEFAULT_STRATEGY, STRATEGY_CHOICES
-    from lwi.plan import MIN_STEP2_ITERATIONS
+    from lwi.plan import LWI_MIN_STEP2_ITERATIONS
 
     parser.add_argument(
         "--strategy", choices=list(STRATEGY_CHOICES), default=DEFAULT_STRATEGY,
         help="lwi: Step 1 then Step 2; scratch: Step 2 from random weights for the same total iterations; "
         "medcontext: one stage with a masked student and an EMA teacher, same total iterations; anatomask: "
         "teacher-guided masked-image pre-training then Step 2; auto (default): the plan chooses scratch when "
-        f"Step 2 gets fewer than {MIN_STEP2_ITERATIONS} iterations (a CPU plan, a short --time), where LWI's Step 1 did not pay "
-        "for its iterations on the hippocampus development set (README), else lwi (the paper's long budgets); a given Step-1 budget "
+        f"Step 2 gets fewer than {LWI_MIN_STEP2_ITERATIONS} iterations (a short CPU plan or --time), where LWI's Step 1 did not pay "
+        "for its iterations on the hippocampus development set (README), else lwi; a given Step-1 budget "
         "or --unlabeled means lwi. The plan prints its choice; see docs/strategies.md",
     )
     add_training(parser)
