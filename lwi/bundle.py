@@ -28,9 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from lwi import __version__
 from lwi.errors import LWIError
 from lwi.labels import LabelInfo, label_table, table_from_dicts
-from lwi.names import ANATOMASK_FORMAT, MODEL_FORMAT, STEP1_FORMAT, STEP2_STATE_FORMAT
-
-FORMAT_VERSION = 1
+from lwi.names import ANATOMASK_FORMAT, FORMAT_VERSION, MODEL_FORMAT, STEP1_FORMAT, STEP2_STATE_FORMAT
 
 INFERENCE_DEFAULTS: Dict[str, Any] = {"overlap": 0.5, "sw_batch_size": 4, "blend": "gaussian"}
 

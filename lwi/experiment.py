@@ -40,12 +40,11 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from lwi.errors import LWIError
 from lwi.evaluation import write_json
+from lwi.experiment_files import CONFIG, RESULTS, read_results
 from lwi.progress import Progress, clean_fields
 
 PathLike = Union[str, Path]
 
-CONFIG = "experiment.json"
-RESULTS = "results.jsonl"
 MODEL = "model.lwi.safetensors"
 # Everything an experiment writes into its folder: --overwrite removes these and nothing else.
 OUTPUTS = (CONFIG, RESULTS, "splits", "runs", "report.md", "report.html", "plots")
@@ -103,19 +102,6 @@ def write_subset(folder: Path, dataset: Any, names: Sequence[str], title: str) -
         folder / "dataset.json",
     )
     return folder
-
-
-def read_results(path: Path) -> List[Dict[str, Any]]:
-    """The lines of a results.jsonl (a torn last line from a crash is ignored)."""
-    if not path.exists():
-        return []
-    results = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            results.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return results
 
 
 class Experiment:

@@ -46,6 +46,8 @@ MODALITY_CHOICES: Tuple[str, ...] = ("auto",) + MODALITIES
 #: Model bundles (and the checkpoints beside them) are single files with this suffix.
 MODEL_SUFFIX = ".lwi.safetensors"
 #: The ``format`` field of each kind of LWI file's metadata.
+#: The version of the bundle and checkpoint formats this LWI writes (a reader refuses newer ones).
+FORMAT_VERSION = 1
 MODEL_FORMAT = "lwi-model"
 STEP1_FORMAT = "lwi-step1"
 STEP2_STATE_FORMAT = "lwi-step2-state"  # the resumable last state of a fine-tuning run

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from lwi.experiment_files import CONFIG, RESULTS, read_results
 from lwi.statistics import paired_comparison, summary
 
 Table = Tuple[List[str], List[List[str]]]  # header, rows (already formatted cells)
@@ -49,8 +50,6 @@ def _p(value: Optional[float]) -> str:
 
 
 def load(out: Path) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
-    from lwi.experiment import CONFIG, RESULTS, read_results
-
     config = json.loads((out / CONFIG).read_text(encoding="utf-8"))
     return config, read_results(out / RESULTS)
 

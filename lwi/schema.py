@@ -13,9 +13,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
-from lwi.bundle import FORMAT_VERSION
 from lwi.errors import LWIError
-from lwi.names import MODEL_FORMAT, STEP1_FORMAT, STEP2_STATE_FORMAT
+from lwi.names import FORMAT_VERSION, MODEL_FORMAT, STEP1_FORMAT, STEP2_STATE_FORMAT
 
 Check = Callable[[Any, str], None]
 
