@@ -93,9 +93,17 @@ def init_from_env(device: Any = "auto") -> Optional[torch.device]:
     return this
 
 
-def shutdown() -> None:
-    """Leave the process group (at the end of a run, also after an error)."""
+def shutdown(completed: bool = False) -> None:
+    """Leave the process group (at the end of a run, also after an error).
+
+    ``completed``: this rank finished normally, as every rank then does: the ranks first meet at a
+    barrier, so that none tears its connections down while another still works (rank 0 writes the
+    model after the last collective); gloo can abort a rank whose peer left early ("terminate called
+    without an active exception"). After an error there is no barrier: the other ranks may never come.
+    """
     if is_initialized():
+        if completed:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 

@@ -75,10 +75,12 @@ def main(argv: List[str]) -> int:
 
     if argv[0] == "trainer":
         distributed.init_from_env("cpu")
+        completed = False
         try:
             tiny_training(Path(argv[1]), one_crop, Path(argv[2]), int(argv[3]))
+            completed = True
         finally:
-            distributed.shutdown()
+            distributed.shutdown(completed)
         return 0
     if argv[0] == "lwi":
         directory = Path(argv[1])

@@ -239,6 +239,7 @@ def run_command(
     # a failed run removes what it wrote, unless a resumable checkpoint is there to continue from.
     # Rank 0 writes the files, so it alone checks, locks and cleans up.
     outputs = writing(training_outputs(args), overwrite=args.overwrite, resume=args.resume, lock=True)
+    completed = False
     try:
         with outputs if distributed.is_main() else nullcontext():
             settings = settings_from_args(args)
@@ -253,8 +254,9 @@ def run_command(
                 **kwargs,
                 **settings,
             )
+        completed = True
     finally:
-        distributed.shutdown()
+        distributed.shutdown(completed)
     return finish(progress, result, done(result))
 
 
