@@ -28,6 +28,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from qt_stand_ins import Timer
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIRS = {"LWISegmentation": ROOT / "LWISegmentation", "LWITraining": ROOT / "LWITraining"}
@@ -132,28 +133,6 @@ def ui_widgets(module: str) -> types.SimpleNamespace:
         widget.text = text.text or "" if text is not None else ""
         widgets[element.get("name")] = widget
     return types.SimpleNamespace(**widgets)
-
-
-class Timer:
-    """qt.QTimer; the test drives it with :func:`drive`."""
-
-    timers = []
-
-    def __init__(self):
-        self.active, self.callback = False, None
-        Timer.timers.append(self)
-
-    def setInterval(self, msec):
-        pass
-
-    def connect(self, signal, callback):
-        self.callback = callback
-
-    def start(self):
-        self.active = True
-
-    def stop(self):
-        self.active = False
 
 
 def drive(until, seconds: float = 60.0) -> None:

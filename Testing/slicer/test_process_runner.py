@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from qt_stand_ins import Timer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -345,33 +346,17 @@ class _Widget:
 def task_panel(monkeypatch):
     import types
 
-    timers, errors = [], []
+    errors = []
+    Timer.timers = []
 
-    class QTimer:
-        def __init__(self):
-            self.active, self.callback = False, None
-            timers.append(self)
-
-        def setInterval(self, msec):
-            pass
-
-        def connect(self, signal, callback):
-            self.callback = callback
-
-        def start(self):
-            self.active = True
-
-        def stop(self):
-            self.active = False
-
-    monkeypatch.setitem(sys.modules, "qt", types.SimpleNamespace(QTimer=QTimer))
+    monkeypatch.setitem(sys.modules, "qt", types.SimpleNamespace(QTimer=Timer))
     slicer_stub = types.SimpleNamespace(util=types.SimpleNamespace(errorDisplay=errors.append))
     monkeypatch.setitem(sys.modules, "slicer", slicer_stub)
     from LWICommon.gui import TaskPanel
 
     widgets = types.SimpleNamespace(apply=_Widget("Apply"), bar=_Widget(), status=_Widget(), log=_Widget())
     panel = TaskPanel(widgets.apply, widgets.bar, widgets.status, widgets.log)
-    return panel, widgets, timers[0], errors
+    return panel, widgets, Timer.timers[0], errors
 
 
 def _run_timer(timer, runner, seconds=30):
