@@ -49,9 +49,8 @@ def build_tiny_bundle(
     torch.manual_seed(seed)
     adapter = build("segresnet", in_channels, max(labels) + 1, TINY_ROI, **TINY_SEGRESNET)
     if bias is not None:
-        final = adapter.net.conv_final[-1].conv.bias  # MONAI SegResNet's last 1x1x1 convolution
         with torch.no_grad():
-            final.copy_(torch.tensor([float(b) for b in bias]))
+            adapter.output_bias().copy_(torch.tensor([float(b) for b in bias]))
     return save_bundle(
         path,
         adapter,

@@ -95,16 +95,20 @@ class CaseCache:
 
     def label_frequencies(self, n_classes: int) -> List[float]:
         """The share of voxels of each label value ``0 .. n_classes - 1`` over the cached
-        (preprocessed) label maps of all cases."""
-        import torch
-
-        counts = torch.zeros(int(n_classes), dtype=torch.float64)
-        for label in self.labels:
-            if label is not None:
-                values = label.reshape(-1).long().cpu()
-                counts += torch.bincount(values, minlength=int(n_classes))[: int(n_classes)].double()
-        total = float(counts.sum())
-        return [float(c) / total for c in counts] if total > 0 else [1.0 / int(n_classes)] * int(n_classes)
+        (preprocessed) label maps of all cases (from the per-label voxel lists crops are drawn from)."""
+        counts = [0] * int(n_classes)
+        total = 0
+        for label, by_value in zip(self.labels, self._foreground):
+            if label is None:
+                continue
+            total += label.numel()
+            for value, voxels in by_value.items():
+                if 0 < value < n_classes:
+                    counts[value] += voxels.numel()
+        if total == 0:
+            return [1.0 / int(n_classes)] * int(n_classes)
+        counts[0] = total - sum(counts)
+        return [c / total for c in counts]
 
     @property
     def in_channels(self) -> int:
