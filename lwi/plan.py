@@ -50,8 +50,8 @@ from lwi.names import AUTO_STRATEGY
 STEP1_SHARE = 800 / 5000
 #: Step-2 iterations on a GPU without a time budget (MONAI's UNETR BTCV tutorial: max_iterations 25000).
 GPU_STEP2_ITERATIONS = 25000
-#: Below this many Step-2 iterations the plan warns that the model may be under-trained, and
-#: ``--strategy auto`` trains from scratch (:func:`choose_strategy`).
+#: Below this many Step-2 iterations the plan warns that the model may be under-trained (auto's
+#: choice of strategy has its own, measured threshold: :data:`LWI_MIN_STEP2_ITERATIONS`).
 MIN_STEP2_ITERATIONS = 2000
 #: From this many Step-2 iterations (next to Step 1) ``--strategy auto`` trains lwi, below it scratch.
 #: Measured with ``lwi experiment`` on the hippocampus development set (K = 5, 3 draws, SegResNet 8
