@@ -322,6 +322,7 @@ class Experiment:
                 "labels": evaluation["labels"],
                 "mean_dice": evaluation["mean_dice"],
                 "mean_hd95": evaluation["mean_hd95"],
+                "hd95_penalized": evaluation.get("hd95_penalized"),
                 "mean": evaluation["mean"],
                 "cases": evaluation["cases"],
                 "curve": training_curve(self.run_dir(spec) / "events.jsonl"),

@@ -104,9 +104,12 @@ def test_json_progress_and_report(experiment):
         a, b = by[f"k{k}-seed0-lwi"]["cases"], by[f"k{k}-seed0-scratch"]["cases"]
         expected = paired_comparison([case_mean(c["dice"]) for c in a], [case_mean(c["dice"]) for c in b])
         row = next(c for c in result["comparisons"] if c["k"] == k and c["metric"] == "Dice (mean of labels)")
-        assert row["n"] == 2 and row["mean_difference"] == pytest.approx(expected["mean_difference"], abs=1e-5)
+        pooled = row["pooled"]
+        assert pooled["n"] == 2 and pooled["mean_difference"] == pytest.approx(expected["mean_difference"], abs=1e-5)
+        assert row["n_draws"] == 1 and row["mean_difference"] == pytest.approx(expected["mean_difference"], abs=1e-5)
     md = (out / "report.md").read_text()
     assert "| lwi | 1 | 1 |" in md and "| scratch | 2 | 1 |" in md and "lwi vs scratch" in md
+    assert "by draw (main)" in md and "cannot show a difference" in md  # one draw
     assert "<table>" in (out / "report.html").read_text()
     for name in ("learning_curve.png", "scatter_lwi_vs_scratch.png", "training_curves.png"):
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
