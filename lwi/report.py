@@ -240,13 +240,21 @@ def power_lines(rows: Sequence[Mapping[str, Any]]) -> List[str]:
 def setup_lines(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> List[str]:
     n_runs = len(config["strategies"]) * len(config["k"]) * len(config["seeds"])
     test = config["test"] or f"{len(config['test_cases'])} cases held out of the data"
-    options = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(config["options"].items())) or "defaults"
+    def text(options: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(options.items())) or "defaults"
+
+    plans = config.get("plans") or {}
+    distinct = {json.dumps(v, sort_keys=True) for v in plans.values()}
+    if len(distinct) > 1:
+        option_lines = [f"Training options of {s} (its own plan): {text(o)}" for s, o in plans.items()]
+    else:
+        option_lines = [f"Training options (every run): {text(config['options'])}"]
     return [
         f"Data: {config['data']} (pool of {len(config['pool'])} training cases)",
         f"Test set: {test} ({len(config['test_cases'])} cases: {', '.join(config['test_cases'])})",
         f"Strategies: {', '.join(config['strategies'])}; K = {', '.join(map(str, config['k']))}; "
         f"seeds (draws) {', '.join(map(str, config['seeds']))}",
-        f"Training options (every run): {options}",
+        *option_lines,
         f"Runs finished: {len(results)} of {n_runs}",
     ]
 
