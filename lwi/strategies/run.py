@@ -202,6 +202,7 @@ class Run:
         require_labels: bool = True,
         stored_preprocessing: Optional[Mapping[str, Any]] = None,
         held_out: Optional[Sequence[str]] = None,
+        split: Optional[Callable[[Any], Tuple[List[Any], List[Any], str]]] = None,
     ):
         from lwi.data.dataset import Case, case_name, list_images, load_dataset
         from lwi.devices import resolve_device
@@ -212,7 +213,9 @@ class Run:
         self.unlabeled = [
             Case(name=case_name(p), image=Path(p), label=None) for folder in (unlabeled or []) for p in list_images(folder)
         ]
-        if held_out is not None:  # the split a Step-1 checkpoint recorded
+        if split is not None:  # the caller's rule (improving a model: lwi.improve)
+            self.train_cases, self.held_cases, self.split_message = split(self.dataset)
+        elif held_out is not None:  # the split a Step-1 checkpoint recorded
             self.train_cases, self.held_cases, self.split_message = split_by_names(self.dataset, held_out)
         else:
             self.train_cases, self.held_cases, self.split_message = split_cases(
@@ -311,8 +314,11 @@ class Run:
         return {"preprocessing": self.config.to_dict(), "data": {**self.describe_split(), "unlabeled": len(self.unlabeled)}}
 
     def describe_split(self) -> Dict[str, Any]:
+        """The split as provenance: counts, and the names of the cases trained on and held out (a model
+        improved with ``lwi train --from`` validates only on cases its parent never trained on)."""
         return {
             "cases": len(self.train_cases),
+            "training_cases": sorted(c.name for c in self.train_cases),
             "validation_cases": len(self.held_cases),
             "held_out": sorted(c.name for c in self.held_cases),
         }
