@@ -151,8 +151,8 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(data, tmp_p
         for key, value in model_tensors(want).items():
             assert torch.equal(got[key], value), (infix, key)
     if strategy == "medcontext":
-        # The teacher followed the student by the paper's EMA: m >= 0.996, so after 4 steps it moved
-        # from the shared initialisation by about 1% of the student's move, and not by nothing.
+        # The teacher followed the student by the run-scaled EMA (m starts at 0.9 on a 4-step run; the
+        # paper's 0.996 would leave it near its start): it moved clearly, and less than the student.
         state = model_tensors(checkpoint.load(derived_path(out, "last"))[0])
         settings = Settings(**{k: v for k, v in options.items() if k not in ("strategy", "device")})
         initial, _ = build_step2_model(settings, 1, 5)
@@ -163,7 +163,7 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(data, tmp_p
             if value.is_floating_point() and key != prior_bias:
                 student_move += float((state["student." + key] - value).norm() ** 2)
                 teacher_move += float((state["teacher." + key] - value).norm() ** 2)
-        assert 0 < teacher_move**0.5 < 0.05 * student_move**0.5
+        assert 0.03 * student_move**0.5 < teacher_move**0.5 < 0.5 * student_move**0.5
     # A resumed run keeps its strategy settings.
     with pytest.raises(LWIError, match="keeps its settings"):
         train(data, out, resume=True, strategy=strategy, device="cpu", consistency_weight=0.1)

@@ -175,9 +175,24 @@ def add_training(parser: argparse.ArgumentParser) -> None:
     )
     budget.add_argument("--iterations", type=options.POSITIVE, help="Step-2 iterations (instead of --epochs)")
     budget.add_argument("--pretrain-iterations", type=options.whole(0), help="Step-1 iterations (instead of --pretrain-epochs)")
+    from lwi.recipes import RECIPES
+
+    parser.add_argument(
+        "--recipe", choices=RECIPES, default=None,
+        help="default: this project's choices (lwi plan lists where they depart from the paper, and why); paper: "
+        "LWI as the paper trains UNETR on Synapse (96^3, 1.5 x 1.5 x 2 mm, AdamW 1e-4, 14,400 + 90,000 "
+        "iterations, none of the deviations); options you give still win (docs/reproduce-paper.md)",
+    )
     add_step1(parser)
     add_step2(parser)
     add_strategies(parser)
+    paper = parser.add_argument_group("deviations from the paper (--recipe paper switches them off)")
+    paper.add_argument("--order-head-norm", choices=CHOICES["order_head_norm"],
+                       help="layer-normalised slot features before the order heads (default: layer on UNETR, none on CNNs)")
+    paper.add_argument("--output-bias", choices=CHOICES["output_bias"],
+                       help="prior: the output layer starts at the log class priors (default); default: MONAI's initialisation")
+    paper.add_argument("--step1-flip-depth", action="store_true", default=None,
+                       help="flip crops along depth in Step 1 too, as the authors' code (default: in-plane only)")
 
 
 def _arch_params(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
@@ -204,6 +219,7 @@ SETTING_ARGS: List[str] = [
     "context_mask_shape", "context_tube_axis", "ema_mode", "ema_momentum", "mim_patch_size", "anatomask_mask_ratio",
     "guided_final_ratio", "anatomask_ema_decay", "teacher_error_target", "anatomask_transfer",
     "iterations", "pretrain_iterations", "pretrain_lr", "consistency_mode", "consistency_share", "anatomask_schedule",
+    "order_head_norm", "output_bias", "step1_flip_depth",
 ]
 
 
@@ -220,6 +236,10 @@ def settings_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     for key in ("spacing", "ema_momentum", "anatomask_ema_decay"):
         if key in values:
             values[key] = tuple(values[key])
+    if getattr(args, "recipe", None) is not None:
+        from lwi.recipes import apply_recipe
+
+        values = apply_recipe(args.recipe, values)
     return values
 
 

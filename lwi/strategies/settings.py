@@ -32,6 +32,7 @@ class Settings:
     arch_params: Dict[str, Any] = field(default_factory=dict)
     roi: Tuple[int, int, int] = (96, 96, 96)
     pretrain_epochs: int = 400
+    pretrain_iterations: Optional[int] = None  # Step 1's exact length; None: pretrain_epochs x iterations per epoch
     epochs: int = 2000
     batch_size: int = 2
     iterations_per_epoch: Optional[int] = None
@@ -68,6 +69,11 @@ class Settings:
     guided_final_ratio: float = 0.5
     anatomask_ema_decay: Tuple[float, float] = (0.999, 0.9999)
     anatomask_schedule: str = "run"
+    # Recipe (lwi/recipes.py) and the deviations from the paper it can switch off.
+    recipe: str = "default"
+    order_head_norm: Optional[str] = None  # None: the architecture's (layer for UNETR, none for CNNs)
+    output_bias: str = "prior"
+    step1_flip_depth: bool = False
     teacher_error_target: str = "normalized"
     anatomask_transfer: str = "encoder"
 
@@ -87,13 +93,16 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "consistency_mode": ("share", "code"),
     "ema_mode": ("run", "paper", "code"),
     "anatomask_schedule": ("run", "paper"),
+    "recipe": ("default", "paper"),
+    "order_head_norm": ("layer", "none"),
+    "output_bias": ("prior", "default"),
     "teacher_error_target": ("normalized", "raw"),
     "anatomask_transfer": ("encoder", "all"),
 }
 
 
 # Settings a resumed run may change (the others define the run and come from its checkpoint).
-RESUMABLE_CHANGES = ("pretrain_epochs", "epochs", "val_every", "checkpoint_every", "sw_batch_size", "amp")
+RESUMABLE_CHANGES = ("pretrain_epochs", "pretrain_iterations", "epochs", "val_every", "checkpoint_every", "sw_batch_size", "amp")
 
 
 def make_settings(
@@ -140,6 +149,7 @@ def _ranges() -> Dict[str, Any]:
 
     return {
         "pretrain_epochs": whole(0),  # 0 Step-1 epochs: scratch only
+        "pretrain_iterations": whole(0),
         "epochs": POSITIVE, "batch_size": POSITIVE, "iterations_per_epoch": POSITIVE,
         "lr": POSITIVE_NUMBER, "pretrain_lr": POSITIVE_NUMBER, "consistency_share": number(0.0), "weight_decay": number(0.0), "warmup_epochs": whole(0), "mask_ratio": FRACTION,
         "cube_size": POSITIVE, "w_rec": number(0.0), "w_order": number(0.0), "val_every": POSITIVE,
@@ -166,7 +176,7 @@ def _check_settings(s: Settings) -> None:
     if s.spacing is not None and (len(s.spacing) != 3 or min(float(v) for v in s.spacing) <= 0):
         raise LWIError(f"The spacing must be three positive numbers in mm, got {list(s.spacing)}.")
     for name, allowed in CHOICES.items():
-        if getattr(s, name) not in allowed:
+        if getattr(s, name) is not None and getattr(s, name) not in allowed:
             raise LWIError(f"Unknown {name.replace('_', ' ')} {getattr(s, name)!r}; use {' or '.join(allowed)}.")
     for name in ("ema_momentum", "anatomask_ema_decay"):
         values = tuple(getattr(s, name))
@@ -226,8 +236,19 @@ def epoch_iterations(settings: Settings, n_images: int) -> int:
 
 
 def step1_iterations(settings: Settings, n_images: int) -> int:
-    """Total iterations of Step 1."""
+    """Total iterations of Step 1: ``pretrain_iterations`` exactly when set (not rounded to epochs),
+    else ``pretrain_epochs`` epochs."""
+    if settings.pretrain_iterations is not None:
+        return int(settings.pretrain_iterations)
     return settings.pretrain_epochs * epoch_iterations(settings, n_images)
+
+
+def step1_epochs(settings: Settings, n_images: int) -> int:
+    """Step 1's epochs: enough epochs of its iterations per epoch to hold :func:`step1_iterations` (the
+    trainer stops at exactly that many; the last epoch may be partial)."""
+    if settings.pretrain_iterations is not None:
+        return max(1, math.ceil(int(settings.pretrain_iterations) / epoch_iterations(settings, n_images)))
+    return settings.pretrain_epochs
 
 
 def step2_iterations(settings: Settings, n_cases: int, epochs: Optional[int] = None) -> Tuple[int, int]:
