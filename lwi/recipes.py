@@ -4,7 +4,7 @@
   chooses the network, ROI, spacing and budget, and :data:`DEVIATIONS` lists where the training itself
   departs from the paper, each with its reason.
 * ``paper``: LWI as the paper trains it on Synapse/BTCV with UNETR (Kunhimon et al.; the authors'
-  UNETR code, /docs/reproduce-paper.md): UNETR-B at 96^3 and 1.5 x 1.5 x 2.0 mm, AdamW lr 1e-4 and
+  UNETR code; docs/reproduce-paper.md): UNETR-B at 96^3 and 1.5 x 1.5 x 2.0 mm, AdamW lr 1e-4 and
   weight decay 1e-5, batch 2, Step 1 800 and Step 2 5000 epochs of the 18 training cases (14,400 +
   90,000 iterations), cubes of 16^3 with mask ratio 0.4, and none of the deviations: plain order
   heads, MONAI's default output layer, depth flips in Step 1 as the authors' code, the whole data
