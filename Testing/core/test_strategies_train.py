@@ -75,7 +75,9 @@ def test_cli_train_info_and_segment(data, tmp_path, strategy, net, expected_iter
     assert result["wall_seconds"] > 0
     progress = [e for e in events if e["event"] == "progress" and e["stage"] != "preprocess"]
     assert {e["stage"] for e in progress} == set(expected_iterations)
-    terms = {"supervised", "masked", "consistency"} if strategy == "medcontext" else {"guided"}
+    # The mechanisms' own figures come through the JSON progress: MedContext's realised gradient share
+    # of the consistency term, AnatoMask's teacher loss.
+    terms = {"supervised", "masked", "consistency", "consistency_share"} if strategy == "medcontext" else {"guided", "teacher"}
     assert all(terms <= set(e) for e in progress if "loss" in e and e["stage"] != "finetune")
     written = sorted(p.name for p in out.parent.iterdir())
     extra = [f"{strategy}.anatomask.lwi.safetensors"] if strategy == "anatomask" else []
@@ -84,7 +86,7 @@ def test_cli_train_info_and_segment(data, tmp_path, strategy, net, expected_iter
     # `lwi info` (test_train_cli runs the command; here what it prints, in process: each subprocess
     # costs a torch import) names the strategy and its settings, for the model and the files beside it.
     info = describe(read_lwi_metadata(out))
-    assert f"strategy {strategy}" in info and "strategy_settings" in info
+    assert f"strategy {strategy}" in info and "strategy_settings" in info and "recipe:" in info and "default" in info
     assert ("ema_mode=run" if strategy == "medcontext" else "transfer=encoder") in info
     for name in written:
         assert describe(read_lwi_metadata(out.parent / name))
