@@ -122,13 +122,16 @@ class LWISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.trainingFolder = pathlib.Path(files.default_training_folder())
             # Widgets are bound through their SlicerParameterName property in the .ui file.
             self._parameterNodeGuiTag = connectParameterNodeToGui(self._parameterNode, self.ui)
-            if isUnsetPath(self._parameterNode.modelPath):  # Path()'s "." would show in the field
-                self.ui.modelPathLineEdit.currentPath = ""
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
+        from LWICommon.gui import isUnsetPath
+
         p = self._parameterNode
+        if p and isUnsetPath(p.modelPath) and self.ui.modelPathLineEdit.currentPath:
+            # The connector writes Path()'s "." on every update (after it: this observer came later).
+            self.ui.modelPathLineEdit.currentPath = ""
         hasModel = bool(p and os.path.isfile(str(p.modelPath)))
         if p and str(p.modelPath) != self._shownModelPath and not self._updatingModels:
             self.refreshModels()  # e.g. LWI Training just selected the model it trained

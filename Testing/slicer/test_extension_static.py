@@ -383,3 +383,14 @@ def test_every_child_process_of_the_gui_hides_its_console_window():
                     f"{path.name}:{call.lineno}"
                 )
     assert found >= 5
+
+
+def test_training_images_offered_are_never_label_maps():
+    """G6: qMRMLNodeComboBox lists subclasses unless told not to; a label map volume is a
+    vtkMRMLScalarVolumeNode."""
+    for module in MODULES:
+        for widget in _ui_widgets(module).values():
+            types = [s.text for s in widget.findall("property[@name='nodeTypes']/stringlist/string")]
+            if widget.get("class") == "qMRMLNodeComboBox" and types == ["vtkMRMLScalarVolumeNode"]:
+                child = widget.find("property[@name='showChildNodeTypes']/bool")
+                assert child is not None and child.text == "false", widget.get("name")

@@ -772,3 +772,42 @@ def test_default_input_is_never_a_label_map(slicer_env):
     assert logic.shownVolume() is ct
     slicer_env.scene.nodes.remove(ct)
     assert logic.shownVolume() is None
+
+
+# -- G3-G6, G8 of the 2026-12-06 review: what the panels add to the logic ---------------------------
+
+
+def test_roi_auto_reads_auto_and_an_unset_model_path_shows_empty(slicer_env):
+    """G4: the ROI box's first choice (0) reads "auto (plan)", also after leaving and entering the
+    panel (the connector refills the box); G5: an unset model path shows empty, not "."."""
+    widget = _training_panel(slicer_env)
+    box = widget.ui.roiSizeComboBox
+    assert box.items[0] == "auto (plan)" and box.items[1:] == ["32", "64", "96", "128", "160"]
+    widget.exit()
+    widget.enter()
+    assert box.items[0] == "auto (plan)" and widget._parameterNode.roiSize == 0
+
+    segmentation = slicer_env.seg.LWISegmentationWidget()
+    segmentation.setup()
+    assert segmentation.ui.modelPathLineEdit.currentPath == ""
+
+
+def test_train_asks_before_replacing_and_clear_stops_a_running_plan(slicer_env, tmp_path):
+    """G3: Train over an existing model asks first, and Cancel trains nothing; G8: Clear stops a
+    plan reading the cases instead of pulling its files away."""
+    widget = _training_panel(slicer_env)
+    logic = widget.logic
+    logic.setupDependencies = lambda askConfirmation=True: True
+    logic.trainConflict = lambda name, folder=None: f"a model '{name}' exists"
+    calls = []
+    logic.train = lambda *args, **kwargs: calls.append(kwargs["replace"]) or None
+    slicer_env.answers[:] = [False]
+    widget.onTrainButton()
+    assert calls == [] and "a model 'model' exists" in slicer_env.confirmations[0]
+
+    from LWICommon.process import ProcessRunner
+
+    runner = ProcessRunner(_script(tmp_path, "sleep.py", "import time\ntime.sleep(60)\n"))
+    widget.planTask.start(runner)
+    widget.onClearCases()
+    assert runner.cancelled and not widget.planTask.running and not _alive(runner.proc.pid)
