@@ -67,11 +67,11 @@ def run(args: argparse.Namespace) -> int:
     def plan(pool):
         """Every option not given comes from lwi train's plan, made once on the training pool, so all
         runs share the network, ROI and iterations (a --time budget applies to each run)."""
-        from lwi.plan import parse_duration, plan_options, report_plan
+        from lwi.plan import plan_options, report_plan
 
         planned, chosen = plan_options(
             pool, options, strategy=args.strategies[0], device=args.device,
-            time_budget=parse_duration(args.time) if args.time else None,
+            time_budget=args.time,
         )
         report_plan(progress, chosen)
         return planned, chosen.to_dict()

@@ -21,14 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from lwi.plan import parse_duration, plan_options, report_plan
+    from lwi.plan import plan_options, report_plan
     from lwi.progress import Progress
 
     started = time.monotonic()
     progress = Progress(args.progress)
     options, plan = plan_options(
         args.data, common.settings_from_args(args), strategy=args.strategy, device=args.device,
-        time_budget=parse_duration(args.time) if args.time else None, probe=args.probe,
+        time_budget=args.time, probe=args.probe,
         started=started, unlabeled=bool(args.unlabeled),
     )
     report_plan(progress, plan)

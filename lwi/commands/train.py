@@ -43,11 +43,11 @@ def run(args: argparse.Namespace) -> int:
                 **{k: v for k, v in settings.items() if k not in ("iterations", "pretrain_iterations")},
             }
         from lwi import distributed
-        from lwi.plan import parse_duration, plan_options, report_plan
+        from lwi.plan import plan_options, report_plan
 
         options, chosen = plan_options(
             args.data, settings, strategy=args.strategy, device=device,
-            time_budget=parse_duration(args.time) if args.time else None, started=started,
+            time_budget=args.time, started=started,
             unlabeled=bool(args.unlabeled),
         )
         report_plan(progress, chosen)
