@@ -113,6 +113,12 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         "short Step-2 budgets and lwi otherwise (lwi.plan.choose_strategy; docs/results.md); a given Step-1 "
         "budget or --unlabeled means lwi. The plan prints its choice; see docs/strategies.md",
     )
+    parser.add_argument(
+        "--from", dest="from_model", metavar="MODEL", default=None,
+        help="improve this finished model instead of starting over: its network, labels and preprocessing, all "
+        "its weights, trained on the current cases (old and new) for a shorter budget the plan chooses; "
+        "validation only on cases it never trained on (docs/correction-loop.md)",
+    )
     add_training(parser)
 
 
@@ -225,7 +231,9 @@ def training_outputs(args: argparse.Namespace) -> List[Any]:
     out = Path(args.out)
     if args.command == "pretrain":
         return [Output(out, "--out", resumable=True)]
-    if args.command == "train":
+    if args.command == "train" and getattr(args, "from_model", None):
+        paths = [out, derived_path(out, "last")]  # improving a model: Step 2 alone (lwi.improve)
+    elif args.command == "train":
         from lwi.strategies import strategy_outputs
 
         paths = strategy_outputs(args.strategy, out)

@@ -109,9 +109,15 @@ def check_settings(s: Any) -> None:
         raise LWIError(str(exc)) from None
 
 
-def warmup_iterations(settings: Settings, epochs: int, iterations_per_epoch: int) -> int:
-    warmup = settings.warmup_epochs if settings.warmup_epochs is not None else max(1, round(0.05 * epochs))
-    return int(warmup) * iterations_per_epoch
+WARMUP_SHARE = 0.05  # of a stage's iterations (the authors' UNETR code: 50 of 800-5000 epochs, 1-6 %)
+
+
+def warmup_iterations(settings: Settings, total_iterations: int, iterations_per_epoch: int) -> int:
+    """The stage's linear warmup: ``warmup_epochs`` whole epochs when given, else :data:`WARMUP_SHARE` of
+    its iterations (at least 1), so a stage of a few long epochs does not warm up for a third of it."""
+    if settings.warmup_epochs is not None:
+        return int(settings.warmup_epochs) * iterations_per_epoch
+    return max(1, round(WARMUP_SHARE * int(total_iterations)))
 
 
 def every(value: Optional[int], epochs: int, times: int = 20) -> int:
@@ -119,15 +125,23 @@ def every(value: Optional[int], epochs: int, times: int = 20) -> int:
     return int(value) if value else max(1, epochs // times)
 
 
-def trainer_schedule(settings: Settings, epochs: int, iterations_per_epoch: int) -> Dict[str, Any]:
+def trainer_schedule(
+    settings: Settings, epochs: int, iterations_per_epoch: int, *, pretraining: bool = False,
+    max_iterations: Optional[int] = None,
+) -> Dict[str, Any]:
     """The :class:`lwi.engine.Trainer` keyword arguments that both steps take from ``settings``: length,
-    optimiser, warmup, precision, seed and checkpoint interval."""
+    optimiser (``pretraining``: Step 1's ``pretrain_lr`` when given), warmup, precision, seed and
+    checkpoint interval."""
+    total = epochs * iterations_per_epoch
+    if max_iterations:
+        total = min(total, int(max_iterations))
+    lr = settings.pretrain_lr if pretraining and settings.pretrain_lr is not None else settings.lr
     return {
         "epochs": epochs,
         "iterations_per_epoch": iterations_per_epoch,
-        "lr": settings.lr,
+        "lr": lr,
         "weight_decay": settings.weight_decay,
-        "warmup_iterations": warmup_iterations(settings, epochs, iterations_per_epoch),
+        "warmup_iterations": warmup_iterations(settings, total, iterations_per_epoch),
         "amp": settings.amp,
         "seed": settings.seed,
         "checkpoint_every": every(settings.checkpoint_every, epochs, times=10),
@@ -200,7 +214,10 @@ def make_trainer(
         step,
         sample,
         stage=stage,
-        **trainer_schedule(settings, epochs, iterations_per_epoch),
+        **trainer_schedule(
+            settings, epochs, iterations_per_epoch, pretraining=stage == "pretrain",
+            max_iterations=extra.get("max_iterations"),
+        ),
         device=device,
         checkpoint_path=checkpoint_path,
         metadata={
