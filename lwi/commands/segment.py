@@ -23,7 +23,7 @@ EPILOG = options.INPUT_RULES
 
 
 def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:
-    """--device, the Segmenter options (--roi, --overlap, --sw-batch, --spacing-scale, --no-amp) and
+    """--device, the Segmenter options (--roi, --overlap, --sw-batch-size, --spacing-scale, --no-amp) and
     --largest-component, as segment and evaluate read them (:mod:`lwi.segment_options`)."""
     add_device(parser)
     segment_options.add_arguments(parser, segment_options.SEGMENTER_KEYS + ("largest_component",))
