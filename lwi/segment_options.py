@@ -66,6 +66,15 @@ def number(
     return parse
 
 
+def path_text(text: Any) -> str:
+    """An argparse type: a file or folder path (non-empty text; a JSON number or list is refused)."""
+    if not isinstance(text, str) or not text.strip():
+        raise argparse.ArgumentTypeError(f"must be a file path, not {text!r}.")
+    return text
+
+
+path_text.__name__ = "path"
+
 #: The types of the options several commands share.
 POSITIVE = whole(1)
 FRACTION = number(0.0, 1.0, below=True)  # [0, 1): mask ratio, overlap, validation share
@@ -107,6 +116,12 @@ SEGMENT_OPTIONS: Tuple[SegmentOption, ...] = (
         "keep only the largest connected piece of each label",
     ),
     SegmentOption("compress", "--no-compress", SWITCH_OFF, bool, True, False, "write uncompressed files"),
+    SegmentOption(
+        "uncertainty_path", "--uncertainty", VALUE, path_text, None, False,
+        "also write the per-voxel uncertainty map (softmax entropy / log of the number of classes: 0 certain, "
+        "1 every class equally likely; float32 on the input grid) to FILE, a folder when --input is a folder; "
+        "the case's score (mean uncertainty inside the predicted structures) is reported with the result",
+    ),
 )
 OPTIONS: Dict[str, SegmentOption] = {o.key: o for o in SEGMENT_OPTIONS}
 #: Keys of the ``Segmenter`` arguments and of the writing options (``segment_file``).
@@ -124,7 +139,10 @@ def add_arguments(parser: argparse.ArgumentParser, keys: Optional[Tuple[str, ...
                 default=option.default, help=option.help,
             )
         elif option.kind == VALUE:
-            parser.add_argument(option.flag, dest=key, type=option.type, default=option.default, help=option.help)
+            metavar = "FILE" if option.type is path_text else None
+            parser.add_argument(
+                option.flag, dest=key, type=option.type, default=option.default, help=option.help, metavar=metavar
+            )
         else:
             action = "store_true" if option.kind == SWITCH_ON else "store_false"
             parser.add_argument(option.flag, dest=key, action=action, help=option.help)
