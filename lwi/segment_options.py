@@ -103,6 +103,16 @@ def format_duration(seconds: Optional[float], precise: bool = False) -> str:
     return f"{seconds // 3600} h {round((seconds % 3600) / 60)} min"
 
 
+def path_text(text: Any) -> str:
+    """An argparse type: a file or folder path (non-empty text; a JSON number or list is refused)."""
+    if not isinstance(text, str) or not text.strip():
+        raise argparse.ArgumentTypeError(f"must be a file path, not {text!r}.")
+    return text
+
+
+path_text.__name__ = "path"
+
+
 #: The types of the options several commands share.
 POSITIVE = whole(1)
 FRACTION = number(0.0, 1.0, below=True)  # [0, 1): mask ratio, overlap, validation share
@@ -149,6 +159,12 @@ SEGMENT_OPTIONS: Tuple[SegmentOption, ...] = (
         "keep only the largest connected piece of each label",
     ),
     SegmentOption("compress", "--no-compress", SWITCH_OFF, bool, True, False, "write uncompressed files"),
+    SegmentOption(
+        "uncertainty_path", "--uncertainty", VALUE, path_text, None, False,
+        "also write the per-voxel uncertainty map (softmax entropy / log of the number of classes: 0 certain, "
+        "1 every class equally likely; float32 on the input grid) to FILE, a folder when --input is a folder; "
+        "the case's score (mean uncertainty inside the predicted structures) is reported with the result",
+    ),
 )
 OPTIONS: Dict[str, SegmentOption] = {o.key: o for o in SEGMENT_OPTIONS}
 #: Keys of the ``Segmenter`` arguments and of the writing options (``segment_file``).
@@ -166,8 +182,10 @@ def add_arguments(parser: argparse.ArgumentParser, keys: Optional[Tuple[str, ...
                 default=option.default, help=option.help,
             )
         elif option.kind == VALUE:
+            metavar = "FILE" if option.type is path_text else None
             parser.add_argument(
-                option.flag, *option.aliases, dest=key, type=option.type, default=option.default, help=option.help
+                option.flag, *option.aliases, dest=key, type=option.type, default=option.default,
+                help=option.help, metavar=metavar,
             )
         else:
             action = "store_true" if option.kind == SWITCH_ON else "store_false"
