@@ -216,6 +216,9 @@ def run_command(
                 **settings,
             )
         completed = True
+    except BaseException as exc:
+        distributed.note_failure(exc)  # before leaving the group: the first rank to fail reports
+        raise
     finally:
         distributed.shutdown(completed)
     return finish(progress, result, done(result))
