@@ -269,3 +269,55 @@ def test_clear_refuses_while_a_plan_reads_the_cases(slicer_modules):
         runner.cancel()
     logic.clearCases()
     assert not staging.exists()
+
+
+# -- the module files' own lines and the rest of the console API -----------------------------------
+
+
+@pytest.mark.parametrize("name", ["LWISegmentation", "LWITraining"])
+def test_module_description_and_the_self_test_found_only_when_asked(slicer_modules, name):
+    module = sys.modules[name]
+    parent = type("Parent", (), {})()
+    getattr(module, name)(parent)
+    assert parent.title.startswith("LWI ") and parent.categories == ["Segmentation"]
+    assert parent.dependencies == (["LWISegmentation"] if name == "LWITraining" else [])
+    assert module.README_URL in parent.helpText and "Kunhimon" in parent.acknowledgementText
+    testClass = getattr(module, name + "Test")  # what Reload and Test's runTest asks for
+    assert Path(sys.modules[testClass.__module__].__file__) == ROOT / name / "Testing" / "Python" / f"{name}Test.py"
+    with pytest.raises(AttributeError):
+        module.NoSuchThing  # noqa: B018 (any other lookup fails as on any module)
+    sys.modules.pop(name + "Test", None)
+
+
+def test_add_scene_cases_takes_each_segmentation_with_the_volume_it_was_drawn_on(slicer_modules):
+    logic = slicer.util.getModuleLogic("LWITraining")
+    first, second = _volume("CT1", 1), _volume("CT2", 2)
+    _segmentation(first), _segmentation(second, ("spleen",))
+    slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "drawn on nothing")
+    sources = logic.collectCasesFromNodes()  # Add scene cases
+    assert [(s.name, s.node, list(s.segments.values())) for s in sources[:2]] == [
+        ("CT1", first, ["liver"]), ("CT2", second, ["spleen"])
+    ]
+    assert sources[2].name == "drawn on nothing" and sources[2].image is None and sources[2].problems
+    assert all(os.path.isfile(s.image) for s in sources[:2])
+
+
+def test_resume_continues_an_interrupted_run_with_its_own_settings(slicer_modules):
+    logic = slicer.util.getModuleLogic("LWITraining")
+    with pytest.raises(ValueError, match="no interrupted training of 'liver'"):
+        logic.resume("liver", start=False)
+    _finished_run(logic, "liver")
+    runner = logic.resume("liver", epochs=7, start=False)
+    assert not runner.running and "--resume" in logic.lastCommand and "--epochs 7" in logic.lastCommand
+    assert "--overwrite" not in logic.lastCommand
+
+
+def test_segment_with_the_model_trained_last(slicer_modules, make_bundle, tmp_path):
+    logic = slicer.util.getModuleLogic("LWITraining")
+    volume = _volume("CT")
+    with pytest.raises(ValueError, match="No model has been trained yet"):
+        logic.startSegmentWithModel(volume)
+    logic.lastModelPath = str(make_bundle(tmp_path / "liver.lwi.safetensors"))
+    job = logic.startSegmentWithModel(volume, device="cpu")
+    assert not job.running and logic.lastCommand == slicer.util.getModuleLogic("LWISegmentation").lastCommand
+    assert "liver.lwi.safetensors" in logic.lastCommand and "--device cpu" in logic.lastCommand
