@@ -33,7 +33,7 @@ PAPER: Dict[str, Any] = {
     "val_fraction": 0.0,
     "order_head_norm": "none",
     "output_bias": "default",
-    "step1_flip_depth": True,
+    "step1_flips": "all",
 }
 
 #: Where the default recipe departs from the paper: (setting, default, paper, why).
@@ -44,7 +44,7 @@ DEVIATIONS: List[Tuple[str, str, str, str]] = [
     ("output_bias", "prior", "default",
      "the output layer starts at the log class priors (RetinaNet), which removed a collapse of a small "
      "label on few cases (benchmarks/label_collapse.py); applied to every strategy, so comparisons stay fair"),
-    ("step1_flip_depth", "false", "true (the authors' code flips z with p 0.2)",
+    ("step1_flips", "in-plane", "all (the authors' code flips z with p 0.2)",
      "a depth flip reverses the block order Step 1 predicts, so the code trains on contradictory targets"),
     ("lr / network / ROI / spacing / budget", "the plan's (SegResNet on a CPU, iterations by time)",
      "UNETR, 96^3, 1.5 x 1.5 x 2.0 mm, 14,400 + 90,000 iterations",

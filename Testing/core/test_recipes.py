@@ -31,7 +31,7 @@ def test_paper_recipe_sets_the_papers_training_and_given_options_win():
     assert options["spacing"] == (1.5, 1.5, 2.0) and options["weight_decay"] == 1e-5
     assert options["lr"] == 2e-4  # given
     assert options["arch_params"]["feature_size"] == 32 and options["arch_params"]["hidden_size"] == 768
-    assert (options["order_head_norm"], options["output_bias"], options["step1_flip_depth"]) == ("none", "default", True)
+    assert (options["order_head_norm"], options["output_bias"], options["step1_flips"]) == ("none", "default", "all")
     assert "recipe" not in _args()  # no --recipe: nothing set here, the Settings default (default) applies
 
 
@@ -42,7 +42,7 @@ def test_paper_recipe_switches_the_deviations_off():
     s = make_settings({k: v for k, v in PAPER.items() if k not in ("iterations", "pretrain_iterations")}
                       | {"pretrain_iterations": PAPER["pretrain_iterations"], "iterations_per_epoch": 4500, "epochs": 20})
     assert step1_iterations(s, 18) == 14_400 and step2_iterations(s, 18)[1] == 90_000
-    assert {d[0] for d in DEVIATIONS} >= {"order_head_norm", "output_bias", "step1_flip_depth"}
+    assert {d[0] for d in DEVIATIONS} >= {"order_head_norm", "output_bias", "step1_flips"}
 
 
 @pytest.mark.parametrize("recipe, expected", [

@@ -23,7 +23,7 @@ EPILOG = options.INPUT_RULES
 
 
 def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:
-    """--device, the Segmenter options (--roi, --overlap, --sw-batch, --spacing-scale, --no-amp) and
+    """--device, the Segmenter options (--roi, --overlap, --sw-batch-size, --spacing-scale, --no-amp) and
     --largest-component, as segment and evaluate read them (:mod:`lwi.segment_options`)."""
     add_device(parser)
     segment_options.add_arguments(parser, segment_options.SEGMENTER_KEYS + ("largest_component",))
@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="also write the labels as a Slicer colour table (.ctbl), for outputs without names (NIfTI)",
     )
-    segment_options.add_arguments(parser, ("compress",))
+    segment_options.add_arguments(parser, ("compress", "uncertainty_path"))
     add_overwrite(parser)
     add_progress(parser)
 
@@ -84,8 +84,8 @@ def _split_suffix(name: str) -> Tuple[str, str]:
     return name, ""
 
 
-def _batch_jobs(args: argparse.Namespace) -> List[Tuple[Path, Path, Optional[Path]]]:
-    """(input, output, probabilities) for each image of a folder input."""
+def _batch_jobs(args: argparse.Namespace) -> List[Tuple[Path, Path, Optional[Path], Optional[Path]]]:
+    """(input, output, probabilities, uncertainty) for each image of a folder input."""
     from lwi.data.dataset import list_images
     from lwi.errors import LWIError
 
@@ -95,11 +95,14 @@ def _batch_jobs(args: argparse.Namespace) -> List[Tuple[Path, Path, Optional[Pat
     prob_dir = Path(args.probabilities) if args.probabilities else None
     if prob_dir is not None and prob_dir.exists() and not prob_dir.is_dir():
         raise LWIError(f"--input is a folder of images, so --probabilities must be a folder, but {prob_dir} is a file.")
+    unc_dir = Path(args.uncertainty_path) if args.uncertainty_path else None
+    if unc_dir is not None and unc_dir.exists() and not unc_dir.is_dir():
+        raise LWIError(f"--input is a folder of images, so --uncertainty must be a folder, but {unc_dir} is a file.")
     jobs = []
     for image in list_images(args.input):
         stem, suffix = _split_suffix(image.name) if image.is_file() else (image.name, ".nrrd")
         name = stem + (args.output_suffix or suffix or ".nrrd")
-        jobs.append((image, out_dir / name, prob_dir / name if prob_dir else None))
+        jobs.append((image, out_dir / name, prob_dir / name if prob_dir else None, unc_dir / name if unc_dir else None))
     return jobs
 
 
@@ -122,17 +125,20 @@ def planned_outputs(args: argparse.Namespace, jobs, channels: int) -> List[Any]:
     from lwi.outputs import Output
 
     outputs = []
-    for image, output, probs in jobs:
+    for image, output, probs, uncertainty in jobs:
         voxels = estimate_voxels(image)
         outputs.append(Output(output, "--output", estimate=2 * voxels))  # at most 16-bit labels, uncompressed
         if probs is not None:
             outputs.append(Output(probs, "--probabilities", estimate=4 * channels * voxels))
+        if uncertainty is not None:
+            outputs.append(Output(uncertainty, "--uncertainty", estimate=4 * voxels))
     if args.color_table:
         outputs.append(Output(Path(args.color_table), "--color-table"))
     return outputs
 
 
 def run(args: argparse.Namespace) -> int:
+    from lwi import distributed
     from lwi.bundle import read_bundle_metadata
     from lwi.data.dataset import is_dicom_folder
     from lwi.errors import LWIError
@@ -140,6 +146,15 @@ def run(args: argparse.Namespace) -> int:
     from lwi.progress import Progress
 
     progress = Progress(args.progress)
+    launched = distributed.launched_rank()
+    if launched is not None:  # under torchrun: one process is enough, and N would write the same files
+        if launched != 0:
+            return 0
+        progress.log(
+            f"lwi segment runs in one process: under torchrun rank 0 segments and the other "
+            f"{distributed.env_world_size() - 1} process(es) end at once (for a folder on several GPUs, "
+            "start it without torchrun and give --devices)."
+        )
     source = Path(args.input)
     if not source.exists():
         raise LWIError(f"The input {source} does not exist.")
@@ -149,10 +164,11 @@ def run(args: argparse.Namespace) -> int:
         jobs = _batch_jobs(args)
     else:
         probs = Path(args.probabilities) if args.probabilities else None
-        jobs = [(source, Path(args.output), probs)]
-    for image, output, probs in jobs:
-        if output.resolve() == image.resolve() or (probs is not None and probs.resolve() == image.resolve()):
-            raise LWIError(f"The output {output} would overwrite the input image.")
+        jobs = [(source, Path(args.output), probs, Path(args.uncertainty_path) if args.uncertainty_path else None)]
+    for image, *outputs in jobs:
+        clash = next((p for p in outputs if p is not None and p.resolve() == image.resolve()), None)
+        if clash is not None:
+            raise LWIError(f"The output {clash} would overwrite the input image.")
     channels = int(metadata["architecture"]["out_channels"])
     # Every output checked (writable, not a folder, not replaced without --overwrite, space) before any
     # work; an error or Ctrl-C removes what this run wrote. In a folder, images that fail are reported
@@ -169,7 +185,7 @@ def _run_one(args: argparse.Namespace, job, progress) -> None:
     from lwi.inference import segment_file
     from lwi.labelmap import is_nrrd, write_color_table
 
-    image, output, probs = job
+    image, output, probs, uncertainty = job
     if args.devices:  # one image: the first of the devices
         from lwi.folder import resolve_devices
 
@@ -185,10 +201,13 @@ def _run_one(args: argparse.Namespace, job, progress) -> None:
         largest_component=args.largest_component,
         probabilities_path=probs,
         compress=args.compress,
+        uncertainty_path=uncertainty,
     )
     names = "" if is_nrrd(output) else " (values only; use .seg.nrrd for named segments)"
-    progress.log(f"{image.name} -> {output}{names} on {result.device} in {time.monotonic() - start:.1f} s")
-    progress.result(outputs=[str(output)], device=result.device, seconds=time.monotonic() - start)
+    score = "" if result.uncertainty_score is None else f", uncertainty {result.uncertainty_score:.4f} ({uncertainty})"
+    progress.log(f"{image.name} -> {output}{names} on {result.device} in {time.monotonic() - start:.1f} s{score}")
+    extra = {} if uncertainty is None else {"uncertainty": {str(output): result.uncertainty_score}}
+    progress.result(outputs=[str(output)], device=result.device, seconds=time.monotonic() - start, **extra)
 
 
 def _run_folder(args: argparse.Namespace, jobs, progress) -> Optional[str]:
@@ -211,8 +230,9 @@ def _run_folder(args: argparse.Namespace, jobs, progress) -> Optional[str]:
             progress.log(f"[{n}/{len(jobs)}] {job.image.name} failed: {outcome.error}")
         else:
             names = "" if is_nrrd(job.output) else " (values only; use .seg.nrrd for named segments)"
+            score = "" if outcome.uncertainty is None else f", uncertainty {outcome.uncertainty:.4f}"
             progress.log(f"[{n}/{len(jobs)}] {job.image.name} -> {job.output}{names} on {outcome.device} "
-                         f"in {outcome.seconds:.1f} s")
+                         f"in {outcome.seconds:.1f} s{score}")
 
     outcomes = segment_folder(
         [Job(*job) for job in jobs],
@@ -231,5 +251,14 @@ def _run_folder(args: argparse.Namespace, jobs, progress) -> Optional[str]:
             f"{len(written)} label maps were written."
         )
     used = sorted({o.device for o in outcomes})
-    progress.result(outputs=written, device=used[0] if len(used) == 1 else used, seconds=time.monotonic() - start)
+    extra = {}
+    if args.uncertainty_path:  # least certain first: the order in which to correct them
+        ranked = sorted(outcomes, key=lambda o: -(o.uncertainty if o.uncertainty is not None else 1.0))
+        extra["uncertainty"] = {str(jobs[o.index][1]): o.uncertainty for o in ranked}
+        progress.log("Least certain first: " + ", ".join(
+            f"{jobs[o.index][0].name} {o.uncertainty:.4f}" for o in ranked if o.uncertainty is not None
+        ))
+    progress.result(
+        outputs=written, device=used[0] if len(used) == 1 else used, seconds=time.monotonic() - start, **extra
+    )
     return None

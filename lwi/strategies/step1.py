@@ -45,7 +45,7 @@ def run_step1(
     model = Step1Model.build(
         settings.arch, int(image.shape[0]), settings.roi, normalise=normalise, **settings.arch_params
     ).to(device)
-    flip_axes = (0, 1, 2) if settings.step1_flip_depth else STEP1_FLIP_AXES
+    flip_axes = (0, 1, 2) if settings.step1_flips == "all" else STEP1_FLIP_AXES
     transform = TransformationModule(
         model.num_subvolumes, mask_ratio=settings.mask_ratio, cube_size=settings.cube_size
     )
