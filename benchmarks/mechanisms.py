@@ -156,24 +156,27 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--eval-batches", type=int, default=20)
     p.add_argument("--part", choices=["anatomask", "medcontext", "both"], default="both")
+    p.add_argument("--variants", nargs="+", default=None,
+                   help="only these schedules (anatomask: run paper) or modes (medcontext: share code)")
+    p.add_argument("--name", default=None, help="the results file's name (default: mechanisms[-PART])")
     args = p.parse_args()
     torch.set_num_threads(1)
     figures: Dict[str, Any] = {"data": record.display_path(args.data), "settings": {**BASE, "roi": list(BASE["roi"])}}
     if args.part in ("anatomask", "both"):
         rows = []
         for seed in args.seeds:
-            for schedule in ("run", "paper"):
+            for schedule in args.variants or ("run", "paper"):
                 rows.append(anatomask_run(args.data, schedule, seed, args.iterations, args.eval_batches))
                 print(json.dumps(rows[-1]), flush=True)
         figures["anatomask"] = rows
     if args.part in ("medcontext", "both"):
         rows = []
         for seed in args.seeds:
-            for mode in ("share", "code"):
+            for mode in args.variants or ("share", "code"):
                 rows.append(medcontext_run(args.data, mode, seed, args.iterations))
                 print(json.dumps(rows[-1]), flush=True)
         figures["medcontext"] = rows
-    record.write("mechanisms" if args.part == "both" else f"mechanisms-{args.part}", "cpu", figures)
+    record.write(args.name or ("mechanisms" if args.part == "both" else f"mechanisms-{args.part}"), "cpu", figures)
     return 0
 
 
