@@ -23,7 +23,7 @@ EPILOG = options.INPUT_RULES
 
 
 def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:
-    """--device, the Segmenter options (--roi, --overlap, --sw-batch, --spacing-scale, --no-amp) and
+    """--device, the Segmenter options (--roi, --overlap, --sw-batch-size, --spacing-scale, --no-amp) and
     --largest-component, as segment and evaluate read them (:mod:`lwi.segment_options`)."""
     add_device(parser)
     segment_options.add_arguments(parser, segment_options.SEGMENTER_KEYS + ("largest_component",))
@@ -138,6 +138,7 @@ def planned_outputs(args: argparse.Namespace, jobs, channels: int) -> List[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lwi import distributed
     from lwi.bundle import read_bundle_metadata
     from lwi.data.dataset import is_dicom_folder
     from lwi.errors import LWIError
@@ -145,6 +146,15 @@ def run(args: argparse.Namespace) -> int:
     from lwi.progress import Progress
 
     progress = Progress(args.progress)
+    launched = distributed.launched_rank()
+    if launched is not None:  # under torchrun: one process is enough, and N would write the same files
+        if launched != 0:
+            return 0
+        progress.log(
+            f"lwi segment runs in one process: under torchrun rank 0 segments and the other "
+            f"{distributed.env_world_size() - 1} process(es) end at once (for a folder on several GPUs, "
+            "start it without torchrun and give --devices)."
+        )
     source = Path(args.input)
     if not source.exists():
         raise LWIError(f"The input {source} does not exist.")
