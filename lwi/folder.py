@@ -26,11 +26,12 @@ from lwi.progress import Progress
 
 @dataclass(frozen=True)
 class Job:
-    """One image of the folder and where its outputs go."""
+    """One image of the folder and where its outputs go (``output_format``: see :func:`lwi.inference.write_result`)."""
 
     image: Path
     output: Path
     probabilities: Optional[Path] = None
+    output_format: str = "auto"
 
 
 @dataclass
@@ -116,7 +117,10 @@ class Pipeline:
 
         error = None
         try:
-            write_result(self.segmenter, result, job.output, job.probabilities, compress=self.compress)
+            write_result(
+                self.segmenter, result, job.output, job.probabilities, compress=self.compress, source=job.image,
+                output_format=job.output_format,
+            )
         except Exception as exc:  # noqa: BLE001
             error = _message(exc)
         done(Outcome(index, str(result.device), time.monotonic() - started, error))

@@ -397,10 +397,12 @@ def segment_file(
     largest_component: bool = False,
     probabilities_path: Optional[PathLike] = None,
     compress: bool = True,
+    output_format: str = "auto",
 ) -> SegmentationResult:
     """Read an image (file or DICOM folder), segment it and write the label map (and probabilities).
 
-    Outputs are written atomically, so an error leaves no output file behind.
+    Outputs are written atomically, so an error leaves no output file behind. ``output_format``:
+    "auto" (the output's file name decides; ``.dcm`` is DICOM SEG) or "dicom-seg" (:mod:`lwi.dicom_seg`).
     """
     from lwi.io import read_image
 
@@ -409,7 +411,10 @@ def segment_file(
         image, largest_component=largest_component, return_probabilities=probabilities_path is not None,
         name=str(input_path),
     )
-    write_result(segmenter, result, output_path, probabilities_path, compress=compress)
+    write_result(
+        segmenter, result, output_path, probabilities_path, compress=compress, source=input_path,
+        output_format=output_format,
+    )
     return result
 
 
@@ -419,13 +424,29 @@ def write_result(
     output_path: PathLike,
     probabilities_path: Optional[PathLike] = None,
     compress: bool = True,
+    source: Optional[PathLike] = None,
+    output_format: str = "auto",
 ) -> None:
     """Write a result's label map (with the model's segment names) and probabilities; atomically,
-    all or nothing (the label map is removed again when the probabilities cannot be written)."""
+    all or nothing (the label map is removed again when the probabilities cannot be written).
+
+    A DICOM SEG output (``output_format`` "dicom-seg", or "auto" and a ``.dcm`` name) references the
+    images of ``source``, the DICOM series folder that was segmented.
+    """
+    from lwi.dicom_seg import is_dicom_seg, label_terminology, write_dicom_seg
     from lwi.io import write_sitk_atomic
     from lwi.labelmap import write_labelmap
 
-    write_labelmap(result.label, output_path, segmenter.labels, compress=compress)
+    if is_dicom_seg(output_path, output_format):
+        if source is None:
+            raise LWIError(f"The DICOM SEG {output_path} needs the DICOM series that was segmented as its source.")
+        arch = segmenter.metadata.get("architecture", {}).get("arch", "")
+        write_dicom_seg(
+            result.label, source, output_path, segmenter.labels, label_terminology(segmenter.metadata),
+            model_name=f"LWI {arch}".strip(),
+        )
+    else:
+        write_labelmap(result.label, output_path, segmenter.labels, compress=compress)
     if probabilities_path is not None and result.probabilities is not None:
         try:
             write_sitk_atomic(result.probabilities, probabilities_path, compress=compress)
