@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import slicer
 import vtk
-from LWICommon.segmentation_logic import SegmentationLogic
+from LWISegmentationLib.segmentation_logic import SegmentationLogic
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -303,7 +303,7 @@ class LWISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._startPreview(newDraw=True)
 
     def _startPreview(self, newDraw: bool) -> None:
-        from LWICommon.preview import new_seed, preview_options
+        from LWISegmentationLib.preview import new_seed, preview_options
 
         try:
             if not self.logic.setupDependencies(askConfirmation=True):
@@ -323,7 +323,7 @@ class LWISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.exception("LWISegmentation preview failed to start")
 
     def _onPreviewLoaded(self, preview: dict) -> None:
-        from LWICommon.preview import summary
+        from LWISegmentationLib.preview import summary
 
         self.ui.previewStatusLabel.text = summary(preview["info"])
 
@@ -343,7 +343,7 @@ class LWISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class LWISegmentationLogic(ScriptedLoadableModuleLogic, SegmentationLogic):
-    """The module's logic: :class:`LWICommon.segmentation_logic.SegmentationLogic` (everything on the
+    """The module's logic: :class:`LWISegmentationLib.segmentation_logic.SegmentationLogic` (everything on the
     scene, also from the Python console) plus the parameter node and the dependency installer."""
 
     def __init__(self) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import sys
 from typing import Annotated, Any, Callable, Dict, Optional
 
 import qt
 import slicer
 import vtk
+from LWITrainingLib.training_logic import TrainingLogic
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -39,20 +39,8 @@ PLAN_CHANGED = "The cases or settings changed since this plan: Show plan again."
 CASE_COLUMNS = ["Case", "Source", "Segments", "Status"]
 
 
-def _ensureCommonImportable() -> None:
-    """Make ``import LWICommon`` work: installed, it sits next to this file; in a source checkout it
-    is in the sibling LWISegmentation folder."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for candidate in (here, os.path.join(os.path.dirname(here), "LWISegmentation")):
-        if os.path.isfile(os.path.join(candidate, "LWICommon", "__init__.py")):
-            if candidate not in sys.path:
-                sys.path.insert(0, candidate)
-            return
-
-
 def _vocabulary():
     """The core's names (lwi/names.py, through LWICommon: torch-free), needed at load time."""
-    _ensureCommonImportable()
     from LWICommon.vocabulary import names
 
     return names
@@ -63,8 +51,6 @@ STRATEGIES = list(_names.STRATEGY_CHOICES)  # the core's registry; "auto": the p
 ARCHITECTURES = list(_names.ARCHITECTURE_CHOICES)  # "auto": the plan decides (lwi plan)
 DEVICES = list(_names.DEVICE_CHOICES)
 INTENSITY_PRESETS = list(_names.MODALITY_CHOICES)
-
-from LWICommon.training_logic import TrainingLogic  # noqa: E402 (LWICommon is importable only now)
 
 
 class LWITraining(ScriptedLoadableModule):
@@ -147,7 +133,6 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
-        _ensureCommonImportable()
         from LWICommon.gui import TaskPanel
 
         self.logic = LWITrainingLogic()
@@ -380,7 +365,7 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _showPlan(self, event: Optional[Dict[str, Any]], status: Optional[str]) -> None:
         """Show a ``plan`` event's summary in the plan area (None: empty it)."""
-        from LWICommon.training_settings import plan_text
+        from LWITrainingLib.training_settings import plan_text
 
         self.ui.planTextEdit.plainText = plan_text(event) if event else ""
         self._planStatus = status
@@ -427,7 +412,7 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         elif kind == "plan":  # what the core chose for the "auto" settings (its lines are in the log too)
             self._showPlan(event, PLAN_OF_TRAINING)
         elif kind == "warning":  # e.g. a label that is not being learned
-            from LWICommon.training_settings import warning_text
+            from LWITrainingLib.training_settings import warning_text
 
             self.task.log(warning_text(event))
             self.ui.stageLabel.text = warning_text(event)
@@ -462,7 +447,7 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class LWITrainingLogic(ScriptedLoadableModuleLogic, TrainingLogic):
-    """The module's logic: :class:`LWICommon.training_logic.TrainingLogic` (everything on the scene,
+    """The module's logic: :class:`LWITrainingLib.training_logic.TrainingLogic` (everything on the scene,
     also from the Python console) plus the parameter node and the dependency installer."""
 
     def __init__(self) -> None:

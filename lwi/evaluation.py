@@ -3,7 +3,11 @@
 Conventions (what users of nnU-Net and MONAI expect):
 - Dice is ``None`` (not counted in means) when a label is absent from both the reference and the
   prediction, and 0 when only one of them has it.
-- HD95 is in millimetres (the reference's spacing) and ``None`` when either side lacks the label.
+- HD95 is in millimetres (the reference's spacing), ``None`` when neither side has the label, and the
+  reference image's diagonal (``hd95_penalty``, the largest distance possible inside the image) when
+  only one side has it: a method that misses a structure must not get a better mean HD95 for it.
+  Such labels are listed per case under ``hd95_penalized`` and counted per label in ``hd95_penalized``
+  of :func:`summarize`.
 - Means are over the cases where the value is defined.
 
 Each label is measured inside the bounding box of its voxels in either image (plus a one-voxel margin),
@@ -57,7 +61,8 @@ def evaluate_pair(
     """Dice and HD95 of ``prediction`` against ``reference`` for every label value in ``labels``.
 
     The prediction is compared on the reference's grid (resampled by nearest neighbour only if the
-    grids differ). Returns ``{"dice": {name: value}, "hd95": {name: value}}``.
+    grids differ). Returns ``{"dice": {name: value}, "hd95": {name: value}, "hd95_penalty": mm,
+    "hd95_penalized": [names of labels only one side has]}``.
     """
     import torch
     from monai.metrics import compute_dice, compute_hausdorff_distance
@@ -68,6 +73,8 @@ def evaluate_pair(
     pred = sitk.GetArrayViewFromImage(prediction).transpose(2, 1, 0)
     truth = sitk.GetArrayViewFromImage(reference).transpose(2, 1, 0)
     spacing = [float(s) for s in reference.GetSpacing()]
+    penalty = image_diagonal(reference)
+    penalized: List[str] = []
     dice: Dict[str, Optional[float]] = {}
     hd95: Dict[str, Optional[float]] = {}
     for value, name in sorted((int(k), str(v)) for k, v in labels.items()):
@@ -88,8 +95,14 @@ def evaluate_pair(
                 hd = compute_hausdorff_distance(p, t, include_background=True, percentile=95, spacing=spacing)
             hd95[name] = float(hd[0, 0])
         else:
-            hd95[name] = None
-    return {"dice": dice, "hd95": hd95}
+            hd95[name] = penalty
+            penalized.append(name)
+    return {"dice": dice, "hd95": hd95, "hd95_penalty": penalty, "hd95_penalized": penalized}
+
+
+def image_diagonal(image: sitk.Image) -> float:
+    """The length in mm of the diagonal of the image's extent (size x spacing)."""
+    return float(math.sqrt(sum((n * s) ** 2 for n, s in zip(image.GetSize(), image.GetSpacing()))))
 
 
 def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
@@ -106,6 +119,7 @@ def summarize(cases: List[Dict[str, Any]], labels: Mapping[int, str]) -> Dict[st
     return {
         "labels": {str(k): str(labels[k]) for k in sorted(labels, key=int) if int(k) != 0},
         "cases": cases,
+        "hd95_penalized": {name: sum(name in (c.get("hd95_penalized") or ()) for c in cases) for name in names},
         "mean": mean,
         "mean_dice": _mean(list(mean["dice"].values())),
         "mean_hd95": _mean(list(mean["hd95"].values())),

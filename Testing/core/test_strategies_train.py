@@ -85,7 +85,7 @@ def test_cli_train_info_and_segment(data, tmp_path, strategy, net, expected_iter
     # costs a torch import) names the strategy and its settings, for the model and the files beside it.
     info = describe(read_lwi_metadata(out))
     assert f"strategy {strategy}" in info and "strategy_settings" in info
-    assert ("ema_mode=paper" if strategy == "medcontext" else "transfer=encoder") in info
+    assert ("ema_mode=run" if strategy == "medcontext" else "transfer=encoder") in info
     for name in written:
         assert describe(read_lwi_metadata(out.parent / name))
     if extra:

@@ -37,8 +37,8 @@ TINY = {
 def console(slicer_app, tmp_path, monkeypatch):
     """Both modules' logic, reachable as in Slicer (``slicer.util.getModuleLogic``), with the user's
     home (models and training folders) in ``tmp_path``."""
-    from LWICommon.segmentation_logic import SegmentationLogic, shutdownSharedWorker
-    from LWICommon.training_logic import TrainingLogic
+    from LWISegmentationLib.segmentation_logic import SegmentationLogic, shutdownSharedWorker
+    from LWITrainingLib.training_logic import TrainingLogic
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

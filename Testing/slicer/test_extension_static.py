@@ -78,9 +78,18 @@ def test_self_tests_are_registered_from_testing_python_as_the_template_does(modu
     assert "${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/Testing/Python/${script} COPYONLY" in python
 
 
-def test_shared_helper_package_is_installed_by_exactly_one_module():
-    owners = [m for m in MODULES if any(s.startswith("LWICommon/") for s in _module_files(m)[1])]
-    assert owners == ["LWISegmentation"]
+def test_shared_helper_package_is_its_own_cmake_folder_installed_with_subdir():
+    """LWICommon is a sibling of the modules with its own CMake list (WITH_SUBDIR, as Slicer's
+    DICOMLib): every .py of it listed there, none in a module's list, and added before the modules."""
+    cmake = (ROOT / "LWICommon" / "CMakeLists.txt").read_text()
+    scripts = _cmake_lists(cmake, "LWICommon")["MODULE_PYTHON_SCRIPTS"]
+    on_disk = {p.name for p in (ROOT / "LWICommon").glob("*.py")}
+    assert set(scripts) == on_disk
+    assert re.search(r"slicerMacroBuildScriptedModule\((?s:.)*WITH_SUBDIR", cmake)
+    for module in MODULES:
+        assert not any(s.startswith("LWICommon/") for s in _module_files(module)[1])
+    order = re.findall(r"add_subdirectory\((\w+)\)", re.sub(r"#[^\n]*", "", _top_cmake()))
+    assert order[:3] == ["LWICommon", "LWISegmentation", "LWITraining"]
 
 
 def _top_cmake() -> str:
@@ -148,7 +157,7 @@ def test_screenshot_urls_point_at_pngs_in_this_repository():
 
 def test_top_level_cmake_adds_every_module_and_installs_the_core():
     cmake = _top_cmake()
-    assert re.findall(r"add_subdirectory\((\w+)\)", cmake) == MODULES
+    assert re.findall(r"add_subdirectory\((\w+)\)", cmake) == ["LWICommon", *MODULES]
     assert "find_package(Slicer REQUIRED)" in cmake and "include(${Slicer_EXTENSION_CPACK})" in cmake
     assert "${CMAKE_CURRENT_SOURCE_DIR}/lwi/*.py" in cmake
     assert "DESTINATION ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/" in cmake
@@ -347,7 +356,10 @@ def test_double_spin_box_limits_survive_the_spin_box_rounding():
 def test_every_child_process_of_the_gui_hides_its_console_window():
     """Windows: a console program (PythonSlicer, taskkill) started by Slicer's GUI flashes a console
     window unless it is created with CREATE_NO_WINDOW, which these helpers add."""
-    sources = [ROOT / m / f"{m}.py" for m in MODULES] + sorted((ROOT / "LWISegmentation" / "LWICommon").glob("*.py"))
+    sources = [ROOT / m / f"{m}.py" for m in MODULES] + sorted(
+        p for folder in ("LWICommon", "LWISegmentation/LWISegmentationLib", "LWITraining/LWITrainingLib")
+        for p in (ROOT / folder).glob("*.py")
+    )
     found = 0
     for path in sources:
         for call, name in _calls(ast.parse(path.read_text())):

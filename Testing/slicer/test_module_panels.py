@@ -496,7 +496,7 @@ def test_the_strategy_list_is_the_cores_and_opening_the_panel_starts_no_process(
     box = widget.ui.strategyComboBox
     assert box.items == list(names.STRATEGY_CHOICES)  # nothing hidden, so indexes map 1:1 to choices
     assert widget._parameterNode.strategy == "auto" and box.currentIndex == 0  # the plan's choice by default
-    training_settings = importlib.import_module("LWICommon.training_settings")
+    training_settings = importlib.import_module("LWITrainingLib.training_settings")
     args = training_settings.train_args(widget._settings(), "/d", "/o", python="/py")
     assert "--strategy" not in args  # lwi train's default: its plan chooses, and Show plan says which
     for index, strategy in enumerate(names.STRATEGY_CHOICES):
@@ -594,7 +594,7 @@ def test_show_plan_runs_in_the_background_and_shows_the_plan_before_training(sli
         asked.append((settings.time_budget, sorted(os.listdir(data))))
         return _script(tmp_path, "plan.py", f"import json, time\ntime.sleep(0.5)\nprint(json.dumps({plan!r}))\n")
 
-    training_settings = importlib.import_module("LWICommon.training_settings")
+    training_settings = importlib.import_module("LWITrainingLib.training_settings")
     monkeypatch.setattr(training_settings, "plan_args", planArgs)
     widget._parameterNode.timeBudget = "20m"
     started = time.monotonic()
@@ -647,7 +647,7 @@ def test_segmentation_panel_cancels_its_runs_when_the_scene_closes(slicer_env, t
 
 
 def test_a_result_is_not_imported_next_to_a_node_that_left_the_scene(slicer_env):
-    check = importlib.import_module("LWICommon.segmentation_logic")._checkStillInScene
+    check = importlib.import_module("LWISegmentationLib.segmentation_logic")._checkStillInScene
     volume = Node("CT")
     slicer_env.scene.nodes.append(volume)
     check(volume, None)

@@ -26,11 +26,20 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     progress = Progress(args.progress)
-    options, plan = plan_options(
-        args.data, common.settings_from_args(args), strategy=args.strategy, device=args.device,
-        time_budget=parse_duration(args.time) if args.time else None, probe=args.probe,
-        started=started, unlabeled=bool(args.unlabeled),
-    )
+    time_budget = parse_duration(args.time) if args.time else None
+    if args.from_model:  # improving a finished model (lwi.improve)
+        from lwi.improve import plan_improvement
+
+        options, plan = plan_improvement(
+            args.data, args.from_model, common.settings_from_args(args), strategy=args.strategy,
+            unlabeled=bool(args.unlabeled), device=args.device, time_budget=time_budget, probe=args.probe,
+            started=started,
+        )
+    else:
+        options, plan = plan_options(
+            args.data, common.settings_from_args(args), strategy=args.strategy, device=args.device,
+            time_budget=time_budget, probe=args.probe, started=started, unlabeled=bool(args.unlabeled),
+        )
     report_plan(progress, plan)
     progress.result(plan=plan.to_dict(), options={k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()})
     return 0

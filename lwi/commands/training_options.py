@@ -51,10 +51,12 @@ def add_common(
         "--iterations-per-epoch", type=options.POSITIVE, help="iterations per epoch (default: images / batch size, rounded up)"
     )
     opt.add_argument("--lr", type=options.POSITIVE_NUMBER, help="AdamW learning rate (default 1e-4)")
+    opt.add_argument("--pretrain-lr", type=options.POSITIVE_NUMBER, metavar="LR",
+                     help="Step 1's (and AnatoMask pre-training's) own learning rate (default: --lr)")
     opt.add_argument("--weight-decay", type=options.number(0.0), help="AdamW weight decay (default 1e-5)")
     opt.add_argument(
         "--warmup", type=options.whole(0), dest="warmup_epochs", metavar="EPOCHS",
-        help="linear warmup epochs before the cosine decay, stepped every iteration (default: 5%% of the epochs)",
+        help="linear warmup epochs before the cosine decay, stepped every iteration (default: 5%% of each stage's iterations)",
     )
     opt.add_argument(
         "--clip-grad-norm", type=options.POSITIVE_NUMBER, metavar="NORM",
@@ -86,13 +88,22 @@ def add_step1(parser: argparse.ArgumentParser) -> None:
 def add_strategies(parser: argparse.ArgumentParser) -> None:
     """The settings of the MedContext and AnatoMask strategies (docs/strategies.md)."""
     ctx = parser.add_argument_group("MedContext (--strategy medcontext)")
-    ctx.add_argument("--consistency-weight", type=options.number(0.0), help="beta, the weight of the teacher consistency term (default 0.5)")
+    ctx.add_argument(
+        "--consistency-mode", choices=CHOICES["consistency_mode"],
+        help="share (default): the teacher consistency term's gradient is --consistency-share of the masked "
+        "pass's DiceCE gradient; code: beta x the authors' term divided by the teacher logits' 2-norm (inert at "
+        "these sizes; ablation)",
+    )
+    ctx.add_argument("--consistency-share", type=options.number(0.0), metavar="SHARE",
+                     help="the consistency term's gradient share with --consistency-mode share (default 0.5)")
+    ctx.add_argument("--consistency-weight", type=options.number(0.0), help="beta with --consistency-mode code (default 0.5)")
     ctx.add_argument("--context-mask-ratio", type=options.FRACTION, help="share of masked tokens or patches (default 0.6)")
     ctx.add_argument("--context-mask-shape", choices=CHOICES["context_mask_shape"], help="tube masks (default) or random cubes")
     ctx.add_argument("--context-tube-axis", choices=CHOICES["context_tube_axis"], help="the axis the tubes run along (default z)")
     ctx.add_argument(
         "--ema-mode", choices=CHOICES["ema_mode"],
-        help="paper: momentum cosine per iteration (default); code: the authors' once-per-epoch update (ablation)",
+        help="run (default): momentum cosine per iteration from START scaled to the run's length; paper: from START "
+        "as given whatever the length; code: the authors' once-per-epoch update (ablation)",
     )
     ctx.add_argument("--ema-momentum", type=options.number(0.0, 1.0), nargs=2, metavar=("START", "END"), help="EMA momentum (default 0.996 1)")
     am = parser.add_argument_group("AnatoMask (--strategy anatomask)")
@@ -101,6 +112,11 @@ def add_strategies(parser: argparse.ArgumentParser) -> None:
     am.add_argument("--guided-final-ratio", type=options.FRACTION, help="final share of masked patches chosen by the teacher (default 0.5)")
     am.add_argument(
         "--anatomask-ema-decay", type=options.number(0.0, 1.0), nargs=2, metavar=("START", "END"), help="teacher EMA decay (default 0.999 0.9999)"
+    )
+    am.add_argument(
+        "--anatomask-schedule", choices=CHOICES["anatomask_schedule"],
+        help="run (default): the guided share ramps by iteration and the EMA decays scale to the run's length; "
+        "paper: the authors' constants as written (by epoch, decays unscaled)",
     )
     am.add_argument(
         "--teacher-error-target", choices=CHOICES["teacher_error_target"],
@@ -136,6 +152,12 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         f"Step 2 gets fewer than {LWI_MIN_STEP2_ITERATIONS} iterations (a short CPU plan or --time), where LWI's Step 1 did not pay "
         "for its iterations on the hippocampus development set (README), else lwi; a given Step-1 budget "
         "or --unlabeled means lwi. The plan prints its choice; see docs/strategies.md",
+    )
+    parser.add_argument(
+        "--from", dest="from_model", metavar="MODEL", default=None,
+        help="improve this finished model instead of starting over: its network, labels and preprocessing, all "
+        "its weights, trained on the current cases (old and new) for a shorter budget the plan chooses; "
+        "validation only on cases it never trained on (docs/correction-loop.md)",
     )
     add_training(parser)
 
@@ -181,7 +203,7 @@ SETTING_ARGS: List[str] = [
     "sw_batch_size", "pretrain_epochs", "clip_grad_norm", "consistency_weight", "context_mask_ratio",
     "context_mask_shape", "context_tube_axis", "ema_mode", "ema_momentum", "mim_patch_size", "anatomask_mask_ratio",
     "guided_final_ratio", "anatomask_ema_decay", "teacher_error_target", "anatomask_transfer",
-    "iterations", "pretrain_iterations",
+    "iterations", "pretrain_iterations", "pretrain_lr", "consistency_mode", "consistency_share", "anatomask_schedule",
 ]
 
 
@@ -270,7 +292,9 @@ def training_outputs(args: argparse.Namespace) -> List[Any]:
     out = Path(args.out)
     if args.command == "pretrain":
         return [Output(out, "--out", resumable=True)]
-    if args.command == "train":
+    if args.command == "train" and getattr(args, "from_model", None):
+        paths = [out, derived_path(out, "last")]  # improving a model: Step 2 alone (lwi.improve)
+    elif args.command == "train":
         from lwi.strategies import strategy_outputs
 
         paths = strategy_outputs(args.strategy, out)

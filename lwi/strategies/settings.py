@@ -25,7 +25,7 @@ class Settings:
 
     ``pretrain_epochs`` is Step 1's length and ``epochs`` Step 2's; an epoch is
     ``iterations_per_epoch`` iterations (default: the stage's number of images / batch size,
-    rounded up). ``warmup_epochs`` defaults to 5% of the stage's epochs.
+    rounded up). The warmup is ``warmup_epochs`` epochs when given, else 5 % of the stage's iterations.
     """
 
     arch: str = "unetr"
@@ -36,6 +36,7 @@ class Settings:
     batch_size: int = 2
     iterations_per_epoch: Optional[int] = None
     lr: float = 1e-4
+    pretrain_lr: Optional[float] = None  # Step 1's (and AnatoMask pre-training's) own; None: lr
     weight_decay: float = 1e-5
     warmup_epochs: Optional[int] = None
     mask_ratio: float = 0.4
@@ -55,15 +56,18 @@ class Settings:
     clip_grad_norm: Optional[float] = None  # None: the strategy's default (AnatoMask pre-training 12, else off)
     # MedContext and AnatoMask (docs/strategies.md): own names, so no default collides with LWI's on resume.
     consistency_weight: float = 0.5
+    consistency_mode: str = "share"
+    consistency_share: float = 0.5
     context_mask_ratio: float = 0.6
     context_mask_shape: str = "tube"
     context_tube_axis: str = "z"
-    ema_mode: str = "paper"
+    ema_mode: str = "run"
     ema_momentum: Tuple[float, float] = (0.996, 1.0)
     mim_patch_size: int = 16
     anatomask_mask_ratio: float = 0.6
     guided_final_ratio: float = 0.5
     anatomask_ema_decay: Tuple[float, float] = (0.999, 0.9999)
+    anatomask_schedule: str = "run"
     teacher_error_target: str = "normalized"
     anatomask_transfer: str = "encoder"
 
@@ -80,7 +84,9 @@ TUPLE_FIELDS = ("roi", "spacing", "ema_momentum", "anatomask_ema_decay")
 CHOICES: Dict[str, Tuple[str, ...]] = {
     "context_mask_shape": ("tube", "cube"),
     "context_tube_axis": ("x", "y", "z"),
-    "ema_mode": ("paper", "code"),
+    "consistency_mode": ("share", "code"),
+    "ema_mode": ("run", "paper", "code"),
+    "anatomask_schedule": ("run", "paper"),
     "teacher_error_target": ("normalized", "raw"),
     "anatomask_transfer": ("encoder", "all"),
 }
@@ -133,8 +139,9 @@ def _ranges() -> Dict[str, Any]:
     from lwi.segment_options import FRACTION, POSITIVE, POSITIVE_NUMBER, number, whole
 
     return {
-        "pretrain_epochs": whole(0), "epochs": POSITIVE,  # 0 Step-1 epochs: scratch only "batch_size": POSITIVE, "iterations_per_epoch": POSITIVE,
-        "lr": POSITIVE_NUMBER, "weight_decay": number(0.0), "warmup_epochs": whole(0), "mask_ratio": FRACTION,
+        "pretrain_epochs": whole(0),  # 0 Step-1 epochs: scratch only
+        "epochs": POSITIVE, "batch_size": POSITIVE, "iterations_per_epoch": POSITIVE,
+        "lr": POSITIVE_NUMBER, "pretrain_lr": POSITIVE_NUMBER, "consistency_share": number(0.0), "weight_decay": number(0.0), "warmup_epochs": whole(0), "mask_ratio": FRACTION,
         "cube_size": POSITIVE, "w_rec": number(0.0), "w_order": number(0.0), "val_every": POSITIVE,
         "checkpoint_every": POSITIVE, "val_fraction": FRACTION, "overlap": FRACTION, "sw_batch_size": POSITIVE,
         "pos_fraction": number(0.0, 1.0), "seed": whole(0), "consistency_weight": number(0.0),
@@ -169,9 +176,15 @@ def _check_settings(s: Settings) -> None:
         raise LWIError(f"Unknown modality {s.modality!r}; use CT or MR.")
 
 
-def warmup_iterations(settings: Settings, epochs: int, iterations_per_epoch: int) -> int:
-    warmup = settings.warmup_epochs if settings.warmup_epochs is not None else max(1, round(0.05 * epochs))
-    return int(warmup) * iterations_per_epoch
+WARMUP_SHARE = 0.05  # of a stage's iterations (the authors' UNETR code: 50 of 800-5000 epochs, 1-6 %)
+
+
+def warmup_iterations(settings: Settings, total_iterations: int, iterations_per_epoch: int) -> int:
+    """The stage's linear warmup: ``warmup_epochs`` whole epochs when given, else :data:`WARMUP_SHARE` of
+    its iterations (at least 1), so a stage of a few long epochs does not warm up for a third of it."""
+    if settings.warmup_epochs is not None:
+        return int(settings.warmup_epochs) * iterations_per_epoch
+    return max(1, round(WARMUP_SHARE * int(total_iterations)))
 
 
 def every(value: Optional[int], epochs: int, times: int = 20) -> int:
@@ -179,15 +192,23 @@ def every(value: Optional[int], epochs: int, times: int = 20) -> int:
     return int(value) if value else max(1, epochs // times)
 
 
-def trainer_schedule(settings: Settings, epochs: int, iterations_per_epoch: int) -> Dict[str, Any]:
+def trainer_schedule(
+    settings: Settings, epochs: int, iterations_per_epoch: int, *, pretraining: bool = False,
+    max_iterations: Optional[int] = None,
+) -> Dict[str, Any]:
     """The :class:`lwi.engine.Trainer` keyword arguments that both steps take from ``settings``: length,
-    optimiser, warmup, precision, seed and checkpoint interval."""
+    optimiser (``pretraining``: Step 1's ``pretrain_lr`` when given), warmup, precision, seed and
+    checkpoint interval."""
+    total = epochs * iterations_per_epoch
+    if max_iterations:
+        total = min(total, int(max_iterations))
+    lr = settings.pretrain_lr if pretraining and settings.pretrain_lr is not None else settings.lr
     return {
         "epochs": epochs,
         "iterations_per_epoch": iterations_per_epoch,
-        "lr": settings.lr,
+        "lr": lr,
         "weight_decay": settings.weight_decay,
-        "warmup_iterations": warmup_iterations(settings, epochs, iterations_per_epoch),
+        "warmup_iterations": warmup_iterations(settings, total, iterations_per_epoch),
         "amp": settings.amp,
         "seed": settings.seed,
         "checkpoint_every": every(settings.checkpoint_every, epochs, times=10),
@@ -260,7 +281,10 @@ def make_trainer(
         step,
         sample,
         stage=stage,
-        **trainer_schedule(settings, epochs, iterations_per_epoch),
+        **trainer_schedule(
+            settings, epochs, iterations_per_epoch, pretraining=stage == "pretrain",
+            max_iterations=extra.get("max_iterations"),
+        ),
         device=device,
         checkpoint_path=checkpoint_path,
         metadata={

@@ -20,14 +20,13 @@ _worker = globals().get("_worker")
 
 
 def sharedWorker():
-    """The session's :class:`LWICommon.worker.WorkerClient` (started on first use)."""
+    """The session's :class:`LWISegmentationLib.worker.WorkerClient` (started on first use)."""
     global _worker
     if _worker is None:
         import slicer
-
         from LWICommon import cli_args
         from LWICommon.slicer_setup import coreEnvironment
-        from LWICommon.worker import WorkerClient
+        from LWISegmentationLib.worker import WorkerClient
 
         _worker = WorkerClient(cli_args.python_executable(), env=coreEnvironment(), cwd=slicer.app.temporaryPath)
     return _worker
@@ -101,16 +100,17 @@ class SegmentationLogic:
     def listModels(self, folders=None, extra=()) -> list:
         """The models the user trained (the models folder LWI Training publishes to:
         :func:`LWICommon.files.models_folder`, unless ``folders`` is given) and the ``extra`` files,
-        as :class:`LWICommon.models.ModelEntry` (``.name``, ``.path``, ``.labels``,
+        as :class:`LWISegmentationLib.models.ModelEntry` (``.name``, ``.path``, ``.labels``,
         ``.architecture``, ``.strategy``, ``.validation_dice``, ``.description()``)."""
-        from LWICommon import files, models
+        from LWICommon import files
+        from LWISegmentationLib import models
 
         return models.list_models(folders if folders is not None else [files.models_folder()], extra)
 
     def modelInfo(self, modelPath: str) -> dict:
         """A model bundle's metadata (labels, architecture, preprocessing, provenance), read from the
         file's header without loading the weights. Raises ValueError for a file that is no model."""
-        from LWICommon.models import read_bundle_metadata
+        from LWISegmentationLib.models import read_bundle_metadata
 
         return read_bundle_metadata(str(modelPath))
 
@@ -178,7 +178,6 @@ class SegmentationLogic:
         ``onImported(segmentationNode)`` is called.
         """
         import slicer
-
         from LWICommon import cli_args, files, mrml
         from LWICommon.labels import segment_specs
 
@@ -238,7 +237,7 @@ class SegmentationLogic:
         with ``callback`` it returns the running process and calls ``callback(preview, error)``.
         A new preview replaces the previous preview's nodes; the input volume is not modified.
         """
-        from LWICommon.preview import preview_options
+        from LWISegmentationLib.preview import preview_options
 
         options = preview_options(numSubvolumes, maskRatio, cubeSize, seed, modelPath, device)
         return self.preview(inputVolume, options, show3D=show3D, callback=callback)
@@ -266,10 +265,10 @@ class SegmentationLogic:
     ):
         """The ``lwi preview`` process for :meth:`preview`, not started yet (the GUI starts it)."""
         import slicer
-
-        from LWICommon import cli_args, files, mrml, preview
+        from LWICommon import cli_args, files, mrml
         from LWICommon.process import ProcessRunner
         from LWICommon.slicer_setup import coreEnvironment
+        from LWISegmentationLib import preview
 
         if inputVolume is None:
             raise ValueError("Select an input volume.")
@@ -292,7 +291,7 @@ class SegmentationLogic:
 
     def loadPreview(self, info: dict, inputVolume) -> dict:
         """Load the views of an ``lwi preview`` folder (``info`` from
-        :func:`LWICommon.preview.read_preview`) next to ``inputVolume`` (same folder, same parent
+        :func:`LWISegmentationLib.preview.read_preview`) next to ``inputVolume`` (same folder, same parent
         transform), replacing the previous preview's nodes. The nodes keep no link to the
         temporary files, so Save Data writes them."""
         from LWICommon import mrml
@@ -354,12 +353,12 @@ class SegmentationLogic:
         Training). Segments are matched to the model's labels by name (case, spaces, ``_`` and
         ``-`` ignored) and written with the model's label values; others count as background.
         Neither node is modified and nothing is left in the scene. Returns
-        :class:`LWICommon.training_set.AddedCase` (``.message()`` says what was done); raises
+        :class:`LWISegmentationLib.training_set.AddedCase` (``.message()`` says what was done); raises
         ValueError when nothing matches.
         """
         import slicer
-
-        from LWICommon import files, mrml, training_set
+        from LWICommon import files, mrml
+        from LWISegmentationLib import training_set
 
         if volumeNode is None or segmentationNode is None:
             raise ValueError("Select the volume and its segmentation.")

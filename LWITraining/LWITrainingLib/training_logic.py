@@ -26,7 +26,7 @@ class TrainingLogic:
 
     Training runs ``lwi train`` in a background process (:class:`LWICommon.process.ProcessRunner`),
     polled on Slicer's main thread until it ends; ``wait=True`` blocks instead. Each model has a run
-    folder (:mod:`LWICommon.run_folder`), so a cancelled or failed run can be resumed.
+    folder (:mod:`LWITrainingLib.run_folder`), so a cancelled or failed run can be resumed.
     """
 
     def __init__(self) -> None:
@@ -66,20 +66,19 @@ class TrainingLogic:
 
     def runFolder(self, modelName: str, modelsFolder: Optional[str] = None) -> str:
         """The folder of a model's training run: its exported cases (``data/``) and checkpoints."""
-        from LWICommon import run_folder
+        from LWITrainingLib import run_folder
 
         return run_folder.run_folder(self.modelsFolder(modelsFolder), modelName)
 
     def canResume(self, modelName: str, modelsFolder: Optional[str] = None) -> bool:
         """Whether an interrupted run of ``modelName`` left a checkpoint to continue from."""
-        from LWICommon import run_folder
+        from LWITrainingLib import run_folder
 
         return run_folder.can_resume(self.runFolder(modelName, modelsFolder), modelName)
 
     # -- cases -------------------------------------------------------------------------------
     def _staging(self) -> str:
         import slicer
-
         from LWICommon import files
 
         if not self._stagingDir or not os.path.isdir(self._stagingDir):
@@ -95,7 +94,6 @@ class TrainingLogic:
         without segments, becomes a case with that problem. Nothing is added to the scene.
         """
         import slicer
-
         from LWICommon import cases, files, mrml
 
         if pairs is None:
@@ -148,8 +146,8 @@ class TrainingLogic:
 
     # -- settings ----------------------------------------------------------------------------
     def settingsFromParameterNode(self, p):
-        """The :class:`LWICommon.training_settings.TrainingSettings` the panel shows."""
-        from LWICommon.training_settings import TrainingSettings, parse_spacing
+        """The :class:`LWITrainingLib.training_settings.TrainingSettings` the panel shows."""
+        from LWITrainingLib.training_settings import TrainingSettings, parse_spacing
 
         return TrainingSettings(
             architecture=p.architecture,
@@ -170,7 +168,7 @@ class TrainingLogic:
 
     @staticmethod
     def _settings(settings, modelName: str):
-        from LWICommon.training_settings import TrainingSettings
+        from LWITrainingLib.training_settings import TrainingSettings
 
         if settings is None:
             settings = TrainingSettings()
@@ -213,7 +211,7 @@ class TrainingLogic:
 
         Returns the :class:`LWICommon.process.ProcessRunner`. Excluded cases are logged with their reasons.
         """
-        from LWICommon import run_folder
+        from LWITrainingLib import run_folder
 
         settings = self._settings(settings, modelName)
         cases = self._trainingCases(cases)
@@ -279,7 +277,7 @@ class TrainingLogic:
         each step, warnings and what a GPU would run instead.
 
         It is ``lwi plan`` with the options :meth:`train` passes to ``lwi train``
-        (:func:`LWICommon.training_settings.run_options`: "auto" settings are left to the plan), on
+        (:func:`LWITrainingLib.training_settings.run_options`: "auto" settings are left to the plan), on
         the cases exported as :meth:`train` exports them, into a temporary folder removed at the end.
         The core times a few iterations on this machine (``probe``; False: no time estimates), which
         takes seconds: it runs in a background process (:class:`LWICommon.process.ProcessRunner`).
@@ -296,10 +294,10 @@ class TrainingLogic:
         event, :meth:`planIsCurrent` tells whether it still is the plan of these cases and settings.
         """
         import slicer
-
-        from LWICommon import files, jobs, training_settings
+        from LWICommon import files, jobs
         from LWICommon.process import ProcessRunner
         from LWICommon.slicer_setup import coreEnvironment
+        from LWITrainingLib import training_settings
 
         settings = self._planSettings(settings)
         cases = self._trainingCases(cases)
@@ -352,7 +350,7 @@ class TrainingLogic:
     @staticmethod
     def _planKey(cases, settings) -> Tuple[Any, ...]:
         """What a plan depends on: the run's options and the cases (files and labels)."""
-        from LWICommon.training_settings import run_options
+        from LWITrainingLib.training_settings import run_options
 
         rows = tuple((r.source.image, r.source.label, tuple(sorted(r.remap.items()))) for r in cases.included)
         return (repr(sorted(run_options(settings).items())), rows, tuple(sorted(cases.labels.items())))
@@ -372,8 +370,8 @@ class TrainingLogic:
         """Continue an interrupted (cancelled or failed) run of ``modelName`` from its last
         checkpoint, with its own cases and settings; only the numbers of epochs may change. Runs in
         the background as :meth:`train` does."""
-        from LWICommon import run_folder
-        from LWICommon.training_settings import TrainingSettings
+        from LWITrainingLib import run_folder
+        from LWITrainingLib.training_settings import TrainingSettings
 
         if not self.canResume(modelName, modelsFolder):
             raise ValueError(f"There is no interrupted training of '{modelName}' to resume.")
@@ -390,10 +388,11 @@ class TrainingLogic:
             raise RuntimeError("A training is already running: cancel it first.")
 
     def _launch(self, run, settings, modelsFolder, resume, wait, onEvent, onFinished, start, plot, cases=None):
-        from LWICommon import files, jobs, run_folder, training_settings
-        from LWICommon.plots import TrainingCurves
+        from LWICommon import files, jobs
         from LWICommon.process import ProcessRunner
         from LWICommon.slicer_setup import coreEnvironment
+        from LWITrainingLib import run_folder, training_settings
+        from LWITrainingLib.plots import TrainingCurves
 
         self._checkNotRunning()
         checkpoint = files.model_path(run, settings.model_name)
@@ -433,7 +432,7 @@ class TrainingLogic:
 
     def _publishModel(self, checkpoint: str, finalPath: str) -> None:
         """Copy the trained bundle into the models folder and select it in LWI Segmentation."""
-        from LWICommon import run_folder
+        from LWITrainingLib import run_folder
 
         self.lastModelPath = run_folder.publish_model(checkpoint, finalPath)
         logging.info(f"LWITraining: model saved to {finalPath}")
@@ -449,8 +448,8 @@ class TrainingLogic:
 
     def stageText(self, event: Dict[str, Any]) -> str:
         """``"Step 2: fine-tuning, epoch 12/300, ETA 3 min 10 s"`` for a progress event."""
-        from LWICommon.plots import stage_title
         from LWICommon.process import format_duration
+        from LWITrainingLib.plots import stage_title
 
         text = stage_title(event.get("stage"))
         if event.get("epoch") is not None and event.get("epochs"):
@@ -462,7 +461,7 @@ class TrainingLogic:
     def updatePlot(self, show: bool = True) -> None:
         """Copy :attr:`curves` into table nodes and draw them in one plot chart (losses and
         validation Dice against the run's epoch), shown in the layout when first made."""
-        from LWICommon.plot_nodes import TrainingPlot
+        from LWITrainingLib.plot_nodes import TrainingPlot
 
         if self.curves is None:
             return
@@ -482,7 +481,7 @@ class TrainingLogic:
     def _previewInputs(self, case, settings):
         """(the case's volume node, the preview options) for a preview; sets :attr:`lastPreviewNote`."""
         from LWICommon import mrml
-        from LWICommon.training_settings import preview_note
+        from LWITrainingLib.training_settings import preview_note
 
         settings = self._settings(settings, getattr(settings, "model_name", None) or "preview")
         # The plan's network, ROI and spacing for the "auto" settings, if the plan shown is still theirs.

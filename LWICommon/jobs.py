@@ -2,7 +2,7 @@
 Python console (plain Python; Qt only for the timer, imported lazily).
 
 :class:`Job` is what :class:`LWICommon.process.ProcessRunner` (an ``lwi`` sub-command) and
-:class:`LWICommon.worker.WorkerJob` (a request to the segmentation worker) both offer, and all that
+:class:`LWISegmentationLib.worker.WorkerJob` (a request to the segmentation worker) both offer, and all that
 :class:`LWICommon.gui.TaskPanel` and the logic classes rely on. Their events and their end
 (``on_finished``: importing results, publishing a model) are delivered only by ``poll()``, on the
 caller's thread. The GUI polls from its TaskPanel; a job started from the console is handed to
