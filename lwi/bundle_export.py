@@ -5,7 +5,9 @@ The bundle folder::
     configs/metadata.json    labels (channel_def), network, input format, versions (MONAI's bundle spec)
     configs/inference.json   network_def, preprocessing, inferer, postprocessing, run: MONAI components only
     models/model.pt          the network's state dict (torch.save; the MONAI network's own keys)
-    models/model.ts          TorchScript of the network, when it scripts (else traces; else left out)
+    models/model.ts          TorchScript of the network, when it scripts (else traces; else left out), with
+                             both configs inside (extra/metadata.json, extra/inference.json) as MONAI's
+                             ckpt_export writes it, for MONAI Deploy
     docs/README.md           what the bundle is and how to run it
 
 The network is the plain MONAI class the LWI adapter wraps (``monai.networks.nets.SegResNet``, ...), built
@@ -288,12 +290,20 @@ def export_monai_bundle(model_path: PathLike, out: PathLike) -> Dict[str, str]:
         (staging / "models").mkdir()
         (staging / "docs").mkdir()
         _write_json(staging / "configs" / "inference.json", config)
-        _write_json(staging / "configs" / "metadata.json", metadata_json(metadata))
+        meta = metadata_json(metadata)
+        _write_json(staging / "configs" / "metadata.json", meta)
         torch.save(state, staging / "models" / "model.pt")
         if scripted is not None:
+            # As MONAI's ckpt_export: metadata and inference config inside the TorchScript file (extra/),
+            # where MONAI Deploy's MonaiBundleInferenceOperator reads them.
+            from monai.data import save_net_with_metadata
+
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch >= 2.9 points to torch.export
-                torch.jit.save(scripted, str(staging / "models" / "model.ts"))
+                save_net_with_metadata(
+                    scripted, str(staging / "models" / "model.ts"), include_config_vals=False,
+                    meta_values=meta, more_extra_files={"inference.json": json.dumps(config).encode()},
+                )
         (staging / "docs" / "README.md").write_text(_readme(Path(model_path).name, how), encoding="utf-8")
         for path in staging.rglob("*"):
             if path.is_file():

@@ -89,7 +89,11 @@ def test_torchscript_and_state_dict_give_the_lwi_network_output(make_bundle, tmp
     parser = ConfigParser(json.loads((bundle / "configs" / "inference.json").read_text()))
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
-    scripted = torch.jit.load(str(bundle / "models" / "model.ts"))
+    from monai.data import load_net_with_metadata
+
+    scripted, meta, extra = load_net_with_metadata(str(bundle / "models" / "model.ts"), more_extra_files=["inference.json"])
+    assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 3  # the configs ride along (MONAI Deploy)
+    assert json.loads(extra["inference.json"])["inferer"]["roi_size"] == [16, 16, 16]
     with torch.no_grad():
         expected = adapter(window)
         torch.testing.assert_close(net.eval()(window), expected, atol=1e-5, rtol=1e-4)
