@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from lwi.errors import LWIError
-from lwi.outputs import follow_umask
+from lwi.outputs import current_umask, follow_umask
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -230,21 +230,26 @@ def _version(package: str) -> str:
         return ""
 
 
-def torchscript(net: Any, roi: List[int], in_channels: int) -> Tuple[Optional[Any], str]:
-    """``(module, how)``: the network scripted, else traced on one window, else ``(None, why)``."""
+def torchscript(net: Any, window: Any, expected: Any) -> Tuple[Optional[Any], str]:
+    """``(module, how)``: the network scripted, else traced on ``window``, when the result gives ``expected``
+    on ``window``; else ``(None, why)``."""
     import torch
 
+    attempts = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript's own deprecation and tracer notes
-        try:
-            return torch.jit.script(net), "scripted"
-        except Exception as exc:  # noqa: BLE001 - scripting fails in many ways; tracing is the fallback
-            script_error = f"{type(exc).__name__}"
-        try:
-            with torch.no_grad():
-                return torch.jit.trace(net, torch.zeros(1, in_channels, *roi)), "traced"
-        except Exception as exc:  # noqa: BLE001
-            return None, f"neither scripting ({script_error}) nor tracing ({type(exc).__name__}) worked"
+        for how, verb in (("scripted", "scripting"), ("traced", "tracing")):
+            try:
+                with torch.no_grad():
+                    module = torch.jit.script(net) if how == "scripted" else torch.jit.trace(net, window, check_trace=False)
+                    same = torch.allclose(module(window), expected, atol=1e-5, rtol=1e-4)
+            except Exception as exc:  # noqa: BLE001 - TorchScript fails in many ways; the next way is tried
+                attempts.append(f"{verb}: {type(exc).__name__}")
+                continue
+            if same:
+                return module, how
+            attempts.append(f"{verb}: a different output")
+    return None, "left out (" + "; ".join(attempts) + ")"
 
 
 def export_monai_bundle(model_path: PathLike, out: PathLike) -> Dict[str, str]:
@@ -280,7 +285,7 @@ def export_monai_bundle(model_path: PathLike, out: PathLike) -> Dict[str, str]:
         expected, got = adapter(window), net(window)
     if not torch.allclose(expected, got, atol=1e-5, rtol=1e-4):
         raise LWIError(f"The exported MONAI network of {model_path} does not reproduce the LWI network; it cannot be exported.")
-    scripted, how = torchscript(net, roi, int(spec["in_channels"]))
+    scripted, how = torchscript(net, window, expected)
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -308,7 +313,7 @@ def export_monai_bundle(model_path: PathLike, out: PathLike) -> Dict[str, str]:
         for path in staging.rglob("*"):
             if path.is_file():
                 follow_umask(path)
-        os.chmod(staging, 0o777 & ~_umask())
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's folder is private; a bundle is meant to be shared
         if out.exists():  # --overwrite was checked by the command: replace the old bundle
             shutil.rmtree(out)
         os.replace(staging, out)
@@ -316,12 +321,6 @@ def export_monai_bundle(model_path: PathLike, out: PathLike) -> Dict[str, str]:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return {"torchscript": how}
-
-
-def _umask() -> int:
-    from lwi.outputs import current_umask
-
-    return current_umask()
 
 
 def _write_json(path: Path, value: Dict[str, Any]) -> None:

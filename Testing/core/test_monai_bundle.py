@@ -140,7 +140,9 @@ def test_every_architecture_exports_as_its_plain_monai_network(arch, roi, params
     torch.manual_seed(0)
     model = save_bundle(tmp_path / f"{arch}{MODEL_SUFFIX}", build(arch, 1, 3, roi, **params),
                         {0: "background", 1: "liver", 2: "spleen"}, {"spacing": [4.0, 4.0, 4.0], "modality": "CT"})
-    export_monai_bundle(model, tmp_path / "bundle")
+    result = export_monai_bundle(model, tmp_path / "bundle")
+    assert result["torchscript"] in ("scripted", "traced")  # checked against the network's output on a window
+    assert (tmp_path / "bundle" / "models" / "model.ts").is_file()
     config = json.loads((tmp_path / "bundle" / "configs" / "inference.json").read_text())
     assert config["network_def"]["_target_"].startswith("monai.networks.nets.")
     assert (tmp_path / "bundle" / "models" / "model.pt").is_file()
