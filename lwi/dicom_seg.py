@@ -215,7 +215,9 @@ def build_dicom_seg(
     """
     from lwi import __version__
 
-    hd, pydicom = _highdicom()
+    hd, _ = _highdicom()
+    from pydicom.sr.codedict import codes
+
     datasets = check_request(source, labels)
     table = sorted((info for info in labels if info.value != 0), key=lambda info: info.value)
     source = Path(source)
@@ -231,7 +233,7 @@ def build_dicom_seg(
 
     algorithm = hd.AlgorithmIdentificationSequence(
         name=(model_name or "LWI")[:64],
-        family=pydicom.sr.codedict.codes.DCM.ArtificialIntelligence,
+        family=codes.DCM.ArtificialIntelligence,
         version=__version__,
     )
     descriptions = []
