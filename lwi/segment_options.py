@@ -66,18 +66,6 @@ def number(
     return parse
 
 
-def choice(*values: str) -> Callable[[Any], str]:
-    """An argparse type: one of ``values``."""
-
-    def parse(text: Any) -> str:
-        if not isinstance(text, str) or text not in values:
-            raise argparse.ArgumentTypeError(f"must be one of {', '.join(values)}, not {text!r}.")
-        return text
-
-    parse.__name__ = "choice"
-    return parse
-
-
 #: The types of the options several commands share.
 POSITIVE = whole(1)
 FRACTION = number(0.0, 1.0, below=True)  # [0, 1): mask ratio, overlap, validation share
@@ -119,11 +107,6 @@ SEGMENT_OPTIONS: Tuple[SegmentOption, ...] = (
         "keep only the largest connected piece of each label",
     ),
     SegmentOption("compress", "--no-compress", SWITCH_OFF, bool, True, False, "write uncompressed files"),
-    SegmentOption(
-        "output_format", "--output-format", VALUE, choice("auto", "dicom-seg"), "auto", False,
-        "auto: the --output file name decides (.seg.nrrd, .nii.gz, ...; .dcm is DICOM SEG); dicom-seg: a DICOM "
-        "Segmentation object referencing the --input DICOM series (needs pip install 'lwi[dicom]')",
-    ),
 )
 OPTIONS: Dict[str, SegmentOption] = {o.key: o for o in SEGMENT_OPTIONS}
 #: Keys of the ``Segmenter`` arguments and of the writing options (``segment_file``).

@@ -233,7 +233,6 @@ class Worker:
                 request["output"],
                 largest_component=bool(options.get("largest_component", False)),
                 compress=bool(options.get("compress", True)),
-                output_format=options.get("output_format") or "auto",
             )
         self.send(
             "result",

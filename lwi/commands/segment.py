@@ -71,7 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="also write the labels as a Slicer colour table (.ctbl), for outputs without names (NIfTI)",
     )
-    segment_options.add_arguments(parser, ("compress", "output_format"))
+    segment_options.add_arguments(parser, ("compress",))
+    parser.add_argument(
+        "--output-format", choices=("auto", "dicom-seg"), default="auto",
+        help="auto: the --output file name decides (.seg.nrrd, .nii.gz, ...; .dcm is DICOM SEG); dicom-seg: a DICOM "
+        "Segmentation object referencing the --input DICOM series (needs pip install 'lwi[dicom]')",
+    )
     add_overwrite(parser)
     add_progress(parser)
 
