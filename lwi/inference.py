@@ -51,6 +51,10 @@ class SegmentationResult:
         label: the label map (unsigned integers, the bundle's label values) on the input's grid.
         probabilities: with ``return_probabilities``: a float32 vector image on the input's grid, one
             component per output channel (channel ``v`` = label value ``v``, 0 = background).
+        uncertainty: with ``return_uncertainty``: the per-voxel uncertainty map (float32, 0 = certain,
+            1 = every class equally likely) on the input grid (:func:`uncertainty_map`).
+        uncertainty_score: with ``return_uncertainty``: the case's score (:func:`uncertainty_score`),
+            higher = less certain; rank a folder's results by it to correct the least certain first.
         device: where the segmentation finally ran ("cuda:0", "cpu", ...).
         sw_batch_size: the window batch finally used (smaller than asked after running out of memory).
         seconds: wall time per step: "preprocess", "network" (sliding window), "invert" (argmax and
@@ -60,6 +64,8 @@ class SegmentationResult:
 
     label: sitk.Image
     probabilities: Optional[sitk.Image] = None
+    uncertainty: Optional[sitk.Image] = None
+    uncertainty_score: Optional[float] = None
     device: str = "cpu"
     sw_batch_size: int = 1
     seconds: Dict[str, float] = field(default_factory=dict)
@@ -165,6 +171,7 @@ class Segmenter:
         largest_component: bool = False,
         return_probabilities: bool = False,
         name: str = "",
+        return_uncertainty: bool = False,
     ) -> SegmentationResult:
         """Segment one volume; the label map comes back on exactly ``image``'s grid.
 
@@ -173,6 +180,7 @@ class Segmenter:
                 trained on (HU for CT).
             largest_component: keep only the largest connected piece of each label.
             return_probabilities: also return the softmax probabilities on the input grid.
+            return_uncertainty: also return the uncertainty map on the input grid and its score.
             name: how messages name the image (its file), if at all.
 
         Raises:
@@ -183,7 +191,9 @@ class Segmenter:
         attempts = self._attempts()
         for i, (device, batch, stitch) in enumerate(attempts):
             try:
-                return self._segment_once(image, device, batch, stitch, largest_component, return_probabilities, name)
+                return self._segment_once(
+                    image, device, batch, stitch, largest_component, return_probabilities, name, return_uncertainty
+                )
             except Exception as exc:  # only running out of GPU memory is retried
                 if not _is_oom(exc) or i == len(attempts) - 1:
                     raise
@@ -250,6 +260,7 @@ class Segmenter:
         largest_component: bool,
         return_probabilities: bool,
         name: str = "",
+        return_uncertainty: bool = False,
     ) -> SegmentationResult:
         from monai.inferers import sliding_window_inference
 
@@ -311,7 +322,9 @@ class Segmenter:
                 label_xyz = resample_argmax(logits, labels_net, to_net, size)
             else:
                 label_xyz = resample_nearest(labels_net, to_net, size)
-            probabilities = None
+            probabilities = uncertainty = None
+            if return_uncertainty:  # on the network grid, then one channel to the input grid
+                uncertainty = resample_linear(uncertainty_map(logits)[None], to_net, size, outside=[0.0])[0]
             if return_probabilities:
                 probs = torch.softmax(logits, dim=0)
                 del logits
@@ -329,8 +342,14 @@ class Segmenter:
 
         top = max([info.value for info in self.labels] + [int(label_np.max()) if label_np.size else 0])
         label = sitk.Cast(label, label_pixel_type(top))
+        score = None
+        if uncertainty is not None:
+            score = uncertainty_score(uncertainty.numpy(), label_np)
+            uncertainty = array_to_image(uncertainty.numpy(), image)
         clock.lap("postprocess")
-        return SegmentationResult(label, probabilities, str(device), sw_batch_size, clock.seconds)
+        return SegmentationResult(
+            label, probabilities, uncertainty, score, str(device), sw_batch_size, clock.seconds
+        )
 
 
 class _StepClock:
@@ -360,6 +379,25 @@ def _window_batches(shape: Sequence[int], roi: Sequence[int], overlap: float, ba
         if size > r:
             n *= math.ceil((size - r) / max(int(r * (1 - overlap)), 1)) + 1
     return max(1, math.ceil(n / batch))
+
+
+def uncertainty_map(logits: torch.Tensor) -> torch.Tensor:
+    """Per-voxel uncertainty of ``logits`` [C, ...]: the entropy of the softmax divided by its maximum
+    ``log C``, so 0 means one class is certain and 1 means every class is equally likely (comparable
+    between models with different numbers of labels). Float32, on the logits' device."""
+    log_p = torch.log_softmax(logits.float(), dim=0)
+    entropy = -(log_p.exp() * log_p).sum(dim=0)
+    return (entropy / math.log(max(int(logits.shape[0]), 2))).clamp_(0.0, 1.0)
+
+
+def uncertainty_score(uncertainty: np.ndarray, label: np.ndarray) -> float:
+    """A case's uncertainty score: the mean of the ``uncertainty`` map over the voxels of the predicted
+    structures (``label`` > 0), both on the input grid. A volume in which nothing was found scores 1
+    (the maximum), so it is among the first a user checks."""
+    inside = np.asarray(label) > 0
+    if not inside.any():
+        return 1.0
+    return float(np.asarray(uncertainty, dtype=np.float64)[inside].mean())
 
 
 def keep_largest_components(label_xyz: np.ndarray) -> np.ndarray:
@@ -397,9 +435,11 @@ def segment_file(
     largest_component: bool = False,
     probabilities_path: Optional[PathLike] = None,
     compress: bool = True,
+    uncertainty_path: Optional[PathLike] = None,
     output_format: str = "auto",
 ) -> SegmentationResult:
-    """Read an image (file or DICOM folder), segment it and write the label map (and probabilities).
+    """Read an image (file or DICOM folder), segment it and write the label map (and probabilities,
+    uncertainty map).
 
     Outputs are written atomically, so an error leaves no output file behind. ``output_format``:
     "auto" (the output's file name decides; ``.dcm`` is DICOM SEG) or "dicom-seg" (:mod:`lwi.dicom_seg`).
@@ -409,11 +449,11 @@ def segment_file(
     image = read_image(input_path)
     result = segmenter.segment(
         image, largest_component=largest_component, return_probabilities=probabilities_path is not None,
-        name=str(input_path),
+        name=str(input_path), return_uncertainty=uncertainty_path is not None,
     )
     write_result(
-        segmenter, result, output_path, probabilities_path, compress=compress, source=input_path,
-        output_format=output_format,
+        segmenter, result, output_path, probabilities_path, compress=compress, uncertainty_path=uncertainty_path,
+        source=input_path, output_format=output_format,
     )
     return result
 
@@ -424,11 +464,12 @@ def write_result(
     output_path: PathLike,
     probabilities_path: Optional[PathLike] = None,
     compress: bool = True,
+    uncertainty_path: Optional[PathLike] = None,
     source: Optional[PathLike] = None,
     output_format: str = "auto",
 ) -> None:
-    """Write a result's label map (with the model's segment names) and probabilities; atomically,
-    all or nothing (the label map is removed again when the probabilities cannot be written).
+    """Write a result's label map (with the model's segment names), probabilities and uncertainty map;
+    atomically, all or nothing (what was written is removed again when a later file cannot be).
 
     A DICOM SEG output (``output_format`` "dicom-seg", or "auto" and a ``.dcm`` name) references the
     images of ``source``, the DICOM series folder that was segmented.
@@ -447,9 +488,14 @@ def write_result(
         )
     else:
         write_labelmap(result.label, output_path, segmenter.labels, compress=compress)
-    if probabilities_path is not None and result.probabilities is not None:
-        try:
-            write_sitk_atomic(result.probabilities, probabilities_path, compress=compress)
-        except Exception:
-            Path(output_path).unlink(missing_ok=True)
-            raise
+    written = [Path(output_path)]
+    extra = [(probabilities_path, result.probabilities), (uncertainty_path, result.uncertainty)]
+    try:
+        for path, image in extra:
+            if path is not None and image is not None:
+                write_sitk_atomic(image, path, compress=compress)
+                written.append(Path(path))
+    except Exception:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise

@@ -36,7 +36,6 @@ subprocess). The rules, each stated where it is applied and printed as a reason 
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -45,6 +44,8 @@ import numpy as np
 
 from lwi.errors import LWIError
 from lwi.names import AUTO_STRATEGY
+from lwi.segment_options import format_duration
+from lwi.training_options import PLANNED
 
 #: Step 1's iterations as a share of Step 2's: the paper's 800 Step-1 and 5000 Step-2 epochs.
 STEP1_SHARE = 800 / 5000
@@ -84,40 +85,7 @@ VALIDATIONS = 10  # validations per run (every 2 of the plan's 20 epochs)
 PLAN_EPOCHS = 20  # a planned stage is cut into this many epochs (progress lines, checkpoints)
 EVENT_SECONDS = 0.3  # a validation's or checkpoint's fixed cost (files, metric), per event
 SAFETY = 0.9  # share of the time budget the iterations may use (the ETA of a shared machine varies)
-#: The options a plan sets when the user did not (Settings fields, plus the two iteration budgets).
-PLANNED = (
-    "arch", "arch_params", "roi", "batch_size", "spacing", "cube_size", "lr",
-    "pretrain_epochs", "epochs", "iterations_per_epoch", "val_every",
-)
-
 MemoryFn = Callable[[Tuple[int, int, int], int], float]
-
-
-# -- time budgets -------------------------------------------------------------------------------
-def parse_duration(text: str) -> float:
-    """``"20m"``, ``"1h30m"``, ``"90s"``, ``"1.5h"`` or plain seconds -> seconds."""
-    raw = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", raw):
-        seconds = float(raw)
-    else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", raw)
-        if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([hms])", "", raw).strip():
-            raise LWIError(f"Cannot read the time {text!r}: use e.g. 20m, 1h30m, 90s or 1.5h.")
-        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-    if seconds <= 0:
-        raise LWIError("The time budget must be positive.")
-    return seconds
-
-
-def format_duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "unknown"
-    seconds = max(0, int(round(seconds)))
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds // 3600} h {round((seconds % 3600) / 60)} min"
 
 
 # -- the rules ----------------------------------------------------------------------------------
@@ -586,7 +554,7 @@ def plan_options(
         n_validation=len(held), probe=probe, started=started, unlabeled=unlabeled,
     )
     options = {k: v for k, v in given.items() if v is not None and k not in ("iterations", "pretrain_iterations")}
-    for key in PLANNED:
+    for key in PLANNED + ("arch_params",):
         if key in plan.settings and options.get(key) is None:
             options[key] = plan.settings[key]
     for key in ("roi", "spacing"):

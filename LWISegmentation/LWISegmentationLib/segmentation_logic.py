@@ -74,12 +74,19 @@ class SegmentationLogic:
         self.lastCommand = ""
         self.lastResult = None
         self.selectedModelPath: Optional[str] = None
+        #: Folders of the models selected in this session (LWI Training's models folder when the
+        #: user picked another one): listed with the default models folder.
+        self.modelFolders: list = []
         self._previewNodes: list = []
         self._labelOutlines: list = []  # (slice node, its UseLabelOutline before the preview)
 
     def selectModel(self, modelPath: str) -> None:
-        """Make ``modelPath`` the module's model (LWI Training calls this with a new model)."""
+        """Make ``modelPath`` the module's model (LWI Training calls this with a new model); the
+        other models of its folder are listed from now on too."""
         self.selectedModelPath = str(modelPath)
+        folder = os.path.dirname(os.path.abspath(self.selectedModelPath))
+        if folder not in self.modelFolders:
+            self.modelFolders.append(folder)
 
     def shownVolume(self):
         """The volume shown in the slice views (background layer), else the scene's first volume
@@ -99,13 +106,16 @@ class SegmentationLogic:
     # -- models ---------------------------------------------------------------------------
     def listModels(self, folders=None, extra=()) -> list:
         """The models the user trained (the models folder LWI Training publishes to:
-        :func:`LWICommon.files.models_folder`, unless ``folders`` is given) and the ``extra`` files,
+        :func:`LWICommon.files.models_folder`, and the folders of the models selected in this
+        session, :attr:`modelFolders`; or ``folders`` if given) and the ``extra`` files,
         as :class:`LWISegmentationLib.models.ModelEntry` (``.name``, ``.path``, ``.labels``,
         ``.architecture``, ``.strategy``, ``.validation_dice``, ``.description()``)."""
         from LWICommon import files
         from LWISegmentationLib import models
 
-        return models.list_models(folders if folders is not None else [files.models_folder()], extra)
+        if folders is None:
+            folders = [files.models_folder()] + [f for f in self.modelFolders if f != files.models_folder()]
+        return models.list_models(folders, extra)
 
     def modelInfo(self, modelPath: str) -> dict:
         """A model bundle's metadata (labels, architecture, preprocessing, provenance), read from the

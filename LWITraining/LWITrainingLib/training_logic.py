@@ -42,6 +42,7 @@ class TrainingLogic:
         self.curves = None
         self.plot = None
         self._stagingDir: Optional[str] = None
+        self._previewVolume = None  # a folder case's image, loaded for its preview
 
     @property
     def chartNode(self):
@@ -57,12 +58,11 @@ class TrainingLogic:
     # -- folders -----------------------------------------------------------------------------
     def modelsFolder(self, folder: Optional[str] = None) -> str:
         """Where models go: ``folder`` if given, else the ``LWI/ModelsFolder`` application setting,
-        else ``~/LWI/models`` (created)."""
+        else ``~/LWI/models``. Not created here (opening the panel must write nothing): training
+        creates it."""
         from LWICommon import files
 
-        folder = files.models_folder(folder)
-        os.makedirs(folder, exist_ok=True)
-        return folder
+        return files.models_folder(folder)
 
     def runFolder(self, modelName: str, modelsFolder: Optional[str] = None) -> str:
         """The folder of a model's training run: its exported cases (``data/``) and checkpoints."""
@@ -75,6 +75,28 @@ class TrainingLogic:
         from LWITrainingLib import run_folder
 
         return run_folder.can_resume(self.runFolder(modelName, modelsFolder), modelName)
+
+    def trainConflict(self, modelName: str, modelsFolder: Optional[str] = None) -> str:
+        """What :meth:`train` of ``modelName`` would replace: a model of that name, an interrupted
+        run that Resume could continue ("" when nothing)."""
+        from LWICommon import files
+
+        found = []
+        path = files.model_path(self.modelsFolder(modelsFolder), modelName)
+        if os.path.isfile(path):
+            found.append(f"a model '{modelName}' exists ({path})")
+        if self.canResume(modelName, modelsFolder):
+            found.append(f"an interrupted training of '{modelName}' can be resumed")
+        return " and ".join(found)
+
+    def unusedModelName(self, baseName: str = "model", modelsFolder: Optional[str] = None) -> str:
+        """``baseName``, or ``baseName-2``, ``-3``, ... : the first name :meth:`train` can use
+        without replacing anything."""
+        name, number = baseName, 1
+        while self.trainConflict(name, modelsFolder) or os.path.exists(self.runFolder(name, modelsFolder)):
+            number += 1
+            name = f"{baseName}-{number}"
+        return name
 
     # -- cases -------------------------------------------------------------------------------
     def _staging(self) -> str:
@@ -115,7 +137,7 @@ class TrainingLogic:
             if names:
                 names = mrml.writeSegmentsAsLabelmap(segmentationNode, volumeNode, labelPath)
             segments = {i + 1: n for i, n in enumerate(names)}
-            sources.append(cases.CaseSource(name, imagePath, labelPath if names else None, segments))
+            sources.append(cases.CaseSource(name, imagePath, labelPath if names else None, segments, node=volumeNode))
         return sources
 
     def collectCasesFromFolder(self, folder: str) -> List[Any]:
@@ -137,7 +159,11 @@ class TrainingLogic:
 
     def clearCases(self) -> None:
         """Forget the collected cases and delete the staged copies of scene cases (a training
-        that started has its own copies in its run folder)."""
+        that started has its own copies in its run folder). Not while a plan reads them: cancel
+        it first (RuntimeError)."""
+        if self.planRunner is not None and self.planRunner.running:
+            raise RuntimeError("A plan is reading the cases: cancel it before clearing them.")
+        self.clearPreview()
         if self._stagingDir:
             shutil.rmtree(self._stagingDir, ignore_errors=True)
             self._stagingDir = None
@@ -192,6 +218,7 @@ class TrainingLogic:
         onFinished: Optional[Callable[[Any], None]] = None,
         start: bool = True,
         plot: bool = True,
+        replace: bool = False,
     ):
         """Train a model called ``modelName`` on ``cases`` and save it in the models folder.
 
@@ -208,6 +235,9 @@ class TrainingLogic:
             onFinished: called with the runner when the run is over (whatever the outcome).
             start: False returns the runner unstarted (the panel starts and polls it).
             plot: show the losses and validation Dice in a plot chart while training.
+            replace: replace a model of that name and discard its interrupted run
+                (:meth:`trainConflict`); otherwise such a name raises FileExistsError, and nothing
+                is touched (:meth:`unusedModelName` gives a free one; :meth:`resume` continues).
 
         Returns the :class:`LWICommon.process.ProcessRunner`. Excluded cases are logged with their reasons.
         """
@@ -218,6 +248,11 @@ class TrainingLogic:
         for row in cases.excluded:
             logging.warning(f"LWITraining: case {row.name} is left out: {'; '.join(row.problems)}")
         self._checkNotRunning()
+        conflict = self.trainConflict(modelName, modelsFolder)
+        if conflict and not replace:
+            raise FileExistsError(
+                f"Not trained: {conflict}. Choose another model name, Resume, or train with replace=True."
+            )
 
         run = self.runFolder(modelName, modelsFolder)
         data = os.path.join(run, run_folder.DATA_FOLDER)
@@ -434,6 +469,7 @@ class TrainingLogic:
         """Copy the trained bundle into the models folder and select it in LWI Segmentation."""
         from LWITrainingLib import run_folder
 
+        os.makedirs(os.path.dirname(finalPath), exist_ok=True)
         self.lastModelPath = run_folder.publish_model(checkpoint, finalPath)
         logging.info(f"LWITraining: model saved to {finalPath}")
         try:
@@ -479,7 +515,10 @@ class TrainingLogic:
 
     # -- using the result --------------------------------------------------------------------
     def _previewInputs(self, case, settings):
-        """(the case's volume node, the preview options) for a preview; sets :attr:`lastPreviewNote`."""
+        """(the case's volume node, the preview options) for a preview; sets :attr:`lastPreviewNote`.
+
+        A scene case is previewed on its own volume node; a folder case's image is loaded once, as
+        one node that the next preview, :meth:`clearPreview` and :meth:`clearCases` remove."""
         from LWICommon import mrml
         from LWITrainingLib.training_settings import preview_note
 
@@ -488,13 +527,27 @@ class TrainingLogic:
         plan = self.lastPlan.get("settings") if self.planIsCurrent(self.trainingSet, settings) else None
         volumeNode = case
         if hasattr(case, "image"):
-            if not case.image:
-                raise ValueError(f"The case {case.name} has no image.")
-            volumeNode = mrml.loadVolume(case.image, f"{case.name} (training case)")
+            volumeNode = getattr(case, "node", None)
+            if volumeNode is None:
+                if not case.image:
+                    raise ValueError(f"The case {case.name} has no image.")
+                self.clearPreview()
+                volumeNode = self._previewVolume = mrml.loadVolume(case.image, f"{case.name} (training case)")
+                mrml.forgetFiles(volumeNode)  # the scene does not own the case's file: never saved over it
         self.lastPreviewNote = preview_note(settings, plan)
         if self.lastPreviewNote:
             logging.info(f"LWITraining preview: {self.lastPreviewNote}")
         return volumeNode, settings.preview_options(plan)
+
+    def clearPreview(self) -> None:
+        """Remove the volume node loaded for the preview of a folder case, and the preview itself."""
+        import slicer
+
+        if self._previewVolume is not None:
+            if slicer.mrmlScene.IsNodePresent(self._previewVolume):
+                slicer.mrmlScene.RemoveNode(self._previewVolume)
+            self._previewVolume = None
+            self.segmentationLogic().clearPreview()
 
     def showPreview(self, case, settings=None):
         """The Step-1 shuffle/mask preview of a training case (a ``CaseSource`` or a volume node),

@@ -221,7 +221,7 @@ def test_out_of_memory_retries_with_smaller_batches_then_on_the_cpu(monkeypatch)
     seg.device = torch.device("cuda")  # as if loaded on a GPU
     calls, messages = [], []
 
-    def fake_once(image, device, batch, stitch, largest_component, probabilities, name=""):
+    def fake_once(image, device, batch, stitch, largest_component, probabilities, name="", uncertainty=False):
         calls.append((device.type, batch, stitch.type))
         if device.type == "cuda":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

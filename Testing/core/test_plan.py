@@ -149,14 +149,18 @@ def test_plan_keeps_what_the_user_gave_and_fills_the_rest():
     assert plans.make_plan(None, {"arch": "unetr"}, device="cpu", fp=fp, probe=False).settings["lr"] == plans.PAPER_LR
 
 
-def test_parse_duration():
-    assert plans.parse_duration("20m") == 1200
-    assert plans.parse_duration("1h30m") == 5400
-    assert plans.parse_duration("1.5h") == 5400
-    assert plans.parse_duration("45") == 45
+def test_duration():
+    from argparse import ArgumentTypeError
+
+    from lwi.segment_options import duration
+
+    assert duration("20m") == 1200
+    assert duration("1h30m") == 5400
+    assert duration("1.5h") == 5400
+    assert duration("45") == 45
     for bad in ("soon", "20x", "-5", "0"):
-        with pytest.raises(LWIError):
-            plans.parse_duration(bad)
+        with pytest.raises(ArgumentTypeError):
+            duration(bad)
 
 
 def test_fingerprint_of_phantoms(tmp_path):

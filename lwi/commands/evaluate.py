@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     progress.result(
         mean_dice=results["mean_dice"],
         mean_hd95=results["mean_hd95"],
+        mean_uncertainty=results["mean_uncertainty"],
+        uncertainty_dice_spearman=results["uncertainty_dice_spearman"],
         dice=results["mean"]["dice"],
         hd95=results["mean"]["hd95"],
         cases=len(results["cases"]),

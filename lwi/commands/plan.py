@@ -21,12 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from lwi.plan import parse_duration, plan_options, report_plan
+    from lwi.plan import plan_options, report_plan
     from lwi.progress import Progress
 
     started = time.monotonic()
     progress = Progress(args.progress)
-    time_budget = parse_duration(args.time) if args.time else None
+    time_budget = args.time
     if args.from_model:  # improving a finished model (lwi.improve)
         from lwi.improve import plan_improvement
 
