@@ -34,11 +34,11 @@ def test_round_trip_keeps_tuples():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"ema_mode": "typo"}, "ema mode"),
-        ({"context_tube_axis": "w"}, "tube axis"),
-        ({"anatomask_transfer": "decoder"}, "anatomask transfer"),
+        ({"ema_mode": "typo"}, "ema_mode"),
+        ({"context_tube_axis": "w"}, "context_tube_axis"),
+        ({"anatomask_transfer": "decoder"}, "anatomask_transfer"),
         ({"context_mask_ratio": 1.0}, "context_mask_ratio"),
-        ({"ema_momentum": (1.0, 0.9)}, "ema momentum"),
+        ({"ema_momentum": (1.0, 0.9)}, "ema_momentum"),
         ({"clip_grad_norm": 0.0}, "clip_grad_norm"),
     ],
 )

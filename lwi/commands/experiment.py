@@ -65,12 +65,8 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(args.progress)
 
     from lwi.experiment import strategy_planner
-    from lwi.plan import parse_duration
 
-    plan = strategy_planner(
-        options, args.strategies, device=args.device, time_budget=parse_duration(args.time) if args.time else None,
-        progress=progress,
-    )
+    plan = strategy_planner(options, args.strategies, device=args.device, time_budget=args.time, progress=progress)
 
     result = run_experiment(
         args.data, args.out, strategies=args.strategies, ks=args.k, seeds=args.seeds, test=args.test,

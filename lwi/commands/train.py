@@ -43,11 +43,11 @@ def run(args: argparse.Namespace) -> int:
                 **{k: v for k, v in settings.items() if k not in ("iterations", "pretrain_iterations")},
             }
         from lwi import distributed
-        from lwi.plan import parse_duration, plan_options, report_plan
+        from lwi.plan import plan_options, report_plan
 
         options, chosen = plan_options(
             args.data, settings, strategy=args.strategy, device=device,
-            time_budget=parse_duration(args.time) if args.time else None, started=started,
+            time_budget=args.time, started=started,
             unlabeled=bool(args.unlabeled),
         )
         report_plan(progress, chosen)
@@ -76,11 +76,11 @@ def improve_command(args: argparse.Namespace, started: float) -> int:
             return {k: v for k, v in settings.items() if k not in ("iterations", "pretrain_iterations")}
         from lwi import distributed
         from lwi.improve import plan_improvement
-        from lwi.plan import parse_duration, report_plan
+        from lwi.plan import report_plan
 
         options, chosen = plan_improvement(
             args.data, args.from_model, settings, strategy=args.strategy, unlabeled=bool(args.unlabeled),
-            device=device, time_budget=parse_duration(args.time) if args.time else None, started=started,
+            device=device, time_budget=args.time, started=started,
         )
         report_plan(progress, chosen)
         return distributed.broadcast_object(options)
