@@ -59,6 +59,8 @@ class LWISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.addToTrainingSetButton.connect("clicked(bool)", self.onAddToTrainingSetButton)
         self.ui.modelComboBox.connect("activated(int)", self.onModelChosen)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
+        self.ui.uncertaintyOpacitySlider.connect("valueChanged(double)", self.logic.setUncertaintyOpacity)
+        self.ui.rankButton.connect("clicked(bool)", self.onRankButton)
         self.initializeParameterNode()
         self.refreshModels()
 
@@ -205,6 +207,7 @@ class LWISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 outputSegmentation=p.outputSegmentation,
                 show3D=p.show3D,
                 onImported=self._onImported,
+                uncertainty=p.showUncertainty,
             )
             self.task.log("Running: " + self.logic.lastCommand)
             self.task.start(job)
@@ -217,10 +220,26 @@ class LWISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # picked); the result is offered for correction and "Add to training set".
         if self._parameterNode:
             self._parameterNode.correctedSegmentation = segmentationNode
+        score = self.logic.uncertaintyScore(segmentationNode)
+        self.ui.uncertaintyLabel.text = "" if score is None else f"Uncertainty score: {score:.3f} (higher: check it first)."
         result = self.logic.lastResult or {}
         if result.get("seconds") is not None:
             reused = " (model already loaded)" if result.get("reused_model") else ""
             self.task.log(f"Segmented on {result.get('device')} in {result['seconds']:.1f} s{reused}.")
+
+    def onRankButton(self) -> None:
+        """Segment every volume of the chosen folder and list them least certain first (blocks)."""
+        p = self._parameterNode
+        try:
+            with slicer.util.WaitCursor():
+                ranked = self.logic.rankFolder(self.ui.rankFolderButton.directory, str(p.modelPath), device=p.device)
+        except Exception as e:
+            slicer.util.errorDisplay(f"Ranking failed: {e}")
+            logging.exception("LWISegmentation rank failed")
+            return
+        self.task.log("Least certain first: " + self.logic.lastCommand)
+        for name, score in ranked:
+            self.task.log(f"  {name}: {score:.3f}" if score is not None else f"  {name}: no score")
 
     # -- preview --------------------------------------------------------------------------
     def onPreviewButton(self) -> None:
