@@ -74,6 +74,7 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.planButton.connect("clicked(bool)", self.onPlanButton)
         self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
         self.ui.resumeButton.connect("clicked(bool)", self.onResumeButton)
+        self.ui.improveButton.connect("clicked(bool)", self.onImproveButton)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
         self.initializeParameterNode()
 
@@ -167,6 +168,7 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.planStatusLabel.text = self._planStatus if self._planIsCurrent() else PLAN_CHANGED
         canResume = bool(p and name and not running and self.logic.canResume(name, self._modelsFolder()))
         self.ui.resumeButton.enabled = canResume
+        self._showImprovement(bool(included and not running))
         if not (self.segmentTask is not None and self.segmentTask.running):
             self.ui.segmentButton.enabled = bool(self.logic.lastModelPath and not running)
         if running:
@@ -310,13 +312,35 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onResumeButton(self) -> None:
         self._start(resume=True)
 
-    def _start(self, resume: bool) -> None:
+    def onImproveButton(self) -> None:
+        self._start(resume=False, improve=True)
+
+    def _showImprovement(self, possible: bool) -> None:
+        """Enable "Improve" when a model was trained in this session and cases are there; say what it adds."""
+        parent = self.logic.lastModelPath
+        self.ui.improveButton.enabled = bool(parent and possible)
+        text = ""
+        if parent and possible:
+            try:
+                info = self.logic.improvementInfo(parent, self.logic.trainingSet)
+                text = f"Improves {info['parent']} with {len(info['added'])} new case(s): {', '.join(info['added']) or 'none'}."
+            except ValueError as e:
+                text = str(e)
+        self.ui.improveInfoLabel.text = text
+
+    def _start(self, resume: bool, improve: bool = False) -> None:
         try:
             if not self.logic.setupDependencies(askConfirmation=True):
                 return
             p = self._parameterNode
             kwargs = dict(modelsFolder=self._modelsFolder(), start=False, onEvent=self._onEvent)
-            if resume:
+            if improve:  # a new model next to its parent, never replacing anything
+                from LWICommon.files import model_name_from_path
+
+                parent = self.logic.lastModelPath
+                name = self.logic.unusedModelName(model_name_from_path(parent) + "-improved", self._modelsFolder())
+                runner = self.logic.improve(self.logic.trainingSet, parent, name, settings=self._settings(), **kwargs)
+            elif resume:
                 runner = self.logic.resume(p.modelName, epochs=p.epochs, pretrainEpochs=p.pretrainEpochs, **kwargs)
             else:
                 conflict = self.logic.trainConflict(p.modelName, self._modelsFolder())
