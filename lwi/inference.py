@@ -25,6 +25,7 @@ the windows on the CPU, then runs entirely on the CPU, saying so through :meth:`
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 from dataclasses import dataclass, field
@@ -86,6 +87,21 @@ def _first_output(output: Any) -> torch.Tensor:
     return output
 
 
+MIRRORS = [axes for n in range(4) for axes in itertools.combinations((2, 3, 4), n)]  # 8 sets of flipped axes
+
+
+def mirrored(model: torch.nn.Module, windows: torch.Tensor) -> torch.Tensor:
+    """The mean of the model's logits over the 8 mirrorings of the windows' three spatial axes, each
+    flipped back (nnU-Net's test-time mirroring)."""
+    total = None
+    for axes in MIRRORS:
+        x = torch.flip(windows, axes) if axes else windows
+        out = _first_output(model(x)).float()
+        out = torch.flip(out, axes) if axes else out
+        total = out if total is None else total + out
+    return total / len(MIRRORS)
+
+
 class Segmenter:
     """Segments volumes with a model bundle; load once, call :meth:`segment` many times.
 
@@ -103,6 +119,8 @@ class Segmenter:
         interpolation: how labels go back to the input grid: "linear" (the argmax of trilinearly
             interpolated logits, computed exactly but only near label boundaries) or "nearest"
             (nearest-neighbour lookup of the network's labels: blockier, slightly faster).
+        mirror: test-time mirroring (nnU-Net's): every window's logits are averaged over the 8 flips
+            of its three axes (8x the network time).
     """
 
     def __init__(
@@ -117,6 +135,7 @@ class Segmenter:
         progress: Optional[Progress] = None,
         threads: Optional[int] = None,
         interpolation: str = "linear",
+        mirror: bool = False,
         _model: Optional[torch.nn.Module] = None,
         _metadata: Optional[Dict[str, Any]] = None,
     ):
@@ -151,6 +170,7 @@ class Segmenter:
         if self.sw_batch_size < 1:
             raise LWIError(f"The window batch size must be at least 1, got {self.sw_batch_size}.")
         self.amp = bool(amp)
+        self.mirror = bool(mirror)
         if not spacing_scale or spacing_scale <= 0:
             raise LWIError(f"The spacing scale must be positive, got {spacing_scale}.")
         self.spacing_scale = float(spacing_scale)
@@ -285,7 +305,7 @@ class Segmenter:
             calls = [0]
 
             def predictor(windows: torch.Tensor) -> torch.Tensor:
-                out = _first_output(model(windows))
+                out = mirrored(model, windows) if self.mirror else _first_output(model(windows))
                 calls[0] += 1
                 self.progress.update(min(calls[0], total), total)
                 return out

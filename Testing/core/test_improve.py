@@ -126,6 +126,7 @@ def test_plan_gives_a_share_of_a_new_models_budget(loop):
         (["--arch", "unetr"], "--arch differs from the network of parent.lwi.safetensors"),
         (["--roi", "16", "16", "16"], "--roi differs"),
         (["--strategy", "lwi"], "leave out --strategy lwi"),
+        (["--spacing", "2", "2", "2"], "--spacing differs from the spacing parent.lwi.safetensors was trained at"),
     ],
 )
 def test_refuses_another_network_in_one_sentence(loop, capsys, extra, words):
