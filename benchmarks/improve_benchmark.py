@@ -51,6 +51,7 @@ def main() -> int:
     parser.add_argument("--parent-iterations", type=int, default=300)
     parser.add_argument("--shares", type=float, nargs="+", default=[0.25, 0.5])
     parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite the tables of docs/correction-loop.md")
     args = parser.parse_args()
 
     import record
@@ -139,10 +140,85 @@ def main() -> int:
     }
     path = record.write("improve", "cpu", figures)
     print(f"Written to {path}")
+    if not args.no_doc:
+        write_doc(figures, path.name)
     for arm, s in summary.items():
         print(f"{arm:>16}: test Dice {s['mean_dice']:.4f} +- {s['sd_dice']:.4f}; Spearman(uncertainty, Dice) "
               f"{s['mean_spearman'] if s['mean_spearman'] is None else round(s['mean_spearman'], 3)}")
     return 0
+
+
+DOC = ROOT / "docs" / "correction-loop.md"
+
+
+def tables(figures: Dict[str, Any], file_name: str) -> Dict[str, str]:
+    """The markdown of docs/correction-loop.md's two result blocks (``improve``, ``uncertainty``)."""
+    s, draws = figures["summary"], figures["draws"]
+    budget = figures["parent_iterations"]
+    seeds = ", ".join(str(d["seed"]) for d in draws)
+    rows = ["| arm | iterations (cases) | mean test Dice ± SD | per draw | − retrain, same budget | − retrain, full budget |",
+            "| --- | --- | --- | --- | --- | --- |"]
+
+    def per_draw(arm: str) -> str:
+        return ", ".join(f"{d['arms'][arm]['mean_dice']:.3f}" for d in draws)
+
+    k0, k1 = figures["k"]
+    rows.append(f"| parent (scratch, K={k0}) | {budget} ({k0}) | {s['parent']['mean_dice']:.3f} ± {s['parent']['sd_dice']:.3f} "
+                f"| {per_draw('parent')} | | |")
+    rows.append(f"| retrain (scratch, K={k1}) | {budget} ({k1}) | {s['retrain-full']['mean_dice']:.3f} ± "
+                f"{s['retrain-full']['sd_dice']:.3f} | {per_draw('retrain-full')} | | |")
+    for share in figures["shares"]:
+        iterations = max(1, round(share * budget / 10)) * 10
+        for arm, what in ((f"improve-{share:g}", "improve the parent (--from)"), (f"retrain-{share:g}", "retrain (scratch)")):
+            same = full = ""
+            if arm.startswith("improve"):
+                same = ", ".join(f"{v:+.3f}" for v in s[arm]["minus_retrain_same_budget"])
+                full = ", ".join(f"{v:+.3f}" for v in s[arm]["minus_retrain_full_budget"])
+            rows.append(f"| {what}, K={k1} | {iterations} ({k1}) | {s[arm]['mean_dice']:.3f} ± {s[arm]['sd_dice']:.3f} "
+                        f"| {per_draw(arm)} | {same} | {full} |")
+    settings = figures["settings"]
+    where = (f"<sub>hippocampus-dev, {len(figures['test_cases'])} held-out test cases (lwi experiment's fixed draw), "
+             f"draws (seeds) {seeds}, {settings['arch']} {settings['arch_params']}, ROI {settings['roi']}, spacing "
+             f"{settings['spacing']} mm, batch {settings['batch_size']}, lr {settings['lr']}, no validation; iteration "
+             f"budgets, one thread per run (OMP_NUM_THREADS=1, nice 10) on the shared 2-core CPU "
+             f"(`benchmarks/results/{file_name}`).</sub>")
+    improve = "\n".join(rows) + "\n\n" + where + "\n"
+    urows = ["| model | Spearman ρ (uncertainty score, case mean Dice) per draw | mean ρ |", "| --- | --- | --- |"]
+    for arm in s:
+        rhos = [d["arms"][arm]["spearman_uncertainty_dice"] for d in draws]
+        shown = ", ".join("n/a" if r is None else f"{r:+.2f}" for r in rhos)
+        mean = s[arm]["mean_spearman"]
+        urows.append(f"| {arm} | {shown} | {'n/a' if mean is None else f'{mean:+.2f}'} |")
+    pooled = [(c["uncertainty"], _mean_dice(c)) for d in draws for a in d["arms"].values() for c in a["cases"]]
+    uncertainty = "\n".join(urows) + "\n\n" + (
+        f"<sub>Each ρ over the {len(figures['test_cases'])} test cases of one model (same runs as above; a negative ρ "
+        f"means less certain cases were segmented worse). Pooled over all {len(pooled)} (model, case) pairs: "
+        f"ρ = {_spearman(pooled):+.2f}.</sub>\n"
+    )
+    return {"improve": improve, "uncertainty": uncertainty}
+
+
+def _mean_dice(case: Dict[str, Any]) -> float:
+    values = [v for v in case["dice"].values() if v is not None]
+    return sum(values) / len(values) if values else 0.0
+
+
+def _spearman(pairs: List[Any]) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr([u for u, _ in pairs], [d for _, d in pairs])[0])
+
+
+def write_doc(figures: Dict[str, Any], file_name: str) -> None:
+    """Replace the result blocks of docs/correction-loop.md (between ``<!-- results:NAME -->`` markers)."""
+    import re
+
+    text = DOC.read_text()
+    for name, body in tables(figures, file_name).items():
+        text = re.sub(rf"(<!-- results:{name} -->\n).*?(<!-- /results:{name} -->)",
+                      lambda m, body=body: m.group(1) + body + m.group(2), text, flags=re.S)
+    DOC.write_text(text)
+    print(f"Tables written to {DOC}")
 
 
 if __name__ == "__main__":

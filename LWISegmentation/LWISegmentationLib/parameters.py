@@ -21,7 +21,7 @@ class LWISegmentationParameterNode:
     modelPath: the model bundle (``.lwi.safetensors``).
     device: where the network runs.
     show3D: show the result in the 3D view.
-    showUncertainty: also load the result's uncertainty map over the input, and its score.
+    showUncertainty: also show the uncertainty map over the volume and the result's score.
     numSubvolumes: preview: N axial sub-volumes (0: as the model).
     maskRatio: preview: fraction of masked cubes.
     cubeSize: preview: mask cube edge in voxels.

@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
     if out.resolve() == model.resolve() or out.resolve() in model.resolve().parents:
         raise LWIError(f"--out {out} holds the model {model}, which the export would replace; choose another folder.")
     check_outputs([Output(out, "--out", folder=True, estimate=2 * model.stat().st_size)], overwrite=args.overwrite)
+    if out.is_dir() and any(out.iterdir()) and not (out / "configs" / "inference.json").is_file():
+        # --overwrite replaces an earlier bundle, never a folder of other files
+        raise LWIError(f"--out {out} holds files but no MONAI Bundle; choose a new or empty folder.")
     result = export_monai_bundle(model, out)
     print(f"{model.name} -> {out} (MONAI Bundle; models/model.ts: {result['torchscript']}). Run it with: "
           f"cd {out} && python -m monai.bundle run --config_file configs/inference.json --dataset_dir IN --output_dir OUT")

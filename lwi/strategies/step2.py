@@ -117,7 +117,7 @@ def run_step2(
     *,
     train_cache: Any,
     n_train: int,
-    validation_cases: Sequence[Tuple[Any, Any]],
+    validation_cases: Sequence[Optional[Tuple[Any, Any]]],
     labels: Mapping[int, str],
     settings: Settings,
     preprocessing: Any,
