@@ -17,8 +17,8 @@ MedContext (``--part medcontext``): a ``--iterations`` run of the strategy with 
 weighting (default) and the authors' normalised term (``code``), same seed; from the JSON progress,
 the realised share of the consistency term's gradient in the masked pass's DiceCE gradient.
 
-Measurement, not a test. Small network (SegResNet, 8 filters) at ROI 32x48x32, batch 2, lr 1e-3,
-8^3 patches for AnatoMask (96 patches per crop, 58 masked). benchmarks/results/mechanisms-<part>-cpu.json:
+Measurement, not a test. A tiny network (SegResNet, 8 filters, 3 levels, one block each) at ROI 32^3, batch 2, lr 1e-3,
+so it runs on a shared CPU; 8^3 patches for AnatoMask (64 patches per crop, 38 masked). benchmarks/results/mechanisms-<part>-cpu.json:
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/mechanisms.py --data <hippocampus-dev> --part anatomask
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/mechanisms.py --data <hippocampus-dev> --part medcontext
@@ -39,8 +39,8 @@ import record
 import torch
 
 BASE = {
-    "arch": "segresnet", "arch_params": {"init_filters": 8}, "roi": (32, 48, 32), "batch_size": 2, "lr": 1e-3,
-    "val_fraction": 0.0,
+    "arch": "segresnet", "arch_params": {"init_filters": 8, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]},
+    "roi": (32, 32, 32), "batch_size": 2, "lr": 1e-3, "val_fraction": 0.0,
 }
 
 
@@ -156,24 +156,27 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--eval-batches", type=int, default=20)
     p.add_argument("--part", choices=["anatomask", "medcontext", "both"], default="both")
+    p.add_argument("--variants", nargs="+", default=None,
+                   help="only these schedules (anatomask: run paper) or modes (medcontext: share code)")
+    p.add_argument("--name", default=None, help="the results file's name (default: mechanisms[-PART])")
     args = p.parse_args()
     torch.set_num_threads(1)
     figures: Dict[str, Any] = {"data": record.display_path(args.data), "settings": {**BASE, "roi": list(BASE["roi"])}}
     if args.part in ("anatomask", "both"):
         rows = []
         for seed in args.seeds:
-            for schedule in ("run", "paper"):
+            for schedule in args.variants or ("run", "paper"):
                 rows.append(anatomask_run(args.data, schedule, seed, args.iterations, args.eval_batches))
                 print(json.dumps(rows[-1]), flush=True)
         figures["anatomask"] = rows
     if args.part in ("medcontext", "both"):
         rows = []
         for seed in args.seeds:
-            for mode in ("share", "code"):
+            for mode in args.variants or ("share", "code"):
                 rows.append(medcontext_run(args.data, mode, seed, args.iterations))
                 print(json.dumps(rows[-1]), flush=True)
         figures["medcontext"] = rows
-    record.write("mechanisms" if args.part == "both" else f"mechanisms-{args.part}", "cpu", figures)
+    record.write(args.name or ("mechanisms" if args.part == "both" else f"mechanisms-{args.part}"), "cpu", figures)
     return 0
 
 

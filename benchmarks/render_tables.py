@@ -119,19 +119,49 @@ def _cli(r: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\n" + _footer(r)
 
 
+def _median(value: Any) -> Any:
+    """A figure's median (result files before medians hold the single value)."""
+    return value.get("median") if isinstance(value, dict) else value
+
+
+def _spread(value: Any, digits: int = 1, unit: str = "") -> str:
+    """``median (min-max)`` of a figure (the value alone in files before medians)."""
+    if not isinstance(value, dict):
+        return _f(value, digits) + unit
+    if value.get("median") is None:
+        return "n/a"
+    return f"{_f(value['median'], digits)}{unit} ({_f(value['min'], digits)}-{_f(value['max'], digits)})"
+
+
 def _segment(r: Dict[str, Any]) -> str:
     f = r["figures"]
-    names = list(f["results"])
-    base = f["results"]["tutorial"]
-    head = f"| {f['description']} | " + " | ".join(names) + " |"
+    results = f["results"]
+    names = list(results)
+    base = results["tutorial"]
+    ratios = f.get("ratios", {})
+    medians = "median (min-max) of " + str(f.get("repeat")) + " rounds, " if ratios else ""
+    head = f"| {f['description']}; {medians}tutorial / ours in brackets | " + " | ".join(names) + " |"
     lines = [head, "| --- |" + " --- |" * len(names)]
+
+    def ratio(n: str, key: str) -> str:
+        if n == "tutorial":
+            return "1.00x"
+        if n in ratios:  # round by round: two runs back to back share the machine's load
+            return _spread(ratios[n][key], 2, "x")
+        steps = key == "network"
+        b = base["steps"][key] if steps else base[key]
+        o = results[n]["steps"][key] if steps else results[n][key]
+        return f"{_f(_median(b) / _median(o))}x"
+
     lines.append("| total time, file to label file (s) | " + " | ".join(
-        f"{_f(f['results'][n]['seconds'], 1)} ({_f(base['seconds'] / f['results'][n]['seconds'])}x)" for n in names) + " |")
+        f"{_spread(results[n]['seconds'])} [{ratio(n, 'seconds')}]" for n in names) + " |")
     for step in ("read + preprocess", "network", "back to input grid", "write"):
-        lines.append(f"| {step} (s) | " + " | ".join(_f(f["results"][n]["steps"].get(step), 1) for n in names) + " |")
-    lines.append("| peak process memory (GB) | " + " | ".join(_f(f["results"][n]["rss_gb"]) for n in names) + " |")
-    if any(f["results"][n].get("gpu_gb") for n in names):
-        lines.append("| peak GPU memory (GB) | " + " | ".join(_f(f["results"][n].get("gpu_gb")) for n in names) + " |")
+        cells = [_spread(results[n]["steps"].get(step)) + (f" [{ratio(n, 'network')}]" if step == "network" else "")
+                 for n in names]
+        lines.append(f"| {step} (s) | " + " | ".join(cells) + " |")
+    lines.append("| peak process memory (GB) | " + " | ".join(_spread(results[n]["rss_gb"], 2) for n in names) + " |")
+    if any(_median(results[n].get("gpu_gb")) for n in names):
+        lines.append("| peak GPU memory (GB) | " + " | ".join(_spread(results[n].get("gpu_gb"), 2) for n in names) + " |")
     for name, agree in f.get("agreement", {}).items():
         lines.append(f"| agreement {name} | mean Dice {agree['mean_dice']:.4f}, "
                      f"{100 * agree['identical_voxels']:.2f}% identical voxels |" + " |" * (len(names) - 1))

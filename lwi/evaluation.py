@@ -153,6 +153,23 @@ def summarize(cases: List[Dict[str, Any]], labels: Mapping[int, str]) -> Dict[st
     }
 
 
+def subset_means(results: Mapping[str, Any], values: Sequence[int]) -> Dict[str, Any]:
+    """The means over a subset of label ``values`` (e.g. Synapse's 8 organs {1, 2, 3, 4, 6, 7, 8, 11}):
+    ``{"labels": [names], "mean_dice", "mean_hd95"}`` from the per-label means of :func:`summarize`."""
+    from lwi.errors import LWIError
+
+    names = results["labels"]
+    missing = [v for v in values if str(int(v)) not in names]
+    if missing:
+        raise LWIError(f"--labels {missing} are not label values of the model; it has {sorted(int(k) for k in names)}.")
+    chosen = [names[str(int(v))] for v in values]
+    return {
+        "labels": chosen,
+        "mean_dice": _mean([results["mean"]["dice"].get(n) for n in chosen]),
+        "mean_hd95": _mean([results["mean"]["hd95"].get(n) for n in chosen]),
+    }
+
+
 def _fmt(value: Optional[float], digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 

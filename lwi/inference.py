@@ -25,6 +25,7 @@ the windows on the CPU, then runs entirely on the CPU, saying so through :meth:`
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 from dataclasses import dataclass, field
@@ -86,6 +87,21 @@ def _first_output(output: Any) -> torch.Tensor:
     return output
 
 
+MIRRORS = [axes for n in range(4) for axes in itertools.combinations((2, 3, 4), n)]  # 8 sets of flipped axes
+
+
+def mirrored(model: torch.nn.Module, windows: torch.Tensor) -> torch.Tensor:
+    """The mean of the model's logits over the 8 mirrorings of the windows' three spatial axes, each
+    flipped back (nnU-Net's test-time mirroring)."""
+    total = None
+    for axes in MIRRORS:
+        x = torch.flip(windows, axes) if axes else windows
+        out = _first_output(model(x)).float()
+        out = torch.flip(out, axes) if axes else out
+        total = out if total is None else total + out
+    return total / len(MIRRORS)
+
+
 class Segmenter:
     """Segments volumes with a model bundle; load once, call :meth:`segment` many times.
 
@@ -103,6 +119,8 @@ class Segmenter:
         interpolation: how labels go back to the input grid: "linear" (the argmax of trilinearly
             interpolated logits, computed exactly but only near label boundaries) or "nearest"
             (nearest-neighbour lookup of the network's labels: blockier, slightly faster).
+        mirror: test-time mirroring (nnU-Net's): every window's logits are averaged over the 8 flips
+            of its three axes (8x the network time).
     """
 
     def __init__(
@@ -117,6 +135,7 @@ class Segmenter:
         progress: Optional[Progress] = None,
         threads: Optional[int] = None,
         interpolation: str = "linear",
+        mirror: bool = False,
         _model: Optional[torch.nn.Module] = None,
         _metadata: Optional[Dict[str, Any]] = None,
     ):
@@ -151,6 +170,7 @@ class Segmenter:
         if self.sw_batch_size < 1:
             raise LWIError(f"The window batch size must be at least 1, got {self.sw_batch_size}.")
         self.amp = bool(amp)
+        self.mirror = bool(mirror)
         if not spacing_scale or spacing_scale <= 0:
             raise LWIError(f"The spacing scale must be positive, got {spacing_scale}.")
         self.spacing_scale = float(spacing_scale)
@@ -285,7 +305,7 @@ class Segmenter:
             calls = [0]
 
             def predictor(windows: torch.Tensor) -> torch.Tensor:
-                out = _first_output(model(windows))
+                out = mirrored(model, windows) if self.mirror else _first_output(model(windows))
                 calls[0] += 1
                 self.progress.update(min(calls[0], total), total)
                 return out
@@ -436,11 +456,13 @@ def segment_file(
     probabilities_path: Optional[PathLike] = None,
     compress: bool = True,
     uncertainty_path: Optional[PathLike] = None,
+    output_format: str = "auto",
 ) -> SegmentationResult:
     """Read an image (file or DICOM folder), segment it and write the label map (and probabilities,
     uncertainty map).
 
-    Outputs are written atomically, so an error leaves no output file behind.
+    Outputs are written atomically, so an error leaves no output file behind. ``output_format``:
+    "auto" (the output's file name decides; ``.dcm`` is DICOM SEG) or "dicom-seg" (:mod:`lwi.dicom_seg`).
     """
     from lwi.io import read_image
 
@@ -449,7 +471,10 @@ def segment_file(
         image, largest_component=largest_component, return_probabilities=probabilities_path is not None,
         name=str(input_path), return_uncertainty=uncertainty_path is not None,
     )
-    write_result(segmenter, result, output_path, probabilities_path, compress=compress, uncertainty_path=uncertainty_path)
+    write_result(
+        segmenter, result, output_path, probabilities_path, compress=compress, uncertainty_path=uncertainty_path,
+        source=input_path, output_format=output_format,
+    )
     return result
 
 
@@ -460,13 +485,29 @@ def write_result(
     probabilities_path: Optional[PathLike] = None,
     compress: bool = True,
     uncertainty_path: Optional[PathLike] = None,
+    source: Optional[PathLike] = None,
+    output_format: str = "auto",
 ) -> None:
     """Write a result's label map (with the model's segment names), probabilities and uncertainty map;
-    atomically, all or nothing (what was written is removed again when a later file cannot be)."""
+    atomically, all or nothing (what was written is removed again when a later file cannot be).
+
+    A DICOM SEG output (``output_format`` "dicom-seg", or "auto" and a ``.dcm`` name) references the
+    images of ``source``, the DICOM series folder that was segmented.
+    """
+    from lwi.dicom_seg import is_dicom_seg, label_terminology, write_dicom_seg
     from lwi.io import write_sitk_atomic
     from lwi.labelmap import write_labelmap
 
-    write_labelmap(result.label, output_path, segmenter.labels, compress=compress)
+    if is_dicom_seg(output_path, output_format):
+        if source is None:
+            raise LWIError(f"The DICOM SEG {output_path} needs the DICOM series that was segmented as its source.")
+        arch = segmenter.metadata.get("architecture", {}).get("arch", "")
+        write_dicom_seg(
+            result.label, source, output_path, segmenter.labels, label_terminology(segmenter.metadata),
+            model_name=f"LWI {arch}".strip(),
+        )
+    else:
+        write_labelmap(result.label, output_path, segmenter.labels, compress=compress)
     written = [Path(output_path)]
     extra = [(probabilities_path, result.probabilities), (uncertainty_path, result.uncertainty)]
     try:

@@ -155,6 +155,10 @@ SEGMENT_OPTIONS: Tuple[SegmentOption, ...] = (
     ),
     SegmentOption("amp", "--no-amp", SWITCH_OFF, bool, True, True, "full float32 on CUDA (default: float16 autocast)"),
     SegmentOption(
+        "mirror", "--mirror", SWITCH_ON, bool, False, True,
+        "test-time mirroring: average the network's output over the 8 flips of the three axes (8x slower)",
+    ),
+    SegmentOption(
         "largest_component", "--largest-component", SWITCH_ON, bool, False, False,
         "keep only the largest connected piece of each label",
     ),

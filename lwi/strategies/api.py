@@ -209,6 +209,7 @@ def auto_strategy(run: Run, options: Dict[str, Any]) -> str:
     name, why = choose_strategy(i2, None if given is None else int(given), bool(run.unlabeled))
     if name == "scratch" and given is None:
         run.settings.pretrain_epochs = 0  # as the plan: no Step-1 budget to match, Step 2's is the whole budget
+        run.settings.pretrain_iterations = None
     run.progress.log(f"Strategy {name} ({why}).")
     return name
 

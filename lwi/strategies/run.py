@@ -294,7 +294,7 @@ class Run:
         return pairs
 
     def step2(
-        self, out: Path, last: Path, *, validation_cases: Sequence[Tuple[Any, Any]], resume: bool, **options: Any
+        self, out: Path, last: Path, *, validation_cases: Sequence[Optional[Tuple[Any, Any]]], resume: bool, **options: Any
     ) -> Dict[str, Any]:
         """:func:`run_step2` on this run's training cache, labels, settings, preprocessing, device and
         progress; ``options`` are run_step2's other keyword arguments."""
