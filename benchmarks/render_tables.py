@@ -1,6 +1,6 @@
-"""Render the README's benchmark tables from the JSON files in ``benchmarks/results/``.
+"""Render the benchmark tables of the README (and of docs/*.md) from the JSON files in ``benchmarks/results/``.
 
-The README marks each table's place with ``<!-- results:NAME -->`` ... ``<!-- /results:NAME -->``,
+The README (or a docs/ page) marks each table's place with ``<!-- results:NAME -->`` ... ``<!-- /results:NAME -->``,
 where NAME is a result file's name without ``.json`` (``train-cpu``, ``folder-cpu``, ...). Everything
 between the two markers is replaced by the table of that file, or by a line saying the figures are
 still to be measured (and with which command) when the file does not exist yet.
@@ -21,6 +21,8 @@ from typing import Any, Callable, Dict, List
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+#: The pages with tables: the README, then the docs/ pages (a table there is as much the file's as one in the README).
+PAGES = [README] + sorted((ROOT / "docs").glob("*.md"))
 MARKER = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
 # How to produce each result file (shown while it is missing).
@@ -35,6 +37,7 @@ COMMANDS = {
     "ct-lowres-cpu": "python benchmarks/cli_benchmark.py --input CT --name ct-lowres -- --spacing-scale 2 --device cpu",
     "warm-cuda": "benchmarks/run_all_gpu.sh",
     "order-heads-cpu": "python benchmarks/order_head_stability.py --label after --plot",
+    "improve-cpu": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/improve_benchmark.py --shares 0.25",
 }
 
 
@@ -184,7 +187,20 @@ def _order_heads(r: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\n" + _footer(r)
 
 
+def _improve(r: Dict[str, Any]) -> str:
+    import importlib.util
+
+    # The benchmark defines its tables (one place); loaded by path, as the tests load this file.
+    spec = importlib.util.spec_from_file_location("improve_benchmark", Path(__file__).with_name("improve_benchmark.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    made = module.tables(r["figures"], r["_file"])
+    return (made["improve"] + "\nThe uncertainty score against Dice, on the same models and test cases:\n\n"
+            + made["uncertainty"] + "\n" + _footer(r))
+
+
 RENDERERS: Dict[str, Callable[[Dict[str, Any]], str]] = {
+    "improve": _improve,
     "train-ddp": _train_ddp, "train": _train, "folder": _folder, "ct-lowres": _cli, "cli": _cli,
     "segment": _segment, "warm": _warm, "order-heads": _order_heads,
 }
@@ -209,15 +225,17 @@ def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
     args = parser.parse_args(argv)
-    text = README.read_text()
-    new = rendered_readme(text)
-    if args.check:
+    for page in PAGES:
+        text = page.read_text()
+        new = rendered_readme(text)
+        if args.check:
+            if new != text:
+                print(f"{page.name}'s benchmark tables differ from benchmarks/results/; run benchmarks/render_tables.py")
+                return 1
+            continue
         if new != text:
-            print("README.md's benchmark tables differ from benchmarks/results/; run benchmarks/render_tables.py")
-            return 1
-        return 0
-    README.write_text(new)
-    print(f"{len(MARKER.findall(text))} tables rendered into README.md")
+            page.write_text(new)
+        print(f"{len(MARKER.findall(text))} tables rendered into {page.relative_to(ROOT)}")
     return 0
 
 
