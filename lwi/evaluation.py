@@ -9,6 +9,11 @@ Conventions (what users of nnU-Net and MONAI expect):
   Such labels are listed per case under ``hd95_penalized`` and counted per label in ``hd95_penalized``
   of :func:`summarize`.
 - Means are over the cases where the value is defined.
+- Each case also has its uncertainty score (:func:`lwi.inference.uncertainty_score`: the mean
+  normalised softmax entropy inside the predicted structures); over several cases the table states
+  the Spearman rank correlation between that score and the case's mean Dice (negative: the score
+  ranks worse segmentations as less certain, which is what a user correcting the least certain
+  first relies on).
 
 Each label is measured inside the bounding box of its voxels in either image (plus a one-voxel margin),
 which gives the same Dice and surface distances as the whole volume at a fraction of the cost.
@@ -110,8 +115,28 @@ def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
     return float(sum(good) / len(good)) if good else None
 
 
+def case_mean_dice(case: Mapping[str, Any]) -> Optional[float]:
+    """A case's Dice averaged over the labels where it is defined."""
+    return _mean(list(case["dice"].values()))
+
+
+def uncertainty_dice_correlation(cases: Sequence[Mapping[str, Any]]) -> Optional[float]:
+    """Spearman's rank correlation between the cases' uncertainty scores and their mean Dice (None with
+    fewer than 3 cases that have both, or when either is constant)."""
+    from scipy.stats import spearmanr
+
+    pairs = [(c.get("uncertainty"), case_mean_dice(c)) for c in cases]
+    pairs = [(u, d) for u, d in pairs if u is not None and d is not None]
+    if len(pairs) < 3 or len({u for u, _ in pairs}) < 2 or len({d for _, d in pairs}) < 2:
+        return None
+    rho = float(spearmanr([u for u, _ in pairs], [d for _, d in pairs])[0])
+    return None if math.isnan(rho) else rho
+
+
 def summarize(cases: List[Dict[str, Any]], labels: Mapping[int, str]) -> Dict[str, Any]:
-    """Per-label means over ``cases`` (each ``{"case", "dice", "hd95"}``) and the means over labels."""
+    """Per-label means over ``cases`` (each ``{"case", "dice", "hd95"}``, optionally ``"uncertainty"``)
+    and the means over labels; with uncertainty scores, their mean and their rank correlation with
+    the cases' mean Dice (:func:`uncertainty_dice_correlation`)."""
     names = [str(labels[k]) for k in sorted(labels, key=int) if int(k) != 0]
     mean = {
         metric: {name: _mean([c[metric].get(name) for c in cases]) for name in names} for metric in ("dice", "hd95")
@@ -123,6 +148,25 @@ def summarize(cases: List[Dict[str, Any]], labels: Mapping[int, str]) -> Dict[st
         "mean": mean,
         "mean_dice": _mean(list(mean["dice"].values())),
         "mean_hd95": _mean(list(mean["hd95"].values())),
+        "mean_uncertainty": _mean([c.get("uncertainty") for c in cases]),
+        "uncertainty_dice_spearman": uncertainty_dice_correlation(cases),
+    }
+
+
+def subset_means(results: Mapping[str, Any], values: Sequence[int]) -> Dict[str, Any]:
+    """The means over a subset of label ``values`` (e.g. Synapse's 8 organs {1, 2, 3, 4, 6, 7, 8, 11}):
+    ``{"labels": [names], "mean_dice", "mean_hd95"}`` from the per-label means of :func:`summarize`."""
+    from lwi.errors import LWIError
+
+    names = results["labels"]
+    missing = [v for v in values if str(int(v)) not in names]
+    if missing:
+        raise LWIError(f"--labels {missing} are not label values of the model; it has {sorted(int(k) for k in names)}.")
+    chosen = [names[str(int(v))] for v in values]
+    return {
+        "labels": chosen,
+        "mean_dice": _mean([results["mean"]["dice"].get(n) for n in chosen]),
+        "mean_hd95": _mean([results["mean"]["hd95"].get(n) for n in chosen]),
     }
 
 
@@ -131,17 +175,19 @@ def _fmt(value: Optional[float], digits: int) -> str:
 
 
 def format_table(results: Dict[str, Any]) -> str:
-    """A plain-text table: one row per case and label (Dice, HD95 mm), then the per-label means."""
+    """A plain-text table: one row per case and label (Dice, HD95 mm; the case's uncertainty score on
+    its first row), then the per-label means and the score's rank correlation with Dice."""
     names = list(results["labels"].values())
     width = max([len(n) for n in names] + [len("all labels")])
     case_width = max([len(str(c["case"])) for c in results["cases"]] + [4])
-    lines = [f"{'case':<{case_width}}  {'label':<{width}}  {'Dice':>6}  {'HD95 mm':>8}"]
+    lines = [f"{'case':<{case_width}}  {'label':<{width}}  {'Dice':>6}  {'HD95 mm':>8}  {'uncertainty':>11}"]
     lines.append("-" * len(lines[0]))
     for case in results["cases"]:
-        for name in names:
+        for i, name in enumerate(names):
+            score = _fmt(case.get("uncertainty"), 4) if i == 0 else ""
             lines.append(
                 f"{case['case']:<{case_width}}  {name:<{width}}  {_fmt(case['dice'].get(name), 4):>6}  "
-                f"{_fmt(case['hd95'].get(name), 2):>8}"
+                f"{_fmt(case['hd95'].get(name), 2):>8}  {score:>11}"
             )
     lines.append("-" * len(lines[0]))
     for name in names:
@@ -151,8 +197,14 @@ def format_table(results: Dict[str, Any]) -> str:
         )
     lines.append(
         f"{'mean':<{case_width}}  {'all labels':<{width}}  {_fmt(results['mean_dice'], 4):>6}  "
-        f"{_fmt(results['mean_hd95'], 2):>8}"
+        f"{_fmt(results['mean_hd95'], 2):>8}  {_fmt(results.get('mean_uncertainty'), 4):>11}"
     )
+    rho = results.get("uncertainty_dice_spearman")
+    if rho is not None:
+        lines.append(
+            f"Spearman rank correlation of the uncertainty score with the case's mean Dice: {rho:+.3f} "
+            "(negative: less certain cases are segmented worse)"
+        )
     return "\n".join(lines)
 
 
@@ -233,19 +285,19 @@ def evaluate_dataset(
     for n, case in enumerate(dataset.cases, start=1):
         image = read_image(case.image)
         reference = read_image(case.label)
-        result = segmenter.segment(image, largest_component=largest_component)
+        result = segmenter.segment(image, largest_component=largest_component, return_uncertainty=True)
         if predictions_dir is not None:
             from lwi.labelmap import write_labelmap
 
             write_labelmap(result.label, Path(predictions_dir) / f"{case.name}.seg.nrrd", segmenter.labels)
         scores = evaluate_pair(result.label, reference, labels)
-        cases.append({"case": case.name, **scores})
+        cases.append({"case": case.name, **scores, "uncertainty": result.uncertainty_score})
         if progress is not None:
             scored = [v for v in scores["dice"].values() if v is not None]
             mean = f"{sum(scored) / len(scored):.4f}" if scored else "n/a"
             progress.log(f"[{n}/{len(dataset.cases)}] {case.name}: mean Dice {mean}")
             progress.emit(
                 "progress", stage="evaluate", case=case.name, done=n, total=len(dataset.cases),
-                fraction=n / len(dataset.cases), **scores,
+                fraction=n / len(dataset.cases), **scores, uncertainty=result.uncertainty_score,
             )
     return summarize(cases, labels)

@@ -79,6 +79,19 @@ def check_options(parent: PathLike, meta: Mapping[str, Any], given: Mapping[str,
                 f"{flags[key]} differs from the network of {name} ({_network_text(network)}); --from keeps the "
                 "parent's network, so leave the option out (or train a new model without --from)."
             )
+    pre = meta.get("preprocessing") or {}
+    spacing, modality = given.get("spacing"), given.get("modality")
+    if spacing is not None and [round(float(v), 6) for v in spacing] != [round(float(v), 6) for v in pre.get("spacing") or []]:
+        trained = pre.get("spacing") or "the images' own"
+        raise LWIError(
+            f"--spacing differs from the spacing {name} was trained at ({trained}); "
+            "--from keeps the parent's preprocessing, so leave it out."
+        )
+    if modality is not None and str(modality).upper() != str(pre.get("modality", "")).upper():
+        raise LWIError(
+            f"--modality {modality} differs from {name}'s ({pre.get('modality')}); --from keeps the parent's "
+            "preprocessing, so leave it out."
+        )
 
 
 def _network_text(network: Mapping[str, Any]) -> str:

@@ -99,6 +99,16 @@ def format_duration(seconds: Optional[float], precise: bool = False) -> str:
     return f"{seconds // 3600} h {round((seconds % 3600) / 60)} min"
 
 
+def path_text(text: Any) -> str:
+    """An argparse type: a file or folder path (non-empty text; a JSON number or list is refused)."""
+    if not isinstance(text, str) or not text.strip():
+        raise argparse.ArgumentTypeError(f"must be a file path, not {text!r}.")
+    return text
+
+
+path_text.__name__ = "path"
+
+
 #: The types of the options several commands share.
 POSITIVE = whole(1)
 FRACTION = number(0.0, 1.0, below=True)  # [0, 1): mask ratio, overlap, validation share

@@ -77,9 +77,15 @@ def target_spacing(fp: Any) -> Tuple[Tuple[float, float, float], str]:
             f"median in-plane spacing; the coarse axis ({'RAS'[coarse]}) at the 10th percentile of its spacings "
             "(nnU-Net's rule for anisotropic data)"
         )
-    if str(fp.modality).upper() == "CT" and all(t < p for t, p in zip(target, PAPER_CT_SPACING)):
-        target = np.asarray(PAPER_CT_SPACING, dtype=float)
-        reason = "the paper's CT spacing (the median is finer; a crop then covers the paper's context)"
+    finer = [i for i in range(3) if target[i] < PAPER_CT_SPACING[i]]
+    if str(fp.modality).upper() == "CT" and finer:
+        # Per axis, so abdominal CT with fine pixels but thick slices (BTCV: 0.76 x 0.76 x 3 mm) gets the
+        # paper's in-plane 1.5 mm and keeps its slices: a crop then covers about the paper's context.
+        target = np.maximum(target, np.asarray(PAPER_CT_SPACING, dtype=float))
+        reason = (
+            f"the paper's CT spacing (1.5 x 1.5 x 2.0 mm) on the axes where the median is finer "
+            f"({', '.join('RAS'[i] for i in finer)}); the median elsewhere"
+        )
     spacing = (float(target[0]), float(target[1]), float(target[2]))
     return spacing, reason
 
@@ -202,11 +208,13 @@ def budget_settings(
     elif step1_given is not None:
         i1, i2 = step1_given, (i2 if i1 <= 0 else max(1, round(step1_given / STEP1_SHARE)))
     epochs = int(given["epochs"]) if given.get("epochs") is not None else max(1, math.ceil(i2 / ipe))
+    out = {"iterations_per_epoch": ipe, "epochs": epochs}
     if given.get("pretrain_epochs") is not None:
-        pretrain = int(given["pretrain_epochs"])
-    else:
-        pretrain = 0 if i1 <= 0 else max(1, round(i1 / ipe))
-    out = {"iterations_per_epoch": ipe, "epochs": epochs, "pretrain_epochs": pretrain}
+        out["pretrain_epochs"] = int(given["pretrain_epochs"])
+    else:  # Step 1 runs exactly i1 iterations (its last epoch may be partial), not a rounded number of epochs
+        out["pretrain_epochs"] = 0 if i1 <= 0 else max(1, math.ceil(i1 / ipe))
+        if i1 > 0:
+            out["pretrain_iterations"] = int(i1)
     if given.get("val_every") is None:
         out["val_every"] = max(1, math.ceil(epochs / VALIDATIONS))
     return out
@@ -401,7 +409,8 @@ def make_plan(
             i1 = int(round(STEP1_SHARE * i2)) if step1 else 0
         epochs = {k: given.get(k, v) for k, v in budget_settings(i1, i2, given, n_train, batch).items()}
         ipe = epochs["iterations_per_epoch"]
-        return epochs, (epochs["pretrain_epochs"] * ipe if step1 else 0), epochs["epochs"] * ipe
+        i1 = epochs.get("pretrain_iterations", epochs["pretrain_epochs"] * ipe) if step1 else 0
+        return epochs, i1, epochs["epochs"] * ipe
 
     epochs, i1, i2 = schedule(with_step1)
     step1_given = _first(given.get("pretrain_iterations"), given.get("pretrain_epochs"))
@@ -431,7 +440,7 @@ def make_plan(
             f"{i2} Step-2 iterations is below the {MIN_STEP2_ITERATIONS} recommended; labels may be learned poorly "
             "(give more --time, or use a GPU)"
         )
-    reasons["augmentation"] = augmentation_text(roi, i1 > 0)
+    reasons["augmentation"] = augmentation_text(roi, i1 > 0, given.get("step1_flips") == "all")
     alternative = None
     if kind == "cpu":
         g_arch, g_params = default_network("cuda")
@@ -459,9 +468,11 @@ def _budget_given(given: Mapping[str, Any]) -> bool:
     return any(given.get(k) is not None for k in ("epochs", "pretrain_epochs", "iterations", "pretrain_iterations"))
 
 
-def augmentation_text(roi: Sequence[int], step1: bool = True) -> str:
+def augmentation_text(roi: Sequence[int], step1: bool = True, step1_depth: bool = False) -> str:
     rot = "90-degree rotations in the axial plane, " if roi[0] == roi[1] else ""
-    flips = "flips on every axis in Step 2" + (" and in-plane only in Step 1" if step1 else "")
+    flips = "flips on every axis in Step 2" + (
+        (" and Step 1 (depth too, as the authors' code)" if step1_depth else " and in-plane only in Step 1") if step1 else ""
+    )
     return f"{flips}, {rot}intensity scale and shift"
 
 

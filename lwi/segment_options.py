@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 # Relative: the Slicer modules load these standard-library files as a package of their own (LWICommon.vocabulary).
-from .option_types import FRACTION, POSITIVE, POSITIVE_NUMBER
+from .option_types import FRACTION, POSITIVE, POSITIVE_NUMBER, path_text
 
 #: ``kind`` values: a value (``type``), three integers, a flag that turns the option on
 #: (``store_true``) or a ``--no-...`` flag that turns a default-on option off (``store_false``).
@@ -53,10 +53,20 @@ SEGMENT_OPTIONS: Tuple[SegmentOption, ...] = (
     ),
     SegmentOption("amp", "--no-amp", SWITCH_OFF, bool, True, True, "full float32 on CUDA (default: float16 autocast)"),
     SegmentOption(
+        "mirror", "--mirror", SWITCH_ON, bool, False, True,
+        "test-time mirroring: average the network's output over the 8 flips of the three axes (8x slower)",
+    ),
+    SegmentOption(
         "largest_component", "--largest-component", SWITCH_ON, bool, False, False,
         "keep only the largest connected piece of each label",
     ),
     SegmentOption("compress", "--no-compress", SWITCH_OFF, bool, True, False, "write uncompressed files"),
+    SegmentOption(
+        "uncertainty_path", "--uncertainty", VALUE, path_text, None, False,
+        "also write the per-voxel uncertainty map (softmax entropy / log of the number of classes: 0 certain, "
+        "1 every class equally likely; float32 on the input grid) to FILE, a folder when --input is a folder; "
+        "the case's score (mean uncertainty inside the predicted structures) is reported with the result",
+    ),
 )
 OPTIONS: Dict[str, SegmentOption] = {o.key: o for o in SEGMENT_OPTIONS}
 #: Keys of the ``Segmenter`` arguments and of the writing options (``segment_file``).
@@ -74,8 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser, keys: Optional[Tuple[str, ...
                 default=option.default, help=option.help,
             )
         elif option.kind == VALUE:
+            metavar = "FILE" if option.type is path_text else None
             parser.add_argument(
-                option.flag, *option.aliases, dest=key, type=option.type, default=option.default, help=option.help
+                option.flag, *option.aliases, dest=key, type=option.type, default=option.default,
+                help=option.help, metavar=metavar,
             )
         else:
             action = "store_true" if option.kind == SWITCH_ON else "store_false"

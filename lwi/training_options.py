@@ -37,6 +37,7 @@ GROUPS: Dict[str, str] = {
     "medcontext": "MedContext (--strategy medcontext)",
     "anatomask": "AnatoMask (--strategy anatomask)",
     "run": "run",
+    "paper": "recipe and the deviations from the paper (lwi plan lists them with their reasons)",
     "api": "Python API only",
 }
 
@@ -114,8 +115,9 @@ TRAINING_OPTIONS: Tuple[TrainingOption, ...] = (
       "on a CPU 30m; on a GPU a fixed number of iterations", metavar="DURATION", setting=False),
     Opt("iterations", "--iterations", POSITIVE, None, "budget", "Step-2 iterations (instead of --epochs)", FROM_PLAN,
       setting=False),
+    # A setting too: Step 1 runs exactly this many iterations (its last epoch may be partial), as planned.
     Opt("pretrain_iterations", "--pretrain-iterations", whole(0), None, "budget",
-      "Step-1 iterations (instead of --pretrain-epochs)", FROM_PLAN, setting=False),
+      "Step-1 iterations, exactly (instead of --pretrain-epochs)", FROM_PLAN, planned=True, resumable=True),
     # Step 1
     Opt("pretrain_epochs", "--pretrain-epochs", whole(0), 400, "step1", "Step-1 epochs (0: no Step 1, scratch only)",
       planned=True, resumable=True, inherited=True),
@@ -158,6 +160,17 @@ TRAINING_OPTIONS: Tuple[TrainingOption, ...] = (
       "score the teacher against the normalised patches or the raw ones (the authors' code)"),
     Opt("anatomask_transfer", "--anatomask-transfer", ("encoder", "all"), "encoder", "anatomask",
       "fine-tune from the encoder's weights (as the paper) or all but the output layer"),
+    # recipe (lwi/recipes.py) and the deviations from the paper it switches off
+    Opt("recipe", "--recipe", ("default", "paper"), "default", "paper",
+        "default: this project's choices (lwi plan lists where they depart from the paper, and why); paper: LWI as "
+        "the paper trains UNETR on Synapse (96^3, 1.5 x 1.5 x 2 mm, AdamW 1e-4, 14,400 + 90,000 iterations, none of "
+        "the deviations; options you give still win; docs/reproduce-paper.md)"),
+    Opt("order_head_norm", "--order-head-norm", ("layer", "none"), None, "paper",
+        "layer-normalised slot features before the order heads", "layer on UNETR, none on CNNs"),
+    Opt("output_bias", "--output-bias", ("prior", "default"), "prior", "paper",
+        "prior: the output layer starts at the log class priors; default: MONAI's initialisation (the paper)"),
+    Opt("step1_flips", "--step1-flips", ("in-plane", "all"), "in-plane", "paper",
+        "axes Step 1 may flip: in-plane only, or all (depth too, as the authors' code)"),
     # run
     Opt("seed", "--seed", SEED, 0, "run", "random seed (a resumed or fine-tuned run keeps its own)", inherited=True),
     # Python API only

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lwi.evaluation import evaluate_pair, format_table, summarize
+from lwi.evaluation import evaluate_pair, format_table, subset_means, summarize
 
 
 def _image(array_xyz: np.ndarray, spacing=(2.0, 1.0, 1.0)) -> sitk.Image:
@@ -108,3 +108,17 @@ def test_evaluate_cli_writes_json_matching_a_hand_computed_dice(tmp_path):
             else:
                 assert case["dice"][name] == pytest.approx(expected, abs=1e-6)
     assert results["mean"]["dice"].keys() == {"liver", "spleen", "kidney", "vertebra"}
+
+
+def test_the_synapse_8_organ_mean_ignores_the_other_labels():
+    """Reference checklist 21: perfect on labels {1, 2, 3, 4, 6, 7, 8, 11} and wrong elsewhere scores 1.0."""
+    names = {v: f"organ{v}" for v in range(1, 14)}
+    eight = (1, 2, 3, 4, 6, 7, 8, 11)
+    case = {"case": "c", "dice": {n: (1.0 if v in eight else 0.0) for v, n in names.items()},
+            "hd95": {n: (1.0 if v in eight else 50.0) for v, n in names.items()}}
+    results = summarize([case], names)
+    assert results["mean_dice"] == pytest.approx(8 / 13)
+    selected = subset_means(results, eight)
+    assert selected["mean_dice"] == 1.0 and selected["mean_hd95"] == 1.0 and len(selected["labels"]) == 8
+    with pytest.raises(Exception, match="--labels"):
+        subset_means(results, [14])

@@ -41,5 +41,9 @@ def run(args: argparse.Namespace) -> int:
             time_budget=time_budget, probe=args.probe, started=started, unlabeled=bool(args.unlabeled),
         )
     report_plan(progress, plan)
+    from lwi.recipes import recipe_lines
+
+    for line in recipe_lines(str(options.get("recipe") or "default")):
+        progress.log(line)
     progress.result(plan=plan.to_dict(), options={k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()})
     return 0

@@ -128,7 +128,7 @@ def add_training(parser: argparse.ArgumentParser) -> None:
     add_common(parser, planned=True)
     add_options(parser, group_keys("budget", "step1"), planned=True)
     add_unlabeled(parser)
-    add_options(parser, group_keys("step2", "medcontext", "anatomask"), planned=True)
+    add_options(parser, group_keys("step2", "medcontext", "anatomask", "paper"), planned=True)
 
 
 def _arch_params(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
@@ -159,6 +159,10 @@ def settings_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     params = _arch_params(args)
     if params is not None:
         values["arch_params"] = params
+    if values.get("recipe") is not None:
+        from lwi.recipes import apply_recipe
+
+        values = apply_recipe(values["recipe"], values)
     return values
 
 
@@ -217,6 +221,9 @@ def run_command(
                 **settings,
             )
         completed = True
+    except BaseException as exc:
+        distributed.note_failure(exc)  # before leaving the group: the first rank to fail reports
+        raise
     finally:
         distributed.shutdown(completed)
     return finish(progress, result, done(result))

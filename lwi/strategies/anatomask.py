@@ -42,7 +42,7 @@ from lwi.ema import WithTeacher, ema_update, make_teacher, ramp_schedule, run_sc
 from lwi.errors import LWIError
 from lwi.names import ANATOMASK_FORMAT, ANATOMASK_INFIX, LAST_INFIX, STRATEGY_DESCRIPTIONS, derived_path
 from lwi.strategies.run import pretrain_first, public_summary
-from lwi.strategies.settings import epoch_iterations, make_trainer
+from lwi.strategies.settings import epoch_iterations, make_trainer, step1_epochs, step1_iterations
 from lwi.strategies.step2 import Step2Recipe, run_step2
 
 NAME = "anatomask"
@@ -180,7 +180,7 @@ def run_pretraining(
     model = AnatoMaskModel.build(s.arch, int(image.shape[0]), s.roi, **s.arch_params).to(device)
     masking.grid_of(s.roi, s.mim_patch_size)  # a clear error before any work
     roi = tuple(s.roi)
-    epochs = s.pretrain_epochs
+    epochs = step1_epochs(s, n_images)
     ipe = epoch_iterations(s, n_images)
     holder: Dict[str, Any] = {}
 
@@ -210,7 +210,7 @@ def run_pretraining(
         settings=s, clip_grad_norm=s.clip_grad_norm or DEFAULT_CLIP,
         epochs=epochs, iterations_per_epoch=ipe, stage="pretrain", title="AnatoMask pre-training", device=device,
         checkpoint_path=out, checkpoint_format=FORMAT, metadata={"anatomask": settings_of(s), **metadata},
-        progress=progress, resume=resume, after_step=after_step,
+        progress=progress, resume=resume, after_step=after_step, max_iterations=step1_iterations(s, n_images),
     )
     holder["trainer"] = trainer
     start, end = decays(s, trainer.total_iterations)

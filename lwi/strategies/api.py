@@ -213,5 +213,6 @@ def auto_strategy(run: Run, options: Dict[str, Any]) -> str:
     )
     if name == "scratch" and given is None:
         run.settings.pretrain_epochs = 0  # as the plan: no Step-1 budget to match, Step 2's is the whole budget
+        run.settings.pretrain_iterations = None
     run.progress.log(f"Strategy {name} ({why}).")
     return name

@@ -180,15 +180,21 @@ class Run:
         images = [Case(name=c.name, image=c.image, label=None) for c in self.train_cases] + self.unlabeled
         return self._cache("step1", images, False)
 
-    def validation_pairs(self) -> List[Tuple[Any, Any]]:
-        """``(image, label)`` tensors of the held-out cases, on the device (none on the torchrun
-        ranks other than 0, which do not validate)."""
+    def validation_pairs(self) -> List[Optional[Tuple[Any, Any]]]:
+        """``(image, label)`` tensors of the held-out cases, on the device, in order. Under torchrun
+        each rank preprocesses and holds only its share (:func:`lwi.distributed.share`); the cases of
+        the other ranks are None (:class:`lwi.engine.Validator` scores the share and gathers)."""
         from lwi import distributed
 
-        if not self.held_cases or not distributed.is_main():
+        if not self.held_cases:
             return []
-        cache = self._cache("validation", self.held_cases, True)
-        return [cache.full_case(i) for i in range(len(self.held_cases))]
+        pairs: List[Optional[Tuple[Any, Any]]] = [None] * len(self.held_cases)
+        mine = distributed.share(range(len(self.held_cases)))
+        if mine:  # more ranks than held-out cases: some hold none
+            cache = self._cache("validation", [self.held_cases[i] for i in mine], True)
+            for j, i in enumerate(mine):
+                pairs[i] = cache.full_case(j)
+        return pairs
 
     def pretraining_metadata(self) -> Dict[str, Any]:
         """What a pre-training checkpoint records of this run: its preprocessing and its data."""

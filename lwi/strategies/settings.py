@@ -159,8 +159,19 @@ def epoch_iterations(settings: Settings, n_images: int) -> int:
 
 
 def step1_iterations(settings: Settings, n_images: int) -> int:
-    """Total iterations of Step 1."""
+    """Total iterations of Step 1: ``pretrain_iterations`` exactly when set (not rounded to epochs),
+    else ``pretrain_epochs`` epochs."""
+    if settings.pretrain_iterations is not None:
+        return int(settings.pretrain_iterations)
     return settings.pretrain_epochs * epoch_iterations(settings, n_images)
+
+
+def step1_epochs(settings: Settings, n_images: int) -> int:
+    """Step 1's epochs: enough epochs of its iterations per epoch to hold :func:`step1_iterations` (the
+    trainer stops at exactly that many; the last epoch may be partial)."""
+    if settings.pretrain_iterations is not None:
+        return max(1, math.ceil(int(settings.pretrain_iterations) / epoch_iterations(settings, n_images)))
+    return settings.pretrain_epochs
 
 
 def step2_iterations(settings: Settings, n_cases: int, epochs: Optional[int] = None) -> Tuple[int, int]:

@@ -172,7 +172,7 @@ def run_step2(
     if start is not None:  # every weight, output layer included: the model goes on from where it was
         transfer = load_whole_model(adapter, *start)
         progress.log(f"Starting from {start[1]}: all {transfer['loaded_tensors']} tensors loaded.")
-    else:
+    elif settings.output_bias == "prior":  # "default": MONAI's initialisation, as the paper
         priors = start_at_label_prior(adapter, train_cache.label_frequencies(out_channels))
     if priors is not None:
         names = {int(k): v for k, v in labels.items()}
@@ -213,7 +213,7 @@ def run_step2(
             validation_cases, labels, roi, overlap=settings.overlap, sw_batch_size=settings.sw_batch_size, amp=use_amp
         )
     inference = {"roi_size": list(roi), "overlap": settings.overlap, "sw_batch_size": settings.sw_batch_size}
-    base_provenance = {**dict(provenance or {}), "epochs": epochs, **transfer}
+    base_provenance = {**dict(provenance or {}), "epochs": epochs, "recipe": settings.recipe, **transfer}
 
     def bundle_provenance(trainer: Any, metrics: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
         prov = dict(base_provenance)
