@@ -1,12 +1,13 @@
-"""Render the README's benchmark tables from the JSON files in ``benchmarks/results/``.
+"""Render the documentation's benchmark tables (docs/performance.md, docs/results.md) from the JSON files
+in ``benchmarks/results/``.
 
-The README marks each table's place with ``<!-- results:NAME -->`` ... ``<!-- /results:NAME -->``,
+Each document marks a table's place with ``<!-- results:NAME -->`` ... ``<!-- /results:NAME -->``,
 where NAME is a result file's name without ``.json`` (``train-cpu``, ``folder-cpu``, ...). Everything
 between the two markers is replaced by the table of that file, or by a line saying the figures are
 still to be measured (and with which command) when the file does not exist yet.
 
-    python benchmarks/render_tables.py           # rewrite README.md in place
-    python benchmarks/render_tables.py --check   # exit 1 if README.md differs from the files
+    python benchmarks/render_tables.py           # rewrite the documents in place
+    python benchmarks/render_tables.py --check   # exit 1 if a document differs from the files
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any, Callable, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-README = ROOT / "README.md"
+#: The documents that hold the tables.
+DOCUMENTS = (ROOT / "docs" / "performance.md", ROOT / "docs" / "results.md")
 MARKER = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
 # How to produce each result file (shown while it is missing).
@@ -171,23 +173,24 @@ def render(name: str) -> str:
     return RENDERERS[kind](result)
 
 
-def rendered_readme(text: str) -> str:
+def rendered(text: str) -> str:
+    """``text`` with every marked table rendered from its result file."""
     return MARKER.sub(lambda m: m.group(1) + render(m.group("name")) + m.group(4), text)
 
 
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
+    parser.add_argument("--check", action="store_true", help="only check that the documents are up to date")
     args = parser.parse_args(argv)
-    text = README.read_text()
-    new = rendered_readme(text)
-    if args.check:
-        if new != text:
-            print("README.md's benchmark tables differ from benchmarks/results/; run benchmarks/render_tables.py")
+    for document in DOCUMENTS:
+        text = document.read_text()
+        new = rendered(text)
+        if args.check and new != text:
+            print(f"{document.name}'s benchmark tables differ from benchmarks/results/; run benchmarks/render_tables.py")
             return 1
-        return 0
-    README.write_text(new)
-    print(f"{len(MARKER.findall(text))} tables rendered into README.md")
+        if not args.check:
+            document.write_text(new)
+            print(f"{len(MARKER.findall(text))} tables rendered into {document.relative_to(ROOT)}")
     return 0
 
 
