@@ -142,18 +142,18 @@ def main() -> int:
     path = record.write("improve", "cpu", figures)
     print(f"Written to {path}")
     if not args.no_doc:
-        write_doc(figures, path.name)
+        import render_tables
+
+        render_tables.main([])  # docs/correction-loop.md's tables
     for arm, s in summary.items():
         print(f"{arm:>16}: test Dice {s['mean_dice']:.4f} +- {s['sd_dice']:.4f}; Spearman(uncertainty, Dice) "
               f"{s['mean_spearman'] if s['mean_spearman'] is None else round(s['mean_spearman'], 3)}")
     return 0
 
 
-DOC = ROOT / "docs" / "correction-loop.md"
-
-
 def tables(figures: Dict[str, Any], file_name: str) -> Dict[str, str]:
-    """The markdown of docs/correction-loop.md's two result blocks (``improve``, ``uncertainty``)."""
+    """The markdown of the two tables (``improve``, ``uncertainty``) that benchmarks/render_tables.py puts
+    in docs/correction-loop.md."""
     s, draws = figures["summary"], figures["draws"]
     budget = figures["parent_iterations"]
     seeds = ", ".join(str(d["seed"]) for d in draws)
@@ -208,18 +208,6 @@ def _spearman(pairs: List[Any]) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr([u for u, _ in pairs], [d for _, d in pairs])[0])
-
-
-def write_doc(figures: Dict[str, Any], file_name: str) -> None:
-    """Replace the result blocks of docs/correction-loop.md (between ``<!-- results:NAME -->`` markers)."""
-    import re
-
-    text = DOC.read_text()
-    for name, body in tables(figures, file_name).items():
-        text = re.sub(rf"(<!-- results:{name} -->\n).*?(<!-- /results:{name} -->)",
-                      lambda m, body=body: m.group(1) + body + m.group(2), text, flags=re.S)
-    DOC.write_text(text)
-    print(f"Tables written to {DOC}")
 
 
 if __name__ == "__main__":

@@ -240,14 +240,14 @@ class LWISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             if not p or not str(p.modelPath) or not folder or not self.logic.setupDependencies(askConfirmation=True):
                 return
-            with slicer.util.tryWithErrorDisplay("Ranking the folder failed.", waitCursor=True):
-                ranked = self.logic.rankFolder(folder, str(p.modelPath), device=p.device)
-                self.task.log("Running: " + self.logic.lastCommand)
-                self.task.log("Least certain first (correct these first): " + ", ".join(
-                    f"{name} {score:.3f}" if score is not None else f"{name} n/a" for name, score in ranked
-                ))
-                self.ui.uncertaintyLabel.text = f"Least certain: {ranked[0][0]}" if ranked else "No volume in the folder."
-        except Exception:
+            ranked = self.logic.rankFolder(folder, str(p.modelPath), device=p.device)
+            self.task.log("Ran: " + self.logic.lastCommand)
+            self.task.log("Least certain first (correct these first): " + ", ".join(
+                f"{name} {score:.3f}" if score is not None else f"{name} n/a" for name, score in ranked
+            ))
+            self.ui.uncertaintyLabel.text = f"Least certain: {ranked[0][0]}" if ranked else "No volume in the folder."
+        except Exception as e:
+            slicer.util.errorDisplay(f"Ranking the folder failed: {e}")
             logging.exception("LWISegmentation: ranking failed")
 
     # -- preview --------------------------------------------------------------------------

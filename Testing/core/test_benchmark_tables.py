@@ -1,5 +1,4 @@
-"""The documentation's benchmark tables (docs/performance.md, docs/results.md) are the rendering of
-benchmarks/results/*.json, not typed figures."""
+"""The README's benchmark tables are the rendering of benchmarks/results/*.json, not typed figures."""
 
 from __future__ import annotations
 
@@ -17,25 +16,28 @@ def _render_tables():
     return module
 
 
-def test_the_documents_tables_match_the_result_files():
+def test_the_tables_match_the_result_files():
+    """Every table of the README and docs/ (docs/performance.md, docs/results.md, ...) is its file's."""
     render = _render_tables()
     names = []
-    for document in render.DOCUMENTS:
-        text = document.read_text()
-        assert render.rendered(text) == text, f"{document.name}: run python benchmarks/render_tables.py"
-        names += [m.group("name") for m in render.MARKER.finditer(text)]
+    for page in render.PAGES:
+        page_text = page.read_text()
+        assert render.rendered_readme(page_text) == page_text, f"run python benchmarks/render_tables.py ({page.name})"
+        names += [m.group("name") for m in render.MARKER.finditer(page_text)]
     assert {"train-cpu", "train-cuda", "folder-cpu", "ct-lowres-cpu", "segment-cuda", "train-ddp-cuda"} <= set(names)
+    performance = (REPO / "docs" / "performance.md").read_text()
+    assert "<!-- results:train-cpu -->" in performance and "<!-- results:segment-cpu -->" in performance
     for path in (REPO / "benchmarks" / "results").glob("*.json"):
         record = json.loads(path.read_text())
         assert {"machine", "versions", "command", "figures", "date"} <= set(record), path.name
-        assert path.stem in names, f"{path.name} is in no table of the documents"
+        assert path.stem in names, f"{path.name} is in no README or docs/ table"
 
 
 def test_a_missing_result_says_how_to_measure_it(tmp_path, monkeypatch):
     render = _render_tables()
     monkeypatch.setattr(render, "RESULTS", tmp_path)
     text = "a\n<!-- results:train-cuda -->\nold figures\n<!-- /results:train-cuda -->\nb\n"
-    out = render.rendered(text)
+    out = render.rendered_readme(text)
     assert "old figures" not in out and "Still to be measured: run `benchmarks/run_all_gpu.sh`" in out
     (tmp_path / "train-cuda.json").write_text(json.dumps({
         "device": "cuda:0", "date": "d", "command": "c", "versions": {}, "machine": {"gpus": ["G"]},
@@ -43,5 +45,5 @@ def test_a_missing_result_says_how_to_measure_it(tmp_path, monkeypatch):
                     "iterations_per_second": {"ours": 6.0, "tutorial": 2.0, "model only": 7.5},
                     "ratios": {"ours / tutorial": 3.0, "ours / model only": 0.8}},
     }))
-    out = render.rendered(text)
+    out = render.rendered_readme(text)
     assert "| 6.00 |" in out and "3.00x" in out and "0.80x" in out and "Still to be measured" not in out
