@@ -58,8 +58,9 @@ def main() -> int:
     import torch
 
     from lwi.data.dataset import load_dataset
+    from lwi.data.split import draw_training_cases, hold_out
     from lwi.evaluation import evaluate_dataset
-    from lwi.experiment import draw_training_cases, hold_out, write_subset
+    from lwi.experiment import write_subset
     from lwi.improve import improve
     from lwi.inference import Segmenter
     from lwi.progress import Progress

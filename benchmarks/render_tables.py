@@ -223,7 +223,7 @@ def rendered_readme(text: str) -> str:
 
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
+    parser.add_argument("--check", action="store_true", help="only check that the README and docs/ pages are up to date")
     args = parser.parse_args(argv)
     for page in PAGES:
         text = page.read_text()

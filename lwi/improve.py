@@ -247,6 +247,7 @@ def improve(
     overwrite: bool = False,
     progress: Any = None,
     on_epoch_end: Any = None,
+    outputs_checked: bool = False,
     **options: Any,
 ) -> Dict[str, Any]:
     """Improve the model bundle ``parent`` on the labelled cases of ``data`` and write the new model to
@@ -258,6 +259,7 @@ def improve(
     from lwi.names import LAST_INFIX, STEP2_STATE_FORMAT, derived_path
     from lwi.progress import Progress
     from lwi.strategies.run import Run, check_outputs, public_summary, resumed_settings
+    from lwi.strategies.step2 import run_step2
 
     progress = progress or Progress("none")
     out, name = Path(out), Path(parent).name
@@ -276,17 +278,17 @@ def improve(
         data, settings, stored, stored_preprocessing=(stored or meta).get("preprocessing"), device=device,
         progress=progress, require_labels=True, split=split,
     )
-    check_outputs(run, out, [last], overwrite, resume)
+    check_outputs(run, out, [last], overwrite, resume, checked=outputs_checked)
     progress.log(run.split_message)
     channels = int(run.train_cache().full_case(0)[0].shape[0])
     if channels != int(meta["architecture"].get("in_channels", channels)):
         raise LWIError(f"{name} takes images with {meta['architecture']['in_channels']} channel(s); these have {channels}.")
     tensors, _ = checkpoint.load(parent, device="cpu")
     added = added_cases(meta, [c.name for c in run.train_cases])
-    summary = run.step2(
+    summary = run_step2(
+        run,
         out,
         last,
-        validation_cases=run.validation_pairs(),
         resume=resume,
         start=(tensors, name),
         provenance={
