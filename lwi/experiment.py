@@ -41,6 +41,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from lwi.errors import LWIError
 from lwi.evaluation import write_json
 from lwi.experiment_files import CONFIG, RESULTS, read_results
+from lwi.outputs import open_append
 from lwi.progress import Progress, clean_fields
 
 PathLike = Union[str, Path]
@@ -100,6 +101,7 @@ def write_subset(folder: Path, dataset: Any, names: Sequence[str], title: str) -
             "training": [{"image": str(Path(c.image).resolve()), "label": str(Path(c.label).resolve())} for c in cases],
         },
         folder / "dataset.json",
+        option="--out",
     )
     return folder
 
@@ -173,6 +175,14 @@ class Experiment:
         if unknown:
             raise LWIError(f"The test set has label value(s) {unknown} that the training data does not declare.")
 
+        from lwi.data.dataset import dataset_files
+        from lwi.outputs import Output, check_collisions, inputs_of
+
+        # No file of the experiment folder (which --overwrite empties) may be one it reads.
+        read = inputs_of("--data", dataset_files(data)) + (inputs_of("--test", dataset_files(test)) if test else [])
+        for folder in unlabeled or []:
+            read += inputs_of("--unlabeled", [folder])
+        check_collisions(read, [Output(self.out, "--out", folder=True, files=OUTPUTS)])
         self.check_folder(resume, overwrite)
         stored = resume and (self.out / CONFIG).exists()
         given = dict(clean_fields(dict(options)))
@@ -202,7 +212,7 @@ class Experiment:
         }
         config = self._merge_config(config) if stored else config
         self.out.mkdir(parents=True, exist_ok=True)
-        write_json(config, self.out / CONFIG)
+        write_json(config, self.out / CONFIG, option="--out")
         write_subset(self.out / "splits" / "test", test_set, test_names, "lwi experiment: test cases")
         specs = []
         for k in config["k"]:
@@ -231,10 +241,9 @@ class Experiment:
             for path in ours:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".lwi-write-test"
         try:
-            probe.write_text("")
-            probe.unlink()
+            os.close(os.open(str(out / ".lwi-write-test"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            os.unlink(out / ".lwi-write-test")
         except OSError as exc:
             raise LWIError(f"Cannot write into {out} ({exc.strerror or exc}).") from None
 
@@ -297,6 +306,7 @@ class Experiment:
                 "unlabeled": self.config["unlabeled"],
             },
             path,
+            option="--out",
         )
         return path
 
@@ -427,7 +437,7 @@ class _Scheduler:
         env = dict(os.environ)
         if self.parallel > 1 and "OMP_NUM_THREADS" not in env:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.parallel))
-        log = open(run_dir / "log.txt", "a", encoding="utf-8")  # noqa: SIM115 (closed with the process)
+        log = open_append(run_dir / "log.txt")  # closed below: the child holds its own descriptor
         process = subprocess.Popen(
             [sys.executable, "-m", "lwi.experiment_run", str(spec_path)],
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True, env=env, bufsize=1,
@@ -449,7 +459,7 @@ class _Scheduler:
             event = json.loads(line)
         except json.JSONDecodeError:
             return
-        with open(child.events, "a", encoding="utf-8") as f:
+        with open_append(child.events) as f:
             f.write(line if line.endswith("\n") else line + "\n")
         kind = event.get("event")
         if kind == "progress":
@@ -473,7 +483,7 @@ class _Scheduler:
         code = child.process.wait()
         if code == 0 and child.result is not None:
             line = self.experiment.result_line(spec, child.result, seconds)
-            with open(self.experiment.results_path, "a", encoding="utf-8") as f:
+            with open_append(self.experiment.results_path) as f:
                 f.write(json.dumps(line) + "\n")
             self.done += 1
             self.finished += 1

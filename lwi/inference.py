@@ -28,7 +28,6 @@ import contextlib
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -421,14 +420,13 @@ def write_result(
     compress: bool = True,
 ) -> None:
     """Write a result's label map (with the model's segment names) and probabilities; atomically,
-    all or nothing (the label map is removed again when the probabilities cannot be written)."""
+    all or nothing (:func:`lwi.outputs.together`: when the probabilities cannot be written, neither
+    file is put in place and earlier versions stay as they were)."""
     from lwi.io import write_sitk_atomic
     from lwi.labelmap import write_labelmap
+    from lwi.outputs import together
 
-    write_labelmap(result.label, output_path, segmenter.labels, compress=compress)
-    if probabilities_path is not None and result.probabilities is not None:
-        try:
-            write_sitk_atomic(result.probabilities, probabilities_path, compress=compress)
-        except Exception:
-            Path(output_path).unlink(missing_ok=True)
-            raise
+    with together():
+        write_labelmap(result.label, output_path, segmenter.labels, compress=compress)
+        if probabilities_path is not None and result.probabilities is not None:
+            write_sitk_atomic(result.probabilities, probabilities_path, compress=compress, option="--probabilities")
