@@ -211,6 +211,8 @@ class Experiment:
             "seeds": [int(s) for s in seeds],
         }
         config = self._merge_config(config) if stored else config
+        if overwrite:
+            self.remove_earlier()
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(config, self.out / CONFIG, option="--out")
         write_subset(self.out / "splits" / "test", test_set, test_names, "lwi experiment: test cases")
@@ -224,7 +226,8 @@ class Experiment:
         return specs
 
     def check_folder(self, resume: bool, overwrite: bool) -> None:
-        """Refuse an existing experiment unless resuming; with ``overwrite`` remove its files (only those)."""
+        """Refuse an existing experiment unless resuming or ``overwrite`` (:meth:`remove_earlier`
+        removes its files once the rest is checked); the folder must be writable."""
         out = self.out
         if out.exists() and not out.is_dir():
             raise LWIError(f"{out} exists and is not a folder; choose another --out.")
@@ -237,15 +240,19 @@ class Experiment:
                 f"{out} already holds an experiment; pass --resume to continue it (finished runs are skipped), "
                 "--overwrite to start it again, or choose another --out."
             )
-        elif overwrite:
-            for path in ours:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            os.close(os.open(str(out / ".lwi-write-test"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-            os.unlink(out / ".lwi-write-test")
-        except OSError as exc:
-            raise LWIError(f"Cannot write into {out} ({exc.strerror or exc}).") from None
+        from lwi.outputs import Output, check_outputs
+
+        # Writable (probed in the nearest existing folder): nothing is created before the work, so a
+        # refused experiment leaves no empty folder behind.
+        check_outputs([Output(out, "--out", folder=True)], overwrite=True)
+
+    def remove_earlier(self) -> None:
+        """``--overwrite``: remove the earlier experiment's files (only those), once everything is checked."""
+        for path in (self.out / name for name in OUTPUTS):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                path.unlink()
 
     def _merge_config(self, new: Dict[str, Any]) -> Dict[str, Any]:
         """A resumed experiment keeps its data, test set and options; strategies, K and seeds may grow."""

@@ -336,7 +336,9 @@ def _pid_alive(pid: int) -> bool:
 def _describe_holder(info: Dict[str, object]) -> str:
     started = info.get("started")
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(started))) if isinstance(started, (int, float)) else "?"
-    return f"process {info.get('pid')} on {info.get('host')} ({info.get('command')!s}, started {when})"
+    # The command's name only (lwi train): its whole command line would bury the sentence.
+    command = " ".join(str(info.get("command") or "?").split()[:2])
+    return f"process {info.get('pid')} on {info.get('host')} ({command}, started {when})"
 
 
 class Lock:
@@ -436,12 +438,16 @@ class _Snapshot:
         now = _mtime(out.path)
         return now is not None and now != self.files.get(out.path)
 
-    def remove_new(self) -> Tuple[List[Path], str]:
-        """Remove what the work created, unless a resumable checkpoint is there to continue from.
+    def remove_new(self, resume: bool = False) -> Tuple[List[Path], str]:
+        """Remove what the work created, unless a resumable checkpoint is there to continue from:
+        one this run wrote, or the one it resumed (``resume``).
 
         Returns ``(kept checkpoints, the sentence saying what happened to the files)``.
         """
-        kept = [o.path for o in self.outputs if o.resumable and not o.folder and o.path.is_file()]
+        kept = [
+            o.path for o in self.outputs
+            if o.resumable and not o.folder and o.path.is_file() and (resume or self.written(o))
+        ]
         if kept:
             if all(_readable_checkpoint(p) for p in kept):
                 # The run's files belong together: resume needs the best model beside its state.
@@ -732,7 +738,7 @@ def writing(
     except BaseException as exc:
         if held is not None:
             held.release()
-        kept, note = snapshot.remove_new()
+        kept, note = snapshot.remove_new(resume)
         removed = note != "Nothing was written."
         if isinstance(exc, KeyboardInterrupt):
             raise KeyboardInterrupt(note) from None

@@ -27,7 +27,7 @@ def lwi(*args: str, cwd: Optional[Path] = None, timeout: float = 300) -> subproc
     )
 
 
-def _state(path: Path) -> str:
+def file_state(path: Path) -> str:
     """What is at ``path``: a folder, a symlink and its target, a device/pipe/socket (never read: a
     pipe would block) with its inode, or a regular file's sha256 and inode (a replaced file differs)."""
     st = os.lstat(path)
@@ -41,16 +41,16 @@ def _state(path: Path) -> str:
 
 
 def snapshot(*roots: Path) -> Dict[str, str]:
-    """``{path: state}`` of everything under ``roots`` (see :func:`_state`), links not followed."""
+    """``{path: state}`` of everything under ``roots`` (see :func:`file_state`), links not followed."""
     found: Dict[str, str] = {}
     for root in roots:
         root = Path(root)
         if not os.path.lexists(root):
             continue
-        found[str(root)] = _state(root)
+        found[str(root)] = file_state(root)
         if root.is_dir() and not root.is_symlink():
             for path in sorted(root.rglob("*")):
-                found[str(path)] = _state(path)
+                found[str(path)] = file_state(path)
     return found
 
 
