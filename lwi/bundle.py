@@ -339,6 +339,7 @@ def _describe_provenance(prov: Dict[str, Any], labels: List[Dict[str, Any]]) -> 
         training.append(cases)
     if training:
         lines.append("  Training:        " + "; ".join(training))
+    lines += _describe_lineage(prov)
     for key, value in prov.items():
         lines.append(_line(key, value))
     if isinstance(dice, dict) and dice:
@@ -358,6 +359,28 @@ def _describe_provenance(prov: Dict[str, Any], labels: List[Dict[str, Any]]) -> 
         if versions:
             made += " with " + ", ".join(f"{k} {v}" for k, v in versions.items())
         lines.append(made)
+    return lines
+
+
+def _describe_lineage(prov: Dict[str, Any]) -> List[str]:
+    """The chain of models an improved model (``lwi train --from``) descends from, its parent first;
+    the keys shown are popped from ``prov``."""
+    chain = prov.pop("lineage", None)
+    prov.pop("parent", None)  # the chain's last entry
+    added = prov.pop("added_cases", None)
+    if not isinstance(chain, list) or not chain:
+        return []
+    shown = []
+    for entry in reversed(chain):
+        details = [str(entry["created"])[:10]] if entry.get("created") else []
+        if entry.get("cases") is not None:
+            details.append(f"{entry['cases']} cases")
+        if isinstance(entry.get("mean_validation_dice"), (int, float)):
+            details.append(f"mean validation Dice {entry['mean_validation_dice']:.3f}")
+        shown.append(f"{entry.get('model', '?')}" + (f" ({', '.join(details)})" if details else ""))
+    lines = ["  Improved from:   " + " <- ".join(shown)]
+    if isinstance(added, list):
+        lines.append("  Cases added:     " + (", ".join(str(a) for a in added) if added else "none"))
     return lines
 
 

@@ -64,3 +64,14 @@ def ramp_schedule(epoch: float, epochs: int, start: float, end: float, ramp_frac
     (AnatoMask's EMA decay 0.999 -> 0.9999 over the first quarter of training)."""
     ramp = max(ramp_fraction * int(epochs), 1e-12)
     return start + (end - start) * min(1.0, float(epoch) / ramp)
+
+
+def run_scaled(decay: float, reference_iterations: int, iterations: int, floor: float = 0.9) -> float:
+    """``decay`` for a run of ``iterations`` when it was tuned for ``reference_iterations``: the EMA's time
+    constant 1 / (1 - d) keeps its share of the run, 1 - d' = (1 - d) x reference / iterations, so a short
+    run's teacher follows its student as the long run's did. Never slower than ``decay`` itself (runs
+    at least as long as the reference keep it) and never below ``floor`` (a time constant of 10
+    iterations at 0.9)."""
+    if iterations >= reference_iterations or decay <= floor:
+        return float(decay)
+    return max(float(floor), 1.0 - (1.0 - float(decay)) * reference_iterations / max(int(iterations), 1))

@@ -73,13 +73,16 @@ class Trainer:
         device: where training runs; ``amp`` defaults to True on CUDA and is never used on the CPU.
         seed: seeds the (CPU) generator handed to ``sample_fn``/``step_fn`` (and saved for resume);
             under torchrun each rank's generator gets :func:`lwi.distributed.rank_seed`, the model is
-            wrapped in DDP for ``step_fn``, and only rank 0 validates and writes checkpoints.
+            wrapped in DDP for ``step_fn``, and only rank 0 writes checkpoints.
         checkpoint_path: the resumable checkpoint, written every ``checkpoint_every`` epochs and at
             the end (atomically: an interruption leaves the previous file intact).
         metadata: JSON fields stored in every checkpoint, or a function returning them.
         validate_fn: ``validate_fn(model) -> {"dice": {...}, "mean_dice": float, ...}`` every
             ``val_every`` epochs and at the end; ``on_best(model, info)`` runs when ``mean_dice``
-            improves (the caller writes its best model there).
+            improves (the caller writes its best model there). Under torchrun both run on every
+            rank with the bare model: ``validate_fn`` must return the same numbers on every rank
+            (:class:`Validator` shares the cases and gathers the scores) and ``on_best`` writes
+            files on rank 0 only (:func:`lwi.distributed.is_main`).
         progress: a :class:`lwi.progress.Progress`; ``progress_offset`` = iterations of earlier
             stages in a planned multi-stage run (see ``Progress.plan``).
         on_epoch_end: ``on_epoch_end(trainer)`` after each epoch's checkpoint (hooks, tests).
@@ -164,7 +167,7 @@ class Trainer:
         self.generator = torch.Generator()
         self.generator.manual_seed(distributed.rank_seed(self.seed, self.rank))
         # What step_fn runs: DDP averages the gradients over the ranks; validation, checkpoints and
-        # on_best use the bare model (rank 0 alone must not enter a collective call).
+        # on_best use the bare model (a forward pass through DDP is a collective call of its own).
         self.net = distributed.wrap(model, self.device)
         self.iteration = 0
         self.best: Optional[Dict[str, Any]] = None
@@ -408,7 +411,9 @@ class Trainer:
         epoch = math.ceil(self.iteration / self.iterations_per_epoch)
         last = self.iteration >= self.total_iterations
         due = (self.val_every and epoch % self.val_every == 0) or last
-        if self.validate_fn is not None and due and distributed.is_main():
+        # Every rank validates (a Validator scores its share of the cases and gathers the others'), so
+        # every rank holds the same best score and takes the same checkpoint and on_best decisions.
+        if self.validate_fn is not None and due:
             metrics = self.validate()
             if metrics is not None:
                 entry = {
@@ -453,10 +458,15 @@ def _mean(total: Any, n: float) -> Any:
 
 
 class Validator:
-    """Sliding-window Dice per label on held-out, preprocessed cases (MONAI inference and metric).
+    """Sliding-window Dice per label on held-out, preprocessed cases (MONAI inference and Dice).
+
+    Under torchrun every rank calls it: each scores the cases it holds (the others are None,
+    :meth:`lwi.strategies.run.Run.validation_pairs` gives each rank its share) and the per-case
+    scores are gathered, so every rank returns the same numbers, in the order of one process.
 
     Args:
-        cases: ``(image [C,X,Y,Z], label [1,X,Y,Z])`` pairs, already on the training device.
+        cases: ``(image [C,X,Y,Z], label [1,X,Y,Z])`` pairs, already on the training device, or None
+            for a case another rank scores.
         labels: ``{value: name}``; value 0 (background) is not scored. The network's output channel
             ``v`` is label value ``v``.
         roi_size: the sliding window (the training crop).
@@ -466,7 +476,7 @@ class Validator:
 
     def __init__(
         self,
-        cases: Sequence[Tuple[torch.Tensor, torch.Tensor]],
+        cases: Sequence[Optional[Tuple[torch.Tensor, torch.Tensor]]],
         labels: Mapping[int, str],
         roi_size: Sequence[int],
         overlap: float = 0.5,
@@ -481,42 +491,46 @@ class Validator:
         self.amp = amp
 
     @torch.no_grad()
-    def __call__(self, model: nn.Module) -> Dict[str, Any]:
-        """Dice per label name (None where no held-out case has the label) and their mean."""
+    def _case_dice(self, model: nn.Module, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Dice per output channel of one case (NaN where the case lacks the label), on the CPU."""
         from monai.inferers import sliding_window_inference
-        from monai.metrics import DiceMetric
+        from monai.metrics import compute_dice
         from monai.networks.utils import one_hot
 
         from lwi.data.preprocessing import background_value
 
+        amp = self.amp and image.device.type == "cuda"
+        context = torch.autocast(device_type="cuda", dtype=torch.float16) if amp else nullcontext()
+        with context:
+            logits = sliding_window_inference(
+                image[None].float(),
+                self.roi_size,
+                self.sw_batch_size,
+                model,
+                overlap=self.overlap,
+                mode="gaussian",
+                cval=background_value(image),  # as the training crops are padded
+            )
+        channels = logits.shape[1]
+        prediction = one_hot(logits.argmax(dim=1, keepdim=True), channels)
+        truth = one_hot(label[None].long().clamp(0, channels - 1), channels)
+        # compute_dice, not DiceMetric: the metric's buffer gathers over the process group by itself.
+        return compute_dice(prediction, truth, include_background=True, ignore_empty=True)[0].float().cpu()
+
+    def __call__(self, model: nn.Module) -> Dict[str, Any]:
+        """Dice per label name (None where no held-out case has the label) and their mean."""
         was_training = model.training
         model.eval()
-        metric = DiceMetric(include_background=True, reduction="none", ignore_empty=True)
-        channels = None
-        for image, label in self.cases:
-            amp = self.amp and image.device.type == "cuda"
-            context = torch.autocast(device_type="cuda", dtype=torch.float16) if amp else nullcontext()
-            with context:
-                logits = sliding_window_inference(
-                    image[None].float(),
-                    self.roi_size,
-                    self.sw_batch_size,
-                    model,
-                    overlap=self.overlap,
-                    mode="gaussian",
-                    cval=background_value(image),  # as the training crops are padded
-                )
-            channels = logits.shape[1]
-            prediction = one_hot(logits.argmax(dim=1, keepdim=True), channels)
-            truth = one_hot(label[None].long().clamp(0, channels - 1), channels)
-            metric(y_pred=prediction, y=truth)
+        mine = {i: self._case_dice(model, *pair) for i, pair in enumerate(self.cases) if pair is not None}
         if was_training:
             model.train()
+        scores = {i: d for share in distributed.gather_objects(mine) for i, d in share.items()}
         dice: Dict[str, Optional[float]] = {}
-        if channels is not None:
+        if scores:
             # Per case and channel, NaN where the case lacks the label; average what was scored
             # (MONAI's own reduction reports an all-NaN channel as 0, which would read as a miss).
-            per_case = metric.get_buffer().float().cpu()
+            per_case = torch.stack([scores[i] for i in sorted(scores)])
+            channels = per_case.shape[1]
             scored_cases = ~torch.isnan(per_case)
             per_channel = torch.where(scored_cases, per_case, torch.zeros_like(per_case)).sum(0) / scored_cases.sum(0)
             for value, name in sorted(self.labels.items()):

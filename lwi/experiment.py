@@ -106,6 +106,21 @@ def write_subset(folder: Path, dataset: Any, names: Sequence[str], title: str) -
     return folder
 
 
+def check_unlabeled_test(unlabeled: Optional[Sequence[PathLike]], test_cases: Sequence[Any]) -> None:
+    """Refuse ``--unlabeled`` images that are test cases (same name, file or content): Step 1 would
+    see the images the comparison is scored on, favouring the strategies with a Step 1."""
+    from lwi.data.dataset import Case, case_name, list_images
+    from lwi.strategies.run import same_images
+
+    images = [Case(name=case_name(p), image=Path(p), label=None) for folder in unlabeled or [] for p in list_images(folder)]
+    clash = sorted(c.name for c in same_images(images, test_cases)) if images else []
+    if clash:
+        raise LWIError(
+            f"The --unlabeled image(s) {', '.join(clash)} are test cases of this experiment (same name, file or content); "
+            "give --unlabeled a folder without them."
+        )
+
+
 class Experiment:
     """An experiment folder: its configuration, draws, runs and results (see the module docstring)."""
 
@@ -133,13 +148,14 @@ class Experiment:
         resume: bool,
         overwrite: bool,
         progress: Progress,
-        plan: Optional[Callable[[Path], Tuple[Dict[str, Any], Dict[str, Any]]]] = None,
+        plan: Optional[Callable[[Path, str], Tuple[Dict[str, Any], Dict[str, Any]]]] = None,
     ) -> List[RunSpec]:
         """Check everything and write the configuration and draws; returns every run, finished or not.
 
-        ``plan(pool folder) -> (options, plan description)`` completes the given ``options`` once for
-        every run (``lwi experiment``: :func:`lwi.plan.plan_options` on the training pool); a resumed
-        experiment keeps its stored options. Nothing is written before the data, the test set, K and
+        ``plan(pool folder, strategy) -> (options, plan description)`` completes the given ``options``
+        once per strategy, for all of its runs (``lwi experiment``: :func:`lwi.plan.plan_options` on the
+        training pool), so each strategy trains with its own plan whatever the order they are listed
+        in; a resumed experiment keeps its stored plans (a strategy added on resume is planned then). Nothing is written before the data, the test set, K and
         the output folder have been checked.
         """
         from lwi.data.dataset import load_dataset
@@ -171,6 +187,7 @@ class Experiment:
             pool = [c.name for c in pool_set.cases if c.name not in set(test_names)]
         if max(ks) > len(pool):
             raise LWIError(f"K={max(ks)} is more than the {len(pool)} cases available for training.")
+        check_unlabeled_test(unlabeled, [c for c in test_set.cases if c.name in set(test_names)])
         unknown = sorted(set(test_set.labels) - set(pool_set.labels))
         if unknown:
             raise LWIError(f"The test set has label value(s) {unknown} that the training data does not declare.")
@@ -186,16 +203,28 @@ class Experiment:
         self.check_folder(resume, overwrite)
         stored = resume and (self.out / CONFIG).exists()
         given = dict(clean_fields(dict(options)))
-        planned, plan_text = given, None
-        if plan is not None and not stored:
-            import tempfile
+        old = json.loads((self.out / CONFIG).read_text(encoding="utf-8")) if stored else {}
+        plans: Dict[str, Dict[str, Any]] = {}
+        plan_texts: Dict[str, Any] = {}
+        for strategy in strategies:
+            if strategy in (old.get("plans") or {}):
+                plans[strategy], plan_texts[strategy] = old["plans"][strategy], (old.get("plan") or {}).get(strategy)
+            elif stored and not old.get("plans"):  # an experiment from before per-strategy plans
+                plans[strategy], plan_texts[strategy] = dict(old.get("options") or given), None
+            elif plan is not None:
+                import tempfile
 
-            with tempfile.TemporaryDirectory() as tmp:  # the pool as a dataset folder, for the plan only
-                planned, plan_text = plan(write_subset(Path(tmp), pool_set, pool, "lwi experiment: training pool"))
-            planned = dict(clean_fields(dict(planned)))
+                with tempfile.TemporaryDirectory() as tmp:  # the pool as a dataset folder, for the plan only
+                    folder = write_subset(Path(tmp), pool_set, pool, "lwi experiment: training pool")
+                    planned, plan_texts[strategy] = plan(folder, strategy)
+                plans[strategy] = dict(clean_fields(dict(planned)))
+            else:
+                plans[strategy], plan_texts[strategy] = given, None
         from lwi.strategies.settings import make_settings
 
-        make_settings({**planned, "seed": 0})  # a bad setting is reported now, not by every run
+        for planned in plans.values():
+            make_settings({**planned, "seed": 0})  # a bad setting is reported now, not by every run
+        planned = plans[strategies[0]]
         config = {
             "version": CONFIG_VERSION,
             "data": str(Path(data).resolve()),
@@ -204,7 +233,8 @@ class Experiment:
             "pool": sorted(pool),
             "given": given,
             "options": planned,
-            "plan": plan_text,
+            "plans": plans,
+            "plan": plan_texts,
             "unlabeled": [str(Path(u).resolve()) for u in unlabeled or []],
             "strategies": list(strategies),
             "k": [int(k) for k in ks],
@@ -270,6 +300,8 @@ class Experiment:
         merged = dict(old)
         for key in ("strategies", "k", "seeds"):
             merged[key] = list(old[key]) + [v for v in new[key] if v not in old[key]]
+        merged["plans"] = {**new["plans"], **(old.get("plans") or {})}
+        merged["plan"] = {**new["plan"], **(old.get("plan") or {})} if isinstance(old.get("plan"), dict) else new["plan"]
         return merged
 
     # -- running -------------------------------------------------------------------------------
@@ -295,6 +327,10 @@ class Experiment:
         finished = len(read_results(self.results_path))
         return {"runs": len(specs), "finished": finished, "failed": failed, **report}
 
+    def options_for(self, strategy: str) -> Dict[str, Any]:
+        """The training options of ``strategy``'s runs: its own plan (older experiments: the shared options)."""
+        return dict((self.config.get("plans") or {}).get(strategy, self.config["options"]))
+
     def spec_file(self, spec: RunSpec, device: str) -> Path:
         """Write the child's instructions for ``spec`` and return their path."""
         run_dir = self.run_dir(spec)
@@ -309,7 +345,7 @@ class Experiment:
                 "strategy": spec.strategy,
                 "seed": spec.seed,
                 "device": device,
-                "options": self.config["options"],
+                "options": self.options_for(spec.strategy),
                 "unlabeled": self.config["unlabeled"],
             },
             path,
@@ -339,6 +375,7 @@ class Experiment:
                 "labels": evaluation["labels"],
                 "mean_dice": evaluation["mean_dice"],
                 "mean_hd95": evaluation["mean_hd95"],
+                "hd95_penalized": evaluation.get("hd95_penalized"),
                 "mean": evaluation["mean"],
                 "cases": evaluation["cases"],
                 "curve": training_curve(self.run_dir(spec) / "events.jsonl"),
@@ -523,6 +560,47 @@ class _Scheduler:
         self.progress.emit("run_failed", run=spec.id, k=spec.k, seed=spec.seed, strategy=spec.strategy, message=message)
 
 
+def strategy_planner(
+    options: Mapping[str, Any],
+    strategies: Sequence[str],
+    *,
+    device: str = "auto",
+    time_budget: Optional[float] = None,
+    progress: Optional[Progress] = None,
+    probe: bool = True,
+) -> Callable[[Path, str], Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """``plan(pool, strategy)`` for :meth:`Experiment.prepare`: every option not given comes from lwi
+    train's plan for ``strategy`` on the training pool, so all of a strategy's runs share the network,
+    ROI and iterations, whatever the order of ``strategies``.
+
+    Under a time budget (``time_budget``, or the CPU default) each strategy gets the same time with its
+    own plan (scratch: all of it for its one stage). With a fixed iteration budget (the GPU's, or
+    iterations given), scratch trains as many iterations as the first listed strategy with a Step 1
+    does in Step 1 + Step 2 (:func:`lwi.strategies.settings.matched_iterations`).
+    """
+    from lwi.plan import plan_options, report_plan, runs_step1
+
+    made: Dict[str, Any] = {}
+    budget_keys = ("epochs", "pretrain_epochs", "iterations", "pretrain_iterations")
+
+    def make(pool: Path, name: str):
+        if name not in made:
+            made[name] = plan_options(pool, options, strategy=name, device=device, time_budget=time_budget, probe=probe)
+            if progress is not None:
+                report_plan(progress, made[name][1])
+        return made[name]
+
+    def plan(pool: Path, strategy: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        planned, chosen = make(pool, strategy)
+        fixed = chosen.time_budget is None or any(options.get(k) is not None for k in budget_keys)
+        two_stage = [s for s in strategies if runs_step1(s, options)]
+        if fixed and not runs_step1(strategy, options) and two_stage:
+            planned, chosen = make(pool, two_stage[0])
+        return planned, chosen.to_dict()
+
+    return plan
+
+
 def run_experiment(
     data: PathLike,
     out: PathLike,
@@ -539,7 +617,7 @@ def run_experiment(
     resume: bool = False,
     overwrite: bool = False,
     progress: Optional[Progress] = None,
-    plan: Optional[Callable[[Path], Tuple[Dict[str, Any], Dict[str, Any]]]] = None,
+    plan: Optional[Callable[[Path, str], Tuple[Dict[str, Any], Dict[str, Any]]]] = None,
 ) -> Dict[str, Any]:
     """Run (or resume) an experiment in ``out`` and write its results and report.
 

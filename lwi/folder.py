@@ -26,21 +26,25 @@ from lwi.progress import Progress
 
 @dataclass(frozen=True)
 class Job:
-    """One image of the folder and where its outputs go."""
+    """One image of the folder and where its outputs go (``output_format``: see :func:`lwi.inference.write_result`)."""
 
     image: Path
     output: Path
     probabilities: Optional[Path] = None
+    uncertainty: Optional[Path] = None
+    output_format: str = "auto"
 
 
 @dataclass
 class Outcome:
-    """What became of one job: ``error`` is None on success."""
+    """What became of one job: ``error`` is None on success; ``uncertainty`` is the case's uncertainty
+    score when its map was asked for."""
 
     index: int
     device: str
     seconds: float
     error: Optional[str] = None
+    uncertainty: Optional[float] = None
 
 
 def resolve_devices(specs: Sequence[str]) -> List[str]:
@@ -103,6 +107,7 @@ class Pipeline:
                         image.result(),
                         largest_component=self.largest_component,
                         return_probabilities=job.probabilities is not None,
+                        return_uncertainty=job.uncertainty is not None,
                     )
                 except Exception as exc:  # noqa: BLE001 - one bad image must not stop the folder
                     done(Outcome(index, str(self.segmenter.device), time.monotonic() - started, _message(exc)))
@@ -116,10 +121,13 @@ class Pipeline:
 
         error = None
         try:
-            write_result(self.segmenter, result, job.output, job.probabilities, compress=self.compress)
+            write_result(
+                self.segmenter, result, job.output, job.probabilities, compress=self.compress,
+                uncertainty_path=job.uncertainty, source=job.image, output_format=job.output_format,
+            )
         except Exception as exc:  # noqa: BLE001
             error = _message(exc)
-        done(Outcome(index, str(result.device), time.monotonic() - started, error))
+        done(Outcome(index, str(result.device), time.monotonic() - started, error, result.uncertainty_score))
 
 
 def _message(exc: BaseException) -> str:

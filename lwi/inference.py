@@ -25,6 +25,7 @@ the windows on the CPU, then runs entirely on the CPU, saying so through :meth:`
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 from dataclasses import dataclass, field
@@ -50,6 +51,10 @@ class SegmentationResult:
         label: the label map (unsigned integers, the bundle's label values) on the input's grid.
         probabilities: with ``return_probabilities``: a float32 vector image on the input's grid, one
             component per output channel (channel ``v`` = label value ``v``, 0 = background).
+        uncertainty: with ``return_uncertainty``: the per-voxel uncertainty map (float32, 0 = certain,
+            1 = every class equally likely) on the input grid (:func:`uncertainty_map`).
+        uncertainty_score: with ``return_uncertainty``: the case's score (:func:`uncertainty_score`),
+            higher = less certain; rank a folder's results by it to correct the least certain first.
         device: where the segmentation finally ran ("cuda:0", "cpu", ...).
         sw_batch_size: the window batch finally used (smaller than asked after running out of memory).
         seconds: wall time per step: "preprocess", "network" (sliding window), "invert" (argmax and
@@ -59,6 +64,8 @@ class SegmentationResult:
 
     label: sitk.Image
     probabilities: Optional[sitk.Image] = None
+    uncertainty: Optional[sitk.Image] = None
+    uncertainty_score: Optional[float] = None
     device: str = "cpu"
     sw_batch_size: int = 1
     seconds: Dict[str, float] = field(default_factory=dict)
@@ -79,6 +86,21 @@ def _first_output(output: Any) -> torch.Tensor:
     return output
 
 
+MIRRORS = [axes for n in range(4) for axes in itertools.combinations((2, 3, 4), n)]  # 8 sets of flipped axes
+
+
+def mirrored(model: torch.nn.Module, windows: torch.Tensor) -> torch.Tensor:
+    """The mean of the model's logits over the 8 mirrorings of the windows' three spatial axes, each
+    flipped back (nnU-Net's test-time mirroring)."""
+    total = None
+    for axes in MIRRORS:
+        x = torch.flip(windows, axes) if axes else windows
+        out = _first_output(model(x)).float()
+        out = torch.flip(out, axes) if axes else out
+        total = out if total is None else total + out
+    return total / len(MIRRORS)
+
+
 class Segmenter:
     """Segments volumes with a model bundle; load once, call :meth:`segment` many times.
 
@@ -96,6 +118,8 @@ class Segmenter:
         interpolation: how labels go back to the input grid: "linear" (the argmax of trilinearly
             interpolated logits, computed exactly but only near label boundaries) or "nearest"
             (nearest-neighbour lookup of the network's labels: blockier, slightly faster).
+        mirror: test-time mirroring (nnU-Net's): every window's logits are averaged over the 8 flips
+            of its three axes (8x the network time).
     """
 
     def __init__(
@@ -110,6 +134,7 @@ class Segmenter:
         progress: Optional[Progress] = None,
         threads: Optional[int] = None,
         interpolation: str = "linear",
+        mirror: bool = False,
         _model: Optional[torch.nn.Module] = None,
         _metadata: Optional[Dict[str, Any]] = None,
     ):
@@ -144,6 +169,7 @@ class Segmenter:
         if self.sw_batch_size < 1:
             raise LWIError(f"The window batch size must be at least 1, got {self.sw_batch_size}.")
         self.amp = bool(amp)
+        self.mirror = bool(mirror)
         if not spacing_scale or spacing_scale <= 0:
             raise LWIError(f"The spacing scale must be positive, got {spacing_scale}.")
         self.spacing_scale = float(spacing_scale)
@@ -164,6 +190,7 @@ class Segmenter:
         largest_component: bool = False,
         return_probabilities: bool = False,
         name: str = "",
+        return_uncertainty: bool = False,
     ) -> SegmentationResult:
         """Segment one volume; the label map comes back on exactly ``image``'s grid.
 
@@ -172,6 +199,7 @@ class Segmenter:
                 trained on (HU for CT).
             largest_component: keep only the largest connected piece of each label.
             return_probabilities: also return the softmax probabilities on the input grid.
+            return_uncertainty: also return the uncertainty map on the input grid and its score.
             name: how messages name the image (its file), if at all.
 
         Raises:
@@ -182,7 +210,9 @@ class Segmenter:
         attempts = self._attempts()
         for i, (device, batch, stitch) in enumerate(attempts):
             try:
-                return self._segment_once(image, device, batch, stitch, largest_component, return_probabilities, name)
+                return self._segment_once(
+                    image, device, batch, stitch, largest_component, return_probabilities, name, return_uncertainty
+                )
             except Exception as exc:  # only running out of GPU memory is retried
                 if not _is_oom(exc) or i == len(attempts) - 1:
                     raise
@@ -249,6 +279,7 @@ class Segmenter:
         largest_component: bool,
         return_probabilities: bool,
         name: str = "",
+        return_uncertainty: bool = False,
     ) -> SegmentationResult:
         from monai.inferers import sliding_window_inference
 
@@ -273,7 +304,7 @@ class Segmenter:
             calls = [0]
 
             def predictor(windows: torch.Tensor) -> torch.Tensor:
-                out = _first_output(model(windows))
+                out = mirrored(model, windows) if self.mirror else _first_output(model(windows))
                 calls[0] += 1
                 self.progress.update(min(calls[0], total), total)
                 return out
@@ -310,7 +341,9 @@ class Segmenter:
                 label_xyz = resample_argmax(logits, labels_net, to_net, size)
             else:
                 label_xyz = resample_nearest(labels_net, to_net, size)
-            probabilities = None
+            probabilities = uncertainty = None
+            if return_uncertainty:  # on the network grid, then one channel to the input grid
+                uncertainty = resample_linear(uncertainty_map(logits)[None], to_net, size, outside=[0.0])[0]
             if return_probabilities:
                 probs = torch.softmax(logits, dim=0)
                 del logits
@@ -328,8 +361,14 @@ class Segmenter:
 
         top = max([info.value for info in self.labels] + [int(label_np.max()) if label_np.size else 0])
         label = sitk.Cast(label, label_pixel_type(top))
+        score = None
+        if uncertainty is not None:
+            score = uncertainty_score(uncertainty.numpy(), label_np)
+            uncertainty = array_to_image(uncertainty.numpy(), image)
         clock.lap("postprocess")
-        return SegmentationResult(label, probabilities, str(device), sw_batch_size, clock.seconds)
+        return SegmentationResult(
+            label, probabilities, uncertainty, score, str(device), sw_batch_size, clock.seconds
+        )
 
 
 class _StepClock:
@@ -359,6 +398,25 @@ def _window_batches(shape: Sequence[int], roi: Sequence[int], overlap: float, ba
         if size > r:
             n *= math.ceil((size - r) / max(int(r * (1 - overlap)), 1)) + 1
     return max(1, math.ceil(n / batch))
+
+
+def uncertainty_map(logits: torch.Tensor) -> torch.Tensor:
+    """Per-voxel uncertainty of ``logits`` [C, ...]: the entropy of the softmax divided by its maximum
+    ``log C``, so 0 means one class is certain and 1 means every class is equally likely (comparable
+    between models with different numbers of labels). Float32, on the logits' device."""
+    log_p = torch.log_softmax(logits.float(), dim=0)
+    entropy = -(log_p.exp() * log_p).sum(dim=0)
+    return (entropy / math.log(max(int(logits.shape[0]), 2))).clamp_(0.0, 1.0)
+
+
+def uncertainty_score(uncertainty: np.ndarray, label: np.ndarray) -> float:
+    """A case's uncertainty score: the mean of the ``uncertainty`` map over the voxels of the predicted
+    structures (``label`` > 0), both on the input grid. A volume in which nothing was found scores 1
+    (the maximum), so it is among the first a user checks."""
+    inside = np.asarray(label) > 0
+    if not inside.any():
+        return 1.0
+    return float(np.asarray(uncertainty, dtype=np.float64)[inside].mean())
 
 
 def keep_largest_components(label_xyz: np.ndarray) -> np.ndarray:
@@ -396,19 +454,26 @@ def segment_file(
     largest_component: bool = False,
     probabilities_path: Optional[PathLike] = None,
     compress: bool = True,
+    uncertainty_path: Optional[PathLike] = None,
+    output_format: str = "auto",
 ) -> SegmentationResult:
-    """Read an image (file or DICOM folder), segment it and write the label map (and probabilities).
+    """Read an image (file or DICOM folder), segment it and write the label map (and probabilities,
+    uncertainty map).
 
-    Outputs are written atomically, so an error leaves no output file behind.
+    Outputs are written atomically, so an error leaves no output file behind. ``output_format``:
+    "auto" (the output's file name decides; ``.dcm`` is DICOM SEG) or "dicom-seg" (:mod:`lwi.dicom_seg`).
     """
     from lwi.io import read_image
 
     image = read_image(input_path)
     result = segmenter.segment(
         image, largest_component=largest_component, return_probabilities=probabilities_path is not None,
-        name=str(input_path),
+        name=str(input_path), return_uncertainty=uncertainty_path is not None,
     )
-    write_result(segmenter, result, output_path, probabilities_path, compress=compress)
+    write_result(
+        segmenter, result, output_path, probabilities_path, compress=compress, uncertainty_path=uncertainty_path,
+        source=input_path, output_format=output_format,
+    )
     return result
 
 
@@ -418,15 +483,35 @@ def write_result(
     output_path: PathLike,
     probabilities_path: Optional[PathLike] = None,
     compress: bool = True,
+    uncertainty_path: Optional[PathLike] = None,
+    source: Optional[PathLike] = None,
+    output_format: str = "auto",
 ) -> None:
-    """Write a result's label map (with the model's segment names) and probabilities; atomically,
-    all or nothing (:func:`lwi.outputs.together`: when the probabilities cannot be written, neither
-    file is put in place and earlier versions stay as they were)."""
+    """Write a result's label map (with the model's segment names), probabilities and uncertainty map;
+    atomically, all or nothing (:func:`lwi.outputs.together`: when a later file cannot be written, none
+    is put in place and earlier versions stay as they were).
+
+    A DICOM SEG output (``output_format`` "dicom-seg", or "auto" and a ``.dcm`` name) references the
+    images of ``source``, the DICOM series folder that was segmented.
+    """
+    from lwi.dicom_seg import is_dicom_seg, label_terminology, write_dicom_seg
     from lwi.io import write_sitk_atomic
     from lwi.labelmap import write_labelmap
     from lwi.outputs import together
 
     with together():
-        write_labelmap(result.label, output_path, segmenter.labels, compress=compress)
-        if probabilities_path is not None and result.probabilities is not None:
-            write_sitk_atomic(result.probabilities, probabilities_path, compress=compress, option="--probabilities")
+        if is_dicom_seg(output_path, output_format):
+            if source is None:
+                raise LWIError(f"The DICOM SEG {output_path} needs the DICOM series that was segmented as its source.")
+            arch = segmenter.metadata.get("architecture", {}).get("arch", "")
+            write_dicom_seg(
+                result.label, source, output_path, segmenter.labels, label_terminology(segmenter.metadata),
+                model_name=f"LWI {arch}".strip(),
+            )
+        else:
+            write_labelmap(result.label, output_path, segmenter.labels, compress=compress)
+        extra = [(probabilities_path, result.probabilities, "--probabilities"),
+                 (uncertainty_path, result.uncertainty, "--uncertainty")]
+        for path, image, option in extra:
+            if path is not None and image is not None:
+                write_sitk_atomic(image, path, compress=compress, option=option)

@@ -114,6 +114,14 @@ def guided_count(masked: int, final_ratio: float, epoch: int, epochs: int) -> in
     return max(0, min(int(masked), int(masked * share)))
 
 
+def guided_count_at(masked: int, final_ratio: float, iteration: int, iterations: int) -> int:
+    """How many of the ``masked`` patches the teacher chooses at ``iteration`` (0-based) of ``iterations``:
+    AnatoMask's r_t = r_T t / T indexed by iteration, so the easy-to-hard ramp is smooth at any run
+    length (0 at the first iteration, below r_T at the last) instead of a staircase of a few epochs."""
+    share = float(final_ratio) * int(iteration) / max(int(iterations), 1)
+    return max(0, min(int(masked), int(masked * share)))
+
+
 def generate_mask(
     errors: torch.Tensor, count: int, guided: int, generator: Optional[torch.Generator] = None
 ) -> torch.Tensor:

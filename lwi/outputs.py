@@ -63,6 +63,8 @@ class Output:
         resumable: a checkpoint that ``--resume`` continues; kept when the run fails.
         files: for a folder, the names (relative paths) of the files it will write there when known
             in advance; each is checked against the inputs and the other outputs like a file output.
+        whole: for a folder, the command replaces it as a whole (an exported bundle): no input may
+            lie anywhere inside it.
     """
 
     path: Path
@@ -71,6 +73,7 @@ class Output:
     estimate: int = 0
     resumable: bool = False
     files: Tuple[str, ...] = ()
+    whole: bool = False
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -162,12 +165,13 @@ def check_collisions(inputs: Sequence[Input], outputs: Sequence[Output]) -> None
         paths = out.file_paths() + ([out.path] if out.folder else [])
         for path in paths:
             key = _key(path)
-            if out.folder and path != out.path:  # a folder's own entry (experiment's runs/) holds no input
+            if out.folder and (path != out.path or out.whole):  # what the output owns holds no input
                 for _, inp in read:
                     if key[0] != _key(inp.path)[0] and _key(inp.path)[0].startswith(key[0] + os.sep):
+                        what = "is replaced as a whole" if path == out.path else f"would hold its own {path.name}"
                         raise LWIError(
-                            f"{out.option} {out.path} would hold its own {path.name}, but {inp.option} reads "
-                            f"{inp.path} from there; choose another {out.option}."
+                            f"{out.option} {out.path} {what}, but {inp.option} reads {inp.path} from there; "
+                            f"choose another {out.option}."
                         )
             for other_key, inp in read:
                 if key[0] == other_key[0] or (key[1] is not None and key[1] == other_key[1]):

@@ -36,7 +36,6 @@ subprocess). The rules, each stated where it is applied and printed as a reason 
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -45,6 +44,8 @@ import numpy as np
 
 from lwi.errors import LWIError
 from lwi.names import AUTO_STRATEGY
+from lwi.segment_options import format_duration
+from lwi.training_options import PLANNED
 
 #: Step 1's iterations as a share of Step 2's: the paper's 800 Step-1 and 5000 Step-2 epochs.
 STEP1_SHARE = 800 / 5000
@@ -84,40 +85,7 @@ VALIDATIONS = 10  # validations per run (every 2 of the plan's 20 epochs)
 PLAN_EPOCHS = 20  # a planned stage is cut into this many epochs (progress lines, checkpoints)
 EVENT_SECONDS = 0.3  # a validation's or checkpoint's fixed cost (files, metric), per event
 SAFETY = 0.9  # share of the time budget the iterations may use (the ETA of a shared machine varies)
-#: The options a plan sets when the user did not (Settings fields, plus the two iteration budgets).
-PLANNED = (
-    "arch", "arch_params", "roi", "batch_size", "spacing", "cube_size", "lr",
-    "pretrain_epochs", "epochs", "iterations_per_epoch", "val_every",
-)
-
 MemoryFn = Callable[[Tuple[int, int, int], int], float]
-
-
-# -- time budgets -------------------------------------------------------------------------------
-def parse_duration(text: str) -> float:
-    """``"20m"``, ``"1h30m"``, ``"90s"``, ``"1.5h"`` or plain seconds -> seconds."""
-    raw = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", raw):
-        seconds = float(raw)
-    else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", raw)
-        if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([hms])", "", raw).strip():
-            raise LWIError(f"Cannot read the time {text!r}: use e.g. 20m, 1h30m, 90s or 1.5h.")
-        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-    if seconds <= 0:
-        raise LWIError("The time budget must be positive.")
-    return seconds
-
-
-def format_duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "unknown"
-    seconds = max(0, int(round(seconds)))
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds // 3600} h {round((seconds % 3600) / 60)} min"
 
 
 # -- the rules ----------------------------------------------------------------------------------
@@ -139,9 +107,15 @@ def target_spacing(fp: Any) -> Tuple[Tuple[float, float, float], str]:
             f"median in-plane spacing; the coarse axis ({'RAS'[coarse]}) at the 10th percentile of its spacings "
             "(nnU-Net's rule for anisotropic data)"
         )
-    if str(fp.modality).upper() == "CT" and all(t < p for t, p in zip(target, PAPER_CT_SPACING)):
-        target = np.asarray(PAPER_CT_SPACING, dtype=float)
-        reason = "the paper's CT spacing (the median is finer; a crop then covers the paper's context)"
+    finer = [i for i in range(3) if target[i] < PAPER_CT_SPACING[i]]
+    if str(fp.modality).upper() == "CT" and finer:
+        # Per axis, so abdominal CT with fine pixels but thick slices (BTCV: 0.76 x 0.76 x 3 mm) gets the
+        # paper's in-plane 1.5 mm and keeps its slices: a crop then covers about the paper's context.
+        target = np.maximum(target, np.asarray(PAPER_CT_SPACING, dtype=float))
+        reason = (
+            f"the paper's CT spacing (1.5 x 1.5 x 2.0 mm) on the axes where the median is finer "
+            f"({', '.join('RAS'[i] for i in finer)}); the median elsewhere"
+        )
     spacing = (float(target[0]), float(target[1]), float(target[2]))
     return spacing, reason
 
@@ -264,11 +238,13 @@ def budget_settings(
     elif step1_given is not None:
         i1, i2 = step1_given, (i2 if i1 <= 0 else max(1, round(step1_given / STEP1_SHARE)))
     epochs = int(given["epochs"]) if given.get("epochs") is not None else max(1, math.ceil(i2 / ipe))
+    out = {"iterations_per_epoch": ipe, "epochs": epochs}
     if given.get("pretrain_epochs") is not None:
-        pretrain = int(given["pretrain_epochs"])
-    else:
-        pretrain = 0 if i1 <= 0 else max(1, round(i1 / ipe))
-    out = {"iterations_per_epoch": ipe, "epochs": epochs, "pretrain_epochs": pretrain}
+        out["pretrain_epochs"] = int(given["pretrain_epochs"])
+    else:  # Step 1 runs exactly i1 iterations (its last epoch may be partial), not a rounded number of epochs
+        out["pretrain_epochs"] = 0 if i1 <= 0 else max(1, math.ceil(i1 / ipe))
+        if i1 > 0:
+            out["pretrain_iterations"] = int(i1)
     if given.get("val_every") is None:
         out["val_every"] = max(1, math.ceil(epochs / VALIDATIONS))
     return out
@@ -496,7 +472,8 @@ def make_plan(
             i1 = int(round(STEP1_SHARE * i2)) if step1 else 0
         epochs = {k: given.get(k, v) for k, v in budget_settings(i1, i2, given, n_train, batch).items()}
         ipe = epochs["iterations_per_epoch"]
-        return epochs, (epochs["pretrain_epochs"] * ipe if step1 else 0), epochs["epochs"] * ipe
+        i1 = epochs.get("pretrain_iterations", epochs["pretrain_epochs"] * ipe) if step1 else 0
+        return epochs, i1, epochs["epochs"] * ipe
 
     epochs, i1, i2 = schedule(with_step1)
     if requested == AUTO_STRATEGY:
@@ -527,7 +504,7 @@ def make_plan(
             f"{i2} Step-2 iterations is below the {MIN_STEP2_ITERATIONS} recommended; labels may be learned poorly "
             "(give more --time, or use a GPU)"
         )
-    reasons["augmentation"] = augmentation_text(roi, i1 > 0)
+    reasons["augmentation"] = augmentation_text(roi, i1 > 0, given.get("step1_flips") == "all")
     alternative = None
     if kind == "cpu":
         g_arch, g_params = default_network("cuda")
@@ -555,9 +532,11 @@ def _budget_given(given: Mapping[str, Any]) -> bool:
     return any(given.get(k) is not None for k in ("epochs", "pretrain_epochs", "iterations", "pretrain_iterations"))
 
 
-def augmentation_text(roi: Sequence[int], step1: bool = True) -> str:
+def augmentation_text(roi: Sequence[int], step1: bool = True, step1_depth: bool = False) -> str:
     rot = "90-degree rotations in the axial plane, " if roi[0] == roi[1] else ""
-    flips = "flips on every axis in Step 2" + (" and in-plane only in Step 1" if step1 else "")
+    flips = "flips on every axis in Step 2" + (
+        (" and Step 1 (depth too, as the authors' code)" if step1_depth else " and in-plane only in Step 1") if step1 else ""
+    )
     return f"{flips}, {rot}intensity scale and shift"
 
 
@@ -586,7 +565,7 @@ def plan_options(
         n_validation=len(held), probe=probe, started=started, unlabeled=unlabeled,
     )
     options = {k: v for k, v in given.items() if v is not None and k not in ("iterations", "pretrain_iterations")}
-    for key in PLANNED:
+    for key in PLANNED + ("arch_params",):
         if key in plan.settings and options.get(key) is None:
             options[key] = plan.settings[key]
     for key in ("roi", "spacing"):

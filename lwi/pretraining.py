@@ -24,7 +24,7 @@ NET_PREFIX = "net."
 class Step1Model(nn.Module):
     """The Step-1 network: ``net`` (an adapter reconstructing its input) and ``order_heads``."""
 
-    def __init__(self, net: Adapter):
+    def __init__(self, net: Adapter, normalise: Optional[bool] = None):
         super().__init__()
         if net.out_channels != net.in_channels:
             raise LWIError(
@@ -32,12 +32,16 @@ class Step1Model(nn.Module):
                 f"not {net.out_channels}."
             )
         self.net = net
-        self.order_heads = OrderHeads(net.level_channels, net.num_subvolumes, normalise=net.normalise_order_features)
+        normalise = net.normalise_order_features if normalise is None else bool(normalise)
+        self.order_heads = OrderHeads(net.level_channels, net.num_subvolumes, normalise=normalise)
 
     @classmethod
-    def build(cls, arch: str, in_channels: int, roi_size: Sequence[int], **params: Any) -> Step1Model:
-        """Build the adapter for ``arch`` with ``out_channels = in_channels`` and matching order heads."""
-        return cls(build(arch, in_channels, in_channels, roi_size, **params))
+    def build(
+        cls, arch: str, in_channels: int, roi_size: Sequence[int], normalise: Optional[bool] = None, **params: Any
+    ) -> Step1Model:
+        """Build the adapter for ``arch`` with ``out_channels = in_channels`` and matching order heads
+        (``normalise``: layer-normalised slot features; None: the architecture's default)."""
+        return cls(build(arch, in_channels, in_channels, roi_size, **params), normalise=normalise)
 
     @property
     def num_subvolumes(self) -> int:

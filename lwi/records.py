@@ -1,5 +1,5 @@
 """Settings dataclasses as JSON and back, the same way for the core's run settings
-(:class:`lwi.strategies.settings.Settings`) and the Slicer panel's (``LWICommon.training_settings``).
+(:class:`lwi.strategies.settings.Settings`) and the Slicer panel's (``LWITrainingLib.training_settings``).
 
 Standard library only (the Slicer modules load this file through ``LWICommon.vocabulary``).
 """

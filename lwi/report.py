@@ -4,8 +4,9 @@ can be rewritten at any time (``lwi experiment ... --resume`` does it at the end
 
 Contents: the setup; test Dice and HD95 per strategy and K as mean +- SD over seeds (each seed's
 value being that run's mean over the test cases); per K a paired comparison of the first strategy
-with each other one (per-case values of the two runs on the same draw, pooled over seeds:
-:func:`lwi.statistics.paired_comparison`); plots of the learning curve (Dice vs K with SD error
+with each other one, by draw (the main one: :func:`lwi.statistics.draw_level_comparison`, Holm-corrected
+over the report's comparisons, with the number of draws needed to call a difference) and, secondary,
+per case pooled over draws (:func:`lwi.statistics.paired_comparison`); plots of the learning curve (Dice vs K with SD error
 bars), per-case scatter (strategy A vs B) and training curves. The plots need matplotlib (the
 ``report`` extra); without it the report says how to get them and lists no plots.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from lwi.experiment_files import CONFIG, RESULTS, read_results
-from lwi.statistics import paired_comparison, summary
+from lwi.statistics import draw_level_comparison, draws_needed, holm, paired_comparison, summary
 
 Table = Tuple[List[str], List[List[str]]]  # header, rows (already formatted cells)
 
@@ -67,7 +68,7 @@ def summary_table(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]
     """Per strategy and K: test Dice (all labels and each label) and HD95, mean +- SD over seeds."""
     labels = label_names(results)
     header = ["strategy", "K", "seeds", "Dice (mean of labels)"] + [f"Dice {n}" for n in labels]
-    header += ["HD95 mm", "iterations", "train min"]
+    header += ["HD95 mm", "HD95 penalised (label misses)", "iterations", "train min"]
     rows = []
     for strategy in config["strategies"]:
         for k in config["k"]:
@@ -79,23 +80,42 @@ def summary_table(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]
             rows.append(
                 [strategy, str(k), str(len(runs)), _mean_sd([r["mean_dice"] for r in runs])]
                 + [_mean_sd([r["mean"]["dice"].get(n) for r in runs]) for n in labels]
-                + [_mean_sd([r["mean_hd95"] for r in runs], 2), "/".join(map(str, iterations)), _fmt(minutes, 1)]
+                + [_mean_sd([r["mean_hd95"] for r in runs], 2), str(sum(_misses(r) for r in runs))]
+                + ["/".join(map(str, iterations)), _fmt(minutes, 1)]
             )
     return header, rows
+
+
+def _misses(run: Mapping[str, Any]) -> int:
+    """(case, label) pairs of a run whose HD95 is the penalty (one side lacks the label)."""
+    return sum(len(c.get("hd95_penalized") or ()) for c in run["cases"])
 
 
 def paired_values(
     a_runs: Sequence[Mapping[str, Any]], b_runs: Sequence[Mapping[str, Any]], metric: str, label: Optional[str]
 ) -> Tuple[List[Optional[float]], List[Optional[float]]]:
-    """Per-case values of two strategies on the same draws (runs paired by seed, cases by name)."""
-    b_by_seed = {int(r["seed"]): r for r in b_runs}
+    """Per-case values of two strategies on the same draws (runs paired by seed, cases by name), pooled."""
     xs: List[Optional[float]] = []
     ys: List[Optional[float]] = []
+    for a, b in paired_draws(a_runs, b_runs, metric, label):
+        xs.extend(a)
+        ys.extend(b)
+    return xs, ys
+
+
+def paired_draws(
+    a_runs: Sequence[Mapping[str, Any]], b_runs: Sequence[Mapping[str, Any]], metric: str, label: Optional[str]
+) -> List[Tuple[List[Optional[float]], List[Optional[float]]]]:
+    """Per draw (seed) that both strategies finished, the per-case values ``(a, b)`` on the same cases."""
+    b_by_seed = {int(r["seed"]): r for r in b_runs}
+    draws = []
     for a in sorted(a_runs, key=lambda r: int(r["seed"])):
         b = b_by_seed.get(int(a["seed"]))
         if b is None:
             continue
         b_cases = {c["case"]: c for c in b["cases"]}
+        xs: List[Optional[float]] = []
+        ys: List[Optional[float]] = []
         for case in a["cases"]:
             other = b_cases.get(case["case"])
             if other is None:
@@ -106,12 +126,23 @@ def paired_values(
             else:
                 xs.append(case[metric].get(label))
                 ys.append(other[metric].get(label))
-    return xs, ys
+        draws.append((xs, ys))
+    return draws
+
+
+PRIMARY = "Dice (mean of labels)"
+HD95_TITLE = "HD95 mm (mean of labels; a missed label counts as the image diagonal; lower is better)"
 
 
 def comparisons(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
     """Paired comparisons: per K, the first strategy against each other one, for the mean Dice, each
-    label's Dice and the mean HD95 of a case."""
+    label's Dice and the mean HD95 of a case.
+
+    Each row holds the draw-level comparison (:func:`lwi.statistics.draw_level_comparison`, the main
+    one) at its top level, its p-values Holm-corrected over every row of the report (``t_p_holm``,
+    ``sign_flip_p_holm``; family size ``family``), and the pooled per-case comparison under
+    ``pooled`` (secondary: a case repeats across draws).
+    """
     labels = label_names(results)
     strategies = list(config["strategies"])
     out = []
@@ -123,27 +154,59 @@ def comparisons(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]])
             seeds = sorted({int(r["seed"]) for r in a_runs} & {int(r["seed"]) for r in b_runs})
             if not seeds:
                 continue
-            metrics = [("Dice (mean of labels)", "dice", None)] + [(f"Dice {n}", "dice", n) for n in labels]
-            metrics.append(("HD95 mm (mean of labels; lower is better)", "hd95", None))
+            metrics = [(PRIMARY, "dice", None)] + [(f"Dice {n}", "dice", n) for n in labels]
+            metrics.append((HD95_TITLE, "hd95", None))
             for title, metric, label in metrics:
-                xs, ys = paired_values(a_runs, b_runs, metric, label)
-                out.append(
-                    {"a": a_name, "b": b_name, "k": k, "seeds": seeds, "metric": title, **paired_comparison(xs, ys)}
-                )
+                draws = paired_draws(a_runs, b_runs, metric, label)
+                xs = [x for a, _ in draws for x in a]
+                ys = [y for _, b in draws for y in b]
+                out.append({
+                    "a": a_name, "b": b_name, "k": k, "seeds": seeds, "metric": title, "primary": title == PRIMARY,
+                    **draw_level_comparison(draws), "pooled": paired_comparison(xs, ys),
+                })
+    for key in ("t_p", "sign_flip_p"):
+        for row, adjusted in zip(out, holm([row[key] for row in out])):
+            row[f"{key}_holm"] = adjusted
+    for row in out:
+        row["family"] = len(out)
     return out
 
 
+def _ci(values: Optional[Sequence[float]], digits: int = 3) -> str:
+    return f"[{_fmt(values[0], digits)}, {_fmt(values[1], digits)}]" if values else "n/a"
+
+
+def draw_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """The main comparison: the draw is the unit (per draw, the mean over test cases of A - B)."""
+    header = [
+        "K", "A vs B", "metric", "draws", "mean A", "mean B", "A - B per draw", "A - B [95% t CI over draws]",
+        "[95% bootstrap CI, draws then cases]", "paired t p (Holm)", "sign-flip p (Holm)", "A higher / lower (draws)",
+    ]
+    body = []
+    for c in rows:
+        body.append([
+            str(c["k"]), f"{c['a']} vs {c['b']}", c["metric"], str(c["n_draws"]), _fmt(c["mean_a"]), _fmt(c["mean_b"]),
+            ", ".join(f"{d:+.3f}" for d in c["draw_differences"]),
+            f"{_fmt(c['mean_difference'])} {_ci(c['difference_ci'])}", _ci(c["bootstrap_ci"]),
+            f"{_p(c['t_p'])} ({_p(c['t_p_holm'])})", f"{_p(c['sign_flip_p'])} ({_p(c['sign_flip_p_holm'])})",
+            f"{c['a_better_draws']} / {c['b_better_draws']}",
+        ])
+    return header, body
+
+
 def comparison_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """The secondary comparison: per-case pairs pooled over draws."""
     header = [
         "K", "A vs B", "metric", "pairs", "mean A", "mean B", "A - B [95% CI]", "d_z [95% CI]",
         "paired t p", "Wilcoxon p", "A higher / lower / tied",
     ]
     body = []
-    for c in rows:
+    for row in rows:
+        c = row["pooled"]
         ci = c["difference_ci"]
         dz = c["dz_ci"]
         body.append([
-            str(c["k"]), f"{c['a']} vs {c['b']}", c["metric"], str(c["n"]), _fmt(c["mean_a"]), _fmt(c["mean_b"]),
+            str(row["k"]), f"{row['a']} vs {row['b']}", row["metric"], str(c["n"]), _fmt(c["mean_a"]), _fmt(c["mean_b"]),
             f"{_fmt(c['mean_difference'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else _fmt(c["mean_difference"]),
             f"{_fmt(c['cohens_dz'], 2)} [{_fmt(dz[0], 2)}, {_fmt(dz[1], 2)}]" if dz else "n/a",
             _p(c["t_p"]), _p(c["wilcoxon_p"]), f"{c['a_better']} / {c['b_better']} / {c['ties']}",
@@ -151,16 +214,46 @@ def comparison_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     return header, body
 
 
+def power_lines(rows: Sequence[Mapping[str, Any]]) -> List[str]:
+    """What the number of draws allows to call (the sign-flip test's floor against Holm's threshold)."""
+    if not rows:
+        return []
+    family = rows[0]["family"]
+    n = max(r["n_draws"] for r in rows)
+    floor = 2.0 / 2**n if n else 1.0
+    lines = [
+        f"Family: {family} comparisons (strategy pairs x K x metrics, each label's Dice and HD95 included); "
+        f"p-values in brackets are Holm-corrected over this family. The mean Dice of all labels is the primary "
+        f"metric; the others are exploratory.",
+        f"With {n} draw(s) the exact sign-flip test cannot give p below {floor:.3g}: "
+        f"{draws_needed(0.05)} draws are needed to call one comparison at p < 0.05, "
+        f"{draws_needed(0.05, family)} for every comparison of this family after Holm's correction.",
+    ]
+    if n < draws_needed(0.05):
+        lines.append(
+            f"These {n} draw(s) cannot show a difference by the sign-flip test: add draws with --seeds and --resume."
+        )
+    return lines
+
+
 def setup_lines(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> List[str]:
     n_runs = len(config["strategies"]) * len(config["k"]) * len(config["seeds"])
     test = config["test"] or f"{len(config['test_cases'])} cases held out of the data"
-    options = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(config["options"].items())) or "defaults"
+    def text(options: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(options.items())) or "defaults"
+
+    plans = config.get("plans") or {}
+    distinct = {json.dumps(v, sort_keys=True) for v in plans.values()}
+    if len(distinct) > 1:
+        option_lines = [f"Training options of {s} (its own plan): {text(o)}" for s, o in plans.items()]
+    else:
+        option_lines = [f"Training options (every run): {text(config['options'])}"]
     return [
         f"Data: {config['data']} (pool of {len(config['pool'])} training cases)",
         f"Test set: {test} ({len(config['test_cases'])} cases: {', '.join(config['test_cases'])})",
         f"Strategies: {', '.join(config['strategies'])}; K = {', '.join(map(str, config['k']))}; "
         f"seeds (draws) {', '.join(map(str, config['seeds']))}",
-        f"Training options (every run): {options}",
+        *option_lines,
         f"Runs finished: {len(results)} of {n_runs}",
     ]
 
@@ -168,10 +261,15 @@ def setup_lines(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]])
 NOTES = [
     "Each seed draws its own K training cases (nested: K=5 cases are the first five of the seed's K=10 draw) "
     "and seeds the training; SD is over seeds.",
-    "Paired comparison: per-case values of two strategies trained on the same draw, pooled over seeds; "
-    "d_z = mean difference / SD of the differences, with a noncentral-t interval. A test case appears once "
-    "per seed, so the pairs are not independent and the p-values are optimistic; the seed-level table "
-    "above is the conservative view.",
+    "Main comparison (by draw): per draw, the mean over test cases of the paired difference A - B; across "
+    "draws, its mean with a t interval, the paired t-test and the exact sign-flip test over draws, and a "
+    "hierarchical bootstrap interval (10,000 resamples of draws, then of cases within each draw; seed 0). "
+    "The bootstrap interval is too narrow with few draws; trust the t interval there.",
+    "Secondary comparison (pooled): per-case values of the two strategies on the same draw, pooled over "
+    "draws; d_z = mean difference / SD of the differences, with a noncentral-t interval. A test case appears "
+    "once per draw, so these pairs are not independent and their p-values are optimistic.",
+    "HD95: a label that one side has and the other misses counts as the reference image's diagonal (mm), "
+    "so a method that misses a structure does not look better for it.",
 ]
 
 
@@ -194,8 +292,11 @@ def _sections(config, results, comparison_rows, plots) -> List[Tuple[str, Any]]:
     """The report as (kind, content) items, rendered to Markdown and HTML alike."""
     items: List[Tuple[str, Any]] = [("h1", "LWI experiment"), ("list", setup_lines(config, results))]
     items += [("h2", "Test results (mean ± SD over seeds)"), ("table", summary_table(config, results))]
-    items.append(("h2", "Paired comparison per K"))
+    items.append(("h2", "Paired comparison per K, by draw (main)"))
     if comparison_rows:
+        items.append(("list", power_lines(comparison_rows)))
+        items.append(("table", draw_table(comparison_rows)))
+        items.append(("h2", "Paired comparison per K, test cases pooled over draws (secondary)"))
         items.append(("table", comparison_table(comparison_rows)))
     else:
         items.append(("p", "Needs two strategies with finished runs on the same draw."))

@@ -273,11 +273,14 @@ def resample_argmax(
     return out
 
 
-def resample_linear(volume: torch.Tensor, to_net: np.ndarray, size: Sequence[int]) -> torch.Tensor:
+def resample_linear(
+    volume: torch.Tensor, to_net: np.ndarray, size: Sequence[int], outside: Optional[Sequence[float]] = None
+) -> torch.Tensor:
     """Trilinear resampling of a multi-channel ``volume`` [C, X', Y', Z'] onto an input grid of ``size``.
 
-    For probabilities: voxels outside ``volume`` are pure background (channel 0 = 1). Returns float32
-    [C, X, Y, Z] on the CPU (the only full-size multi-channel array, and only when asked for).
+    Voxels outside ``volume`` take ``outside`` (one value per channel); by default pure background
+    (channel 0 = 1, the others 0), as probabilities need. Returns float32 [C, X, Y, Z] on the CPU
+    (the only full-size multi-channel array, and only when asked for).
     """
     import torch.nn.functional as F
 
@@ -295,8 +298,11 @@ def resample_linear(volume: torch.Tensor, to_net: np.ndarray, size: Sequence[int
         # grid_sample's last grid axis is (W, H, D) = our (Z, Y, X).
         grid = torch.stack([norm[2], norm[1], norm[0]], dim=-1)[None]
         values = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
-        background = torch.zeros(channels, device=values.device)
-        background[0] = 1.0
+        if outside is None:
+            background = torch.zeros(channels, device=values.device)
+            background[0] = 1.0
+        else:
+            background = torch.tensor([float(v) for v in outside], device=values.device)
         values = torch.where(inside[None], values, background[:, None, None, None])
         out[:, :, :, k0:k1] = values.cpu()
     return out

@@ -9,7 +9,7 @@ Requests (``id`` is any JSON value chosen by the client and echoed in every even
     {"id": 1, "command": "segment", "model": M, "input": IMAGE, "output": LABELMAP,
      "device": "auto", "options": {"largest_component": false, "overlap": 0.5, "sw_batch_size": 4,
                                    "roi_size": [96, 96, 96], "spacing_scale": 1.0, "amp": true,
-                                   "compress": true}}
+                                   "compress": true, "uncertainty_path": null}}
     {"id": 2, "command": "ping"}
     {"id": 3, "command": "cancel", "target": 1}      (stops request 1 at its next window batch)
     {"id": 4, "command": "shutdown"}
@@ -18,7 +18,8 @@ Events: ``{"event": "ready", "protocol": 1, "pid": ...}`` once at start; then, p
 ``progress`` and ``log`` events and exactly one final ``result`` or ``error`` (``"cancelled": true``
 for a cancelled request), each with the request's ``id``. A ``segment`` result holds ``output``,
 ``device``, ``seconds``, ``load_seconds`` (0 when the loaded model was reused), ``reused_model`` and
-the model's ``labels``. The model stays loaded between requests and is reloaded when the model file
+the model's ``labels``, and with an ``uncertainty_path`` option ``uncertainty`` (the map's path) and
+``uncertainty_score`` (:func:`lwi.inference.uncertainty_score`). The model stays loaded between requests and is reloaded when the model file
 (path or contents), the device or the window size changes. The worker exits on ``shutdown`` or when
 stdin closes (the client, e.g. Slicer, went away).
 """
@@ -227,13 +228,17 @@ class Worker:
             raise Cancelled()
         # The output's folder is checked before the work and a failure leaves nothing there; the client
         # chooses a fresh output per request, so an existing file is replaced (as before).
-        with writing([Output(request["output"], "output")], overwrite=True):
+        declared = [Output(request["output"], "output")]
+        if options.get("uncertainty_path"):
+            declared.append(Output(options["uncertainty_path"], "uncertainty_path"))
+        with writing(declared, overwrite=True):
             result = segment_file(
                 segmenter,
                 request["input"],
                 request["output"],
                 largest_component=bool(options.get("largest_component", False)),
                 compress=bool(options.get("compress", True)),
+                uncertainty_path=options.get("uncertainty_path"),
             )
         self.send(
             "result",
@@ -245,6 +250,8 @@ class Worker:
             load_seconds=load_seconds,
             reused_model=reused,
             labels=segmenter.metadata.get("labels", []),
+            uncertainty=options.get("uncertainty_path"),
+            uncertainty_score=result.uncertainty_score,
         )
 
     def serve(self, stdin: TextIO) -> int:

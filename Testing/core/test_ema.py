@@ -78,3 +78,29 @@ def test_anatomask_decay_schedule():
     assert ramp_schedule(125, 1000, 0.999, 0.9999) == pytest.approx(0.99945)
     assert ramp_schedule(250, 1000, 0.999, 0.9999) == pytest.approx(0.9999)
     assert ramp_schedule(900, 1000, 0.999, 0.9999) == pytest.approx(0.9999)
+
+
+def _initial_share_left(total, start, end):
+    """The weight of the teacher's initial parameters after ``total`` updates of the ramp schedule."""
+    share = 1.0
+    for i in range(total):
+        share *= ramp_schedule(i, total, start, end)
+    return share
+
+
+def test_run_scaled_decay_lets_a_short_runs_teacher_learn():
+    """M2: AnatoMask's 0.999 -> 0.9999 were tuned for ~204,000 iterations; unscaled, a 300-iteration
+    teacher keeps most of its random start. Scaled, its time constant is the same share of the run."""
+    from lwi.ema import run_scaled
+    from lwi.strategies.anatomask import REFERENCE_ITERATIONS
+
+    paper = _initial_share_left(300, 0.999, 0.9999)
+    scaled = [run_scaled(d, REFERENCE_ITERATIONS, 300) for d in (0.999, 0.9999)]
+    assert paper > 0.75
+    assert scaled == pytest.approx([0.9, 1 - 0.0001 * REFERENCE_ITERATIONS / 300])
+    assert _initial_share_left(300, *scaled) < 1e-6
+    # A run as long as the reference (or longer) keeps the paper's constants.
+    assert run_scaled(0.999, REFERENCE_ITERATIONS, REFERENCE_ITERATIONS) == 0.999
+    assert run_scaled(0.9999, REFERENCE_ITERATIONS, 10 * REFERENCE_ITERATIONS) == 0.9999
+    # At 30,000 iterations: 0.9932 -> 0.99932, a time constant of 147 -> 1470 iterations.
+    assert run_scaled(0.999, REFERENCE_ITERATIONS, 30_000) == pytest.approx(1 - 0.001 * 204_000 / 30_000)

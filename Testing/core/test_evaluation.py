@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lwi.evaluation import evaluate_pair, format_table, summarize
+from lwi.evaluation import evaluate_pair, format_table, subset_means, summarize
 
 
 def _image(array_xyz: np.ndarray, spacing=(2.0, 1.0, 1.0)) -> sitk.Image:
@@ -34,7 +34,10 @@ def test_dice_and_hd95_equal_hand_computation():
     assert scores["dice"]["cube"] == pytest.approx(2 * 48 / (64 + 64))
     assert scores["dice"]["dot"] == 0.0
     assert scores["hd95"]["dot"] == pytest.approx(4.0)  # (11 - 9) voxels x 2 mm
-    assert scores["dice"]["false"] == 0.0 and scores["hd95"]["false"] is None
+    # Label 3 only in the prediction: HD95 is the image's diagonal (12x2, 10, 10 mm), listed as penalised.
+    diagonal = (24.0**2 + 10.0**2 + 10.0**2) ** 0.5
+    assert scores["dice"]["false"] == 0.0 and scores["hd95"]["false"] == pytest.approx(diagonal)
+    assert scores["hd95_penalty"] == pytest.approx(diagonal) and scores["hd95_penalized"] == ["false"]
     assert scores["dice"]["absent"] is None and scores["hd95"]["absent"] is None
     # Every surface point of the shifted cube is 0 or 1 voxel (2 mm along x) from the other surface.
     assert scores["hd95"]["cube"] == pytest.approx(2.0)
@@ -52,6 +55,24 @@ def test_summary_means_skip_undefined_values_and_table_lists_them():
     assert results["mean_dice"] == pytest.approx(0.6)
     table = format_table(results)
     assert "n/a" in table and "0.7000" in table and "kidney" in table
+
+
+def test_a_missed_label_worsens_the_mean_hd95():
+    """A prediction that misses a structure must not get a better mean HD95 than one that finds it
+    roughly (before: the miss was dropped from the mean, so missing scored best)."""
+    truth = np.zeros((20, 20, 20), np.uint8)
+    truth[2:6, 2:6, 2:6] = 1
+    truth[12:16, 12:16, 12:16] = 2
+    rough = truth.copy()
+    rough[12:16, 12:16, 12:16] = 0
+    rough[13:17, 12:16, 12:16] = 2  # label 2 found, shifted one voxel
+    missed = truth.copy()
+    missed[truth == 2] = 0  # label 2 missed
+    labels = {1: "a", 2: "b"}
+    found = summarize([{"case": "x", **evaluate_pair(_image(rough), _image(truth), labels)}], labels)
+    lost = summarize([{"case": "x", **evaluate_pair(_image(missed), _image(truth), labels)}], labels)
+    assert lost["mean_hd95"] > found["mean_hd95"]
+    assert lost["hd95_penalized"] == {"a": 0, "b": 1} and found["hd95_penalized"] == {"a": 0, "b": 0}
 
 
 def test_evaluate_cli_writes_json_matching_a_hand_computed_dice(tmp_path):
@@ -87,3 +108,17 @@ def test_evaluate_cli_writes_json_matching_a_hand_computed_dice(tmp_path):
             else:
                 assert case["dice"][name] == pytest.approx(expected, abs=1e-6)
     assert results["mean"]["dice"].keys() == {"liver", "spleen", "kidney", "vertebra"}
+
+
+def test_the_synapse_8_organ_mean_ignores_the_other_labels():
+    """Reference checklist 21: perfect on labels {1, 2, 3, 4, 6, 7, 8, 11} and wrong elsewhere scores 1.0."""
+    names = {v: f"organ{v}" for v in range(1, 14)}
+    eight = (1, 2, 3, 4, 6, 7, 8, 11)
+    case = {"case": "c", "dice": {n: (1.0 if v in eight else 0.0) for v, n in names.items()},
+            "hd95": {n: (1.0 if v in eight else 50.0) for v, n in names.items()}}
+    results = summarize([case], names)
+    assert results["mean_dice"] == pytest.approx(8 / 13)
+    selected = subset_means(results, eight)
+    assert selected["mean_dice"] == 1.0 and selected["mean_hd95"] == 1.0 and len(selected["labels"]) == 8
+    with pytest.raises(Exception, match="--labels"):
+        subset_means(results, [14])

@@ -104,9 +104,12 @@ def test_json_progress_and_report(experiment):
         a, b = by[f"k{k}-seed0-lwi"]["cases"], by[f"k{k}-seed0-scratch"]["cases"]
         expected = paired_comparison([case_mean(c["dice"]) for c in a], [case_mean(c["dice"]) for c in b])
         row = next(c for c in result["comparisons"] if c["k"] == k and c["metric"] == "Dice (mean of labels)")
-        assert row["n"] == 2 and row["mean_difference"] == pytest.approx(expected["mean_difference"], abs=1e-5)
+        pooled = row["pooled"]
+        assert pooled["n"] == 2 and pooled["mean_difference"] == pytest.approx(expected["mean_difference"], abs=1e-5)
+        assert row["n_draws"] == 1 and row["mean_difference"] == pytest.approx(expected["mean_difference"], abs=1e-5)
     md = (out / "report.md").read_text()
     assert "| lwi | 1 | 1 |" in md and "| scratch | 2 | 1 |" in md and "lwi vs scratch" in md
+    assert "by draw (main)" in md and "cannot show a difference" in md  # one draw
     assert "<table>" in (out / "report.html").read_text()
     for name in ("learning_curve.png", "scatter_lwi_vs_scratch.png", "training_curves.png"):
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -232,3 +235,80 @@ def test_a_setting_the_plan_refuses_fails_before_any_run(tmp_path, experiment):
     proc = _lwi("experiment", "--data", str(experiment["data"]), "--test-cases", "2", "--k", "1", "--out", str(out), *bad)
     assert proc.returncode == 1 and "divisible" in proc.stderr and "Started" not in proc.stderr
     assert not out.exists() or not any(out.iterdir())  # nothing of an experiment: the same command can run again
+
+
+def _prepare(tmp_path, data, **kw):
+    from lwi.experiment import Experiment
+    from lwi.progress import Progress
+
+    args = dict(
+        data=data, test=None, test_cases=2, strategies=["scratch"], ks=[2], seeds=[0], options={}, unlabeled=None,
+        resume=False, overwrite=False, progress=Progress("none"),
+    )
+    args.update(kw)
+    experiment = Experiment(tmp_path / "run")
+    return experiment, experiment.prepare(**args)
+
+
+def test_unlabeled_test_images_are_refused_by_name_and_by_content(tmp_path):
+    """Step 1 must never see the test images (M5): the data's own imagesTr, or a test image renamed."""
+    from lwi.errors import LWIError
+
+    data = write_phantom_dataset(tmp_path / "phantoms", 6, seed=0, shape=(16, 16, 8))
+    with pytest.raises(LWIError, match="are test cases of this experiment"):
+        _prepare(tmp_path, data, unlabeled=[data / "imagesTr"])
+    assert not (tmp_path / "run" / "experiment.json").exists()
+    test = hold_out([f"phantom_{i:03d}" for i in range(6)], 2)
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    source = next((data / "imagesTr").glob(f"{test[0]}*"))
+    shutil.copy(source, renamed / ("other_name" + "".join(source.suffixes)))
+    with pytest.raises(LWIError, match="other_name"):
+        _prepare(tmp_path, data, unlabeled=[renamed])
+    # Images that are not test cases are accepted.
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    train_name = next(n for n in (f"phantom_{i:03d}" for i in range(6)) if n not in test)
+    shutil.copy(next((data / "imagesTr").glob(f"{train_name}*")), clean / ("x" + "".join(source.suffixes)))
+    experiment, _ = _prepare(tmp_path, data, unlabeled=[clean])
+    assert experiment.config["unlabeled"] == [str(clean.resolve())]
+
+
+def test_step1_takes_each_image_once(tmp_path):
+    """Unlabelled images that are training cases, or repeats under another name, enter Step 1 once."""
+    from lwi.strategies.run import Run
+    from lwi.strategies.settings import make_settings
+
+    data = write_phantom_dataset(tmp_path / "phantoms", 4, seed=0, shape=(16, 16, 8))
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    first = sorted((data / "imagesTr").iterdir())[0]
+    shutil.copy(first, extra / ("copy_a" + "".join(first.suffixes)))
+    shutil.copy(first, extra / ("copy_b" + "".join(first.suffixes)))
+    other = write_phantom_dataset(tmp_path / "other", 1, seed=9, shape=(16, 16, 8))
+    new = next((other / "imagesTr").iterdir())
+    shutil.copy(new, extra / ("new" + "".join(new.suffixes)))
+    run = Run(data, make_settings({"val_fraction": 0.0, "seed": 0}), device="cpu",
+              unlabeled=[data / "imagesTr", extra])
+    assert len(run.train_cases) == 4
+    assert [c.name for c in run.unlabeled] == ["new"] and run.n_step1_images == 5
+
+
+def test_each_strategy_gets_its_own_plan_in_any_order(tmp_path):
+    """scratch listed first used to plan every run without Step 1, so lwi's runs failed (M11)."""
+    from lwi.experiment import strategy_planner
+
+    data = write_phantom_dataset(tmp_path / "phantoms", 5, seed=0, shape=(24, 24, 16), spacing=(8.0, 8.0, 12.0))
+    options = {
+        "arch": "segresnet", "arch_params": {"init_filters": 8, "blocks_down": [1, 1], "blocks_up": [1]},
+        "roi": (16, 16, 16), "cube_size": 8, "batch_size": 1, "iterations": 10, "val_fraction": 0.0,
+    }
+    strategies = ["scratch", "lwi"]
+    planner = strategy_planner(options, strategies, device="cpu", probe=False)
+    experiment, specs = _prepare(tmp_path, data, strategies=strategies, options=options, plan=planner)
+    lwi, scratch = experiment.options_for("lwi"), experiment.options_for("scratch")
+    assert lwi["pretrain_epochs"] >= 1  # lwi's runs have a Step 1
+    assert scratch == lwi  # a fixed budget: scratch matches lwi's Step 1 + Step 2
+    spec = json.loads(experiment.spec_file(next(s for s in specs if s.strategy == "lwi"), "cpu").read_text())
+    assert spec["options"]["pretrain_epochs"] == lwi["pretrain_epochs"]
+    assert set(json.loads((tmp_path / "run" / "experiment.json").read_text())["plans"]) == {"scratch", "lwi"}

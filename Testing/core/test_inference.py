@@ -221,7 +221,7 @@ def test_out_of_memory_retries_with_smaller_batches_then_on_the_cpu(monkeypatch)
     seg.device = torch.device("cuda")  # as if loaded on a GPU
     calls, messages = [], []
 
-    def fake_once(image, device, batch, stitch, largest_component, probabilities, name=""):
+    def fake_once(image, device, batch, stitch, largest_component, probabilities, name="", uncertainty=False):
         calls.append((device.type, batch, stitch.type))
         if device.type == "cuda":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -240,3 +240,28 @@ def test_out_of_memory_retries_with_smaller_batches_then_on_the_cpu(monkeypatch)
     monkeypatch.setattr(seg, "_segment_once", other_error)
     with pytest.raises(RuntimeError, match="cuDNN"):  # only memory errors are retried
         seg.segment(image)
+
+
+def test_mirroring_averages_the_eight_flips():
+    """--mirror: each window's logits are the mean over the 8 flips of its axes, flipped back; a
+    flip-invariant network (1x1 conv) is unchanged, an asymmetric one is symmetrised."""
+    from lwi.inference import MIRRORS, mirrored
+
+    assert len(MIRRORS) == 8 and len(set(MIRRORS)) == 8
+    x = torch.randn(2, 1, 6, 5, 4, generator=torch.Generator().manual_seed(0))
+    pointwise = ThresholdNet()
+    with torch.no_grad():
+        assert torch.allclose(mirrored(pointwise, x), pointwise(x), atol=1e-5)
+        shifted = torch.nn.Conv3d(1, 3, 3, padding=1)
+        by_hand = sum(torch.flip(shifted(torch.flip(x, a)), a) if a else shifted(x) for a in MIRRORS) / 8
+        assert torch.allclose(mirrored(shifted, x), by_hand, atol=1e-5)
+        assert not torch.allclose(mirrored(shifted, x), shifted(x), atol=1e-3)
+        # The mean of mirrored outputs is itself mirror-symmetric.
+        assert torch.allclose(mirrored(shifted, torch.flip(x, (2,))), torch.flip(mirrored(shifted, x), (2,)), atol=1e-5)
+
+
+def test_segmenter_with_mirroring_on_a_flip_invariant_network_gives_the_same_labels():
+    image = _oblique_image()[0]
+    plain = Segmenter.from_model(ThresholdNet(), _metadata(), device="cpu").segment(image)
+    mirror = Segmenter.from_model(ThresholdNet(), _metadata(), device="cpu", mirror=True).segment(image)
+    assert np.array_equal(sitk.GetArrayFromImage(plain.label), sitk.GetArrayFromImage(mirror.label))

@@ -136,3 +136,15 @@ def test_replace_tokens_in_both_layouts():
     channels_last = out.permute(0, 2, 3, 4, 1)
     assert torch.equal(channels_last[mask], token.expand(int(mask.sum()), 5))
     assert torch.equal(channels_last[~mask], grid.permute(0, 2, 3, 4, 1)[~mask])
+
+
+def test_guided_share_by_iteration_is_a_smooth_ramp_at_any_length():
+    """M1: by epoch, the plan's 3 pre-training epochs gave a 0.25/0.5/0.75 staircase above r_T; by
+    iteration the share starts at 0, never exceeds r_T and grows smoothly at 300 and 30,000 iterations."""
+    assert [masking.guided_count(130, 0.5, e, 3) for e in range(3)] == [32, 65, 97]  # the paper's rule on 3 epochs
+    for total in (300, 30_000):
+        counts = [masking.guided_count_at(235, 0.5, i, total) for i in range(total)]
+        assert counts[0] == 0 and max(counts) <= int(235 * 0.5)
+        assert counts[-1] == int(235 * 0.5 * (total - 1) / total)
+        steps = [b - a for a, b in zip(counts, counts[1:])]
+        assert min(steps) >= 0 and max(steps) <= 1  # no jumps

@@ -119,7 +119,7 @@ def test_total_loss_and_beta_zero():
     mask = make_mask(model, 2, 0.6, "tube", "z", torch.device("cpu"), torch.Generator().manual_seed(0))
     with torch.no_grad():
         model.mask_token.normal_()  # a mask token unlike the zero start, so S(x~) differs clearly from S(x)
-        losses = medcontext_losses(model, images, targets, loss, mask, 0.5)
+        losses = medcontext_losses(model, images, targets, loss, mask, 0.5, mode="code")
         zs, zm, zt = model(images), model.masked_forward(images, mask), model.teacher(images)
         assert float(losses["supervised"]) == pytest.approx(float(loss(zs, targets)), rel=1e-5)
         assert float(losses["masked"]) == pytest.approx(float(loss(zm, targets)), rel=1e-5)
@@ -128,7 +128,7 @@ def test_total_loss_and_beta_zero():
         assert float(losses["total"]) == pytest.approx(
             float(losses["supervised"] + losses["masked"] + 0.5 * losses["consistency"]), rel=1e-6
         )
-        zero = medcontext_losses(model, images, targets, loss, mask, 0.0)
+        zero = medcontext_losses(model, images, targets, loss, mask, 0.0, mode="code")
         assert float(zero["total"]) == pytest.approx(float(loss(zs, targets) + loss(zm, targets)), rel=1e-5)
 
 
@@ -141,3 +141,28 @@ def test_cube_mask_option_and_unknown_shape():
     assert not all(torch.equal(f, frames[0]) for f in frames)  # not tubes (this draw)
     with pytest.raises(LWIError, match="mask shape"):
         make_mask(model, 1, 0.5, "sphere", "z", torch.device("cpu"))
+
+
+
+@pytest.mark.parametrize("mode, low, high", [("share", 0.49, 0.51), ("code", 0.0, 1e-3)])
+def test_the_consistency_terms_share_of_the_gradient(mode, low, high):
+    """M3: with the authors' normalisation (code) the term's gradient is a vanishing share of DiceCE's
+    even on a 32^3 crop; the default (share) makes it the stated 0.5 of the masked pass's DiceCE, and
+    the total's gradient on the masked logits carries it."""
+    model = _model("unetr")
+    images, targets = _batch()
+    loss = DiceCELoss(to_onehot_y=True, softmax=True)
+    mask = make_mask(model, 2, 0.6, "tube", "z", torch.device("cpu"), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.mask_token.normal_()
+    captured = []
+    hook = model.student.register_forward_hook(lambda _m, _a, out: captured.append(out))
+    losses = medcontext_losses(model, images, targets, loss, mask, 0.5, mode=mode, share=0.5)
+    hook.remove()
+    share = float(losses["consistency_share"])
+    assert low <= share <= high
+    masked_logits = captured[1]  # the student's second pass is the masked one
+    (g_total,) = torch.autograd.grad(losses["total"], masked_logits, retain_graph=True)
+    (g_masked,) = torch.autograd.grad(losses["masked"], masked_logits, retain_graph=True)
+    extra = torch.linalg.norm(g_total - g_masked) / torch.linalg.norm(g_masked)
+    assert float(extra) == pytest.approx(share, rel=1e-3, abs=1e-9)

@@ -43,8 +43,9 @@ def test_the_cli_offers_the_names():
 
 
 def test_the_slicer_modules_offer_exactly_the_core_names():
-    from LWICommon import files, training_settings
+    from LWICommon import files
     from LWICommon.vocabulary import names as gui_names
+    from LWITrainingLib import training_settings
 
     # Loaded from the core's own file (not a copy), without importing the lwi package.
     assert Path(gui_names.__file__).resolve() == Path(names.__file__).resolve()

@@ -50,6 +50,21 @@ def test_anisotropic_data_gets_the_10th_percentile_on_the_coarse_axis():
     assert plans.target_spacing(fp_many_slices)[0][2] == pytest.approx(5.0)
 
 
+def test_abdominal_ct_gets_the_papers_spacing_where_it_is_finer():
+    """M10: BTCV-like CT (0.59-0.98 mm pixels, 2.5-5 mm slices) kept its median, 0.8 x 0.8 x 3 mm, because
+    the rule needed every axis finer than the paper's; now each finer axis takes the paper's 1.5 mm."""
+    rng = np.random.default_rng(0)
+    spacings = [(p, p, z) for p, z in zip(rng.uniform(0.59, 0.98, 30), rng.choice([2.5, 3.0, 3.0, 5.0], 30))]
+    fp = _fp(spacings, [(512, 512, 120)] * 30, modality="CT")
+    spacing, reason = plans.target_spacing(fp)
+    assert spacing == pytest.approx((1.5, 1.5, 3.0))
+    assert "paper's CT spacing" in reason and "R, A" in reason
+    fine = _fp([(0.7, 0.7, 1.0)] * 5, [(512, 512, 300)] * 5, modality="CT")
+    assert plans.target_spacing(fine)[0] == pytest.approx((1.5, 1.5, 2.0))
+    mr = _fp(spacings, [(512, 512, 120)] * 30, modality="MR")
+    assert plans.target_spacing(mr)[0][0] < 1.0  # MR keeps its median
+
+
 @pytest.mark.parametrize("arch,params", [
     ("segresnet", {"init_filters": 8}),
     ("segresnet", {"blocks_down": [1, 1, 1], "blocks_up": [1, 1]}),
@@ -149,14 +164,18 @@ def test_plan_keeps_what_the_user_gave_and_fills_the_rest():
     assert plans.make_plan(None, {"arch": "unetr"}, device="cpu", fp=fp, probe=False).settings["lr"] == plans.PAPER_LR
 
 
-def test_parse_duration():
-    assert plans.parse_duration("20m") == 1200
-    assert plans.parse_duration("1h30m") == 5400
-    assert plans.parse_duration("1.5h") == 5400
-    assert plans.parse_duration("45") == 45
+def test_duration():
+    from argparse import ArgumentTypeError
+
+    from lwi.segment_options import duration
+
+    assert duration("20m") == 1200
+    assert duration("1h30m") == 5400
+    assert duration("1.5h") == 5400
+    assert duration("45") == 45
     for bad in ("soon", "20x", "-5", "0"):
-        with pytest.raises(LWIError):
-            plans.parse_duration(bad)
+        with pytest.raises(ArgumentTypeError):
+            duration(bad)
 
 
 def test_fingerprint_of_phantoms(tmp_path):
@@ -340,3 +359,18 @@ def test_auto_with_the_gpu_budget_or_many_given_iterations_is_lwi(monkeypatch, f
     # An explicit strategy is never changed, whatever the budget.
     assert _plan({"iterations": 300}, device="cpu", strategy="lwi").strategy == "lwi"
     assert _plan({"iterations": 5000}, device="cpu", strategy="scratch").strategy == "scratch"
+
+
+@pytest.mark.parametrize("given, i1, i2", [
+    ({"pretrain_iterations": 28800, "iterations": 180000}, 28800, 180000),  # was 27,000
+    ({"pretrain_iterations": 30, "iterations": 1000}, 30, 1000),  # was 50
+    ({}, 4000, 25000),  # the GPU default: was 3750
+])
+def test_step1_iterations_are_exact_not_rounded_to_epochs(given, i1, i2):
+    """M6: Step 1 runs exactly the planned or given iterations (its last epoch may be partial)."""
+    from lwi.strategies.settings import make_settings, step1_iterations, step2_iterations
+
+    out = plans.budget_settings(4000, 25000, given, n_train=18, batch_size=2)
+    settings = make_settings(out)
+    assert step1_iterations(settings, 18) == i1
+    assert step2_iterations(settings, 18)[1] == i2

@@ -426,6 +426,7 @@ def _(root, kit):
 # -- 6: option values ----------------------------------------------------------------------------------
 OPTIONS = {
     "segment --sw-batch 0": ["segment", "--model", "m", "--input", "i", "--output", "o", "--sw-batch", "0"],
+    "segment --sw-batch-size 0": ["segment", "--model", "m", "--input", "i", "--output", "o", "--sw-batch-size", "0"],
     "segment --overlap 1.5": ["segment", "--model", "m", "--input", "i", "--output", "o", "--overlap", "1.5"],
     "segment --roi 0 16 16": ["segment", "--model", "m", "--input", "i", "--output", "o", "--roi", "0", "16", "16"],
     "segment --spacing-scale nan": ["segment", "--model", "m", "--input", "i", "--output", "o", "--spacing-scale", "nan"],

@@ -163,7 +163,7 @@ def test_malformed_worker_requests_are_refused_one_by_one_and_the_worker_keeps_s
 
 
 def test_a_worker_killed_mid_job_fails_that_job_clearly_and_the_next_one_starts_a_new_worker(model, tmp_path):
-    from LWICommon.worker import WorkerClient
+    from LWISegmentationLib.worker import WorkerClient
 
     image, _ = make_phantom(4, shape=(80, 80, 48), spacing=(1.5, 1.5, 2.0))  # long enough to be killed while running
     source = write(image, tmp_path / "ct.nii.gz")

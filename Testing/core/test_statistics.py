@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lwi.statistics import noncentral_t_interval, paired_comparison, summary
+from lwi.statistics import (
+    draw_level_comparison,
+    draws_needed,
+    hierarchical_bootstrap_ci,
+    holm,
+    noncentral_t_interval,
+    paired_comparison,
+    sign_flip_p,
+    summary,
+)
 
 # Differences A - B = 0.10, 0.20, 0.05, 0.03, 0.04: all positive and distinct (exact Wilcoxon).
 A = [0.80, 0.70, 0.90, 0.60, 0.75]
@@ -94,3 +103,87 @@ def test_missing_values_and_degenerate_cases():
     assert one["n"] == 1 and one["difference_ci"] is None and one["a_better"] == 1
     with pytest.raises(ValueError):
         paired_comparison([0.1, 0.2], [0.1])
+
+
+# -- the draw as the unit ------------------------------------------------------------------------
+def _draws(seed: int, n_draws: int, n_cases: int, draw_sd: float, case_sd: float, effect: float = 0.0):
+    """Per-case scores of A and B on ``n_draws`` draws: the effect varies by draw (``draw_sd``)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_draws):
+        b = rng.uniform(0.6, 0.9, n_cases)
+        a = b + effect + rng.normal(0, draw_sd) + rng.normal(0, case_sd, n_cases)
+        out.append((list(a), list(b)))
+    return out
+
+
+def test_draw_level_comparison_is_the_paired_t_test_on_draw_means():
+    draws = _draws(1, 5, 12, draw_sd=0.02, case_sd=0.03, effect=0.01)
+    c = draw_level_comparison(draws)
+    a_means = [np.mean(a) for a, _ in draws]
+    b_means = [np.mean(b) for _, b in draws]
+    t = stats.ttest_rel(a_means, b_means)
+    assert c["n_draws"] == 5 and c["df"] == 4 and c["cases"] == 60
+    assert c["draw_differences"] == pytest.approx(list(np.subtract(a_means, b_means)))
+    assert c["t"] == pytest.approx(t.statistic) and c["t_p"] == pytest.approx(t.pvalue)
+    ci = t.confidence_interval(0.95)
+    assert c["difference_ci"] == pytest.approx([ci.low, ci.high])
+    exact = stats.permutation_test(
+        (np.subtract(a_means, b_means),), lambda x, axis: np.mean(x, axis=axis),
+        permutation_type="samples", n_resamples=np.inf, alternative="two-sided",
+    )
+    assert c["sign_flip_p"] == pytest.approx(exact.pvalue)
+    assert c["min_p"] == pytest.approx(2 / 2**5)
+
+
+def test_pooled_cases_overstate_what_few_draws_show():
+    """The review's demo: the effect varies by draw; pooled (draw, case) pairs give a small p that the
+    draws do not support."""
+    draws = _draws(7, 3, 10, draw_sd=0.03, case_sd=0.005, effect=0.01)
+    pooled = paired_comparison([x for a, _ in draws for x in a], [y for _, b in draws for y in b])
+    drawn = draw_level_comparison(draws)
+    assert pooled["t_p"] < 0.01
+    assert drawn["t_p"] > 0.05 and drawn["sign_flip_p"] >= 0.25
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(drawn["difference_ci"]) > 3 * width(pooled["difference_ci"])
+
+
+def test_sign_flip_p_by_hand_and_its_floor():
+    # All four of one sign: only the all-plus and all-minus patterns are as extreme: 2 / 16.
+    assert sign_flip_p([0.1, 0.2, 0.05, 0.3]) == pytest.approx(2 / 16)
+    # 0.1, -0.1: |mean| 0 observed, every pattern at least as extreme.
+    assert sign_flip_p([0.1, -0.1]) == pytest.approx(1.0)
+    assert draws_needed(0.05) == 6  # 2/2^5 = 0.0625 > 0.05, 2/2^6 = 0.031
+    assert draws_needed(0.05, tests=12) == 9  # 0.05/12 = 0.0042: 2/2^9 = 0.0039
+    big = sign_flip_p(list(np.linspace(0.01, 0.2, 20)))  # Monte Carlo above 16 draws
+    assert 0 < big < 1e-4
+
+
+def test_holm_against_the_definition():
+    p = [0.01, 0.04, 0.03, None, 0.005]
+    # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running max.
+    assert holm(p) == pytest.approx([0.03, 0.06, 0.06, None, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
+
+
+def test_hierarchical_bootstrap_interval():
+    # Without spread inside a draw it is the bootstrap of the draw means: compare with scipy's.
+    means = [0.01, -0.02, 0.03, 0.015, 0.0, 0.025, -0.005, 0.02]
+    ours = hierarchical_bootstrap_ci([[m] * 6 for m in means], resamples=40_000, seed=3)
+    theirs = stats.bootstrap((np.array(means),), np.mean, method="percentile", n_resamples=40_000, random_state=3)
+    assert ours == pytest.approx([theirs.confidence_interval.low, theirs.confidence_interval.high], abs=2e-3)
+    # Spread inside draws widens it; it is reproducible for a seed; one draw gives no interval.
+    noisy = hierarchical_bootstrap_ci([list(m + np.linspace(-0.05, 0.05, 6)) for m in means], seed=3)
+    assert noisy[1] - noisy[0] > ours[1] - ours[0]
+    assert hierarchical_bootstrap_ci([[0.1, 0.2], [0.0, 0.1]], seed=5) == hierarchical_bootstrap_ci([[0.1, 0.2], [0.0, 0.1]], seed=5)
+    assert hierarchical_bootstrap_ci([[0.1, 0.2]]) is None
+
+
+def test_draw_level_comparison_degenerate():
+    one = draw_level_comparison([([0.5, 0.6], [0.4, 0.5])])
+    assert one["n_draws"] == 1 and one["mean_difference"] == pytest.approx(0.1)
+    assert one["difference_ci"] is None and one["t_p"] is None and one["sign_flip_p"] == pytest.approx(1.0)
+    missing = draw_level_comparison([([None, 0.6], [0.4, 0.5]), ([0.3], [None])])
+    assert missing["n_draws"] == 1 and missing["cases"] == 1
+    assert draw_level_comparison([])["mean_difference"] is None

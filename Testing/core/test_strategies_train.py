@@ -75,7 +75,9 @@ def test_cli_train_info_and_segment(data, tmp_path, strategy, net, expected_iter
     assert result["wall_seconds"] > 0
     progress = [e for e in events if e["event"] == "progress" and e["stage"] != "preprocess"]
     assert {e["stage"] for e in progress} == set(expected_iterations)
-    terms = {"supervised", "masked", "consistency"} if strategy == "medcontext" else {"guided"}
+    # The mechanisms' own figures come through the JSON progress: MedContext's realised gradient share
+    # of the consistency term, AnatoMask's teacher loss.
+    terms = {"supervised", "masked", "consistency", "consistency_share"} if strategy == "medcontext" else {"guided", "teacher"}
     assert all(terms <= set(e) for e in progress if "loss" in e and e["stage"] != "finetune")
     written = sorted(p.name for p in out.parent.iterdir())
     extra = [f"{strategy}.anatomask.lwi.safetensors"] if strategy == "anatomask" else []
@@ -84,8 +86,8 @@ def test_cli_train_info_and_segment(data, tmp_path, strategy, net, expected_iter
     # `lwi info` (test_train_cli runs the command; here what it prints, in process: each subprocess
     # costs a torch import) names the strategy and its settings, for the model and the files beside it.
     info = describe(read_lwi_metadata(out))
-    assert f"strategy {strategy}" in info and "strategy_settings" in info
-    assert ("ema_mode=paper" if strategy == "medcontext" else "transfer=encoder") in info
+    assert f"strategy {strategy}" in info and "strategy_settings" in info and "recipe:" in info and "default" in info
+    assert ("ema_mode=run" if strategy == "medcontext" else "transfer=encoder") in info
     for name in written:
         assert describe(read_lwi_metadata(out.parent / name))
     if extra:
@@ -151,8 +153,8 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(data, tmp_p
         for key, value in model_tensors(want).items():
             assert torch.equal(got[key], value), (infix, key)
     if strategy == "medcontext":
-        # The teacher followed the student by the paper's EMA: m >= 0.996, so after 4 steps it moved
-        # from the shared initialisation by about 1% of the student's move, and not by nothing.
+        # The teacher followed the student by the run-scaled EMA (m starts at 0.9 on a 4-step run; the
+        # paper's 0.996 would leave it near its start): it moved clearly, and less than the student.
         state = model_tensors(checkpoint.load(derived_path(out, "last"))[0])
         settings = Settings(**{k: v for k, v in options.items() if k not in ("strategy", "device")})
         initial, _ = build_step2_model(settings, 1, 5)
@@ -163,7 +165,7 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(data, tmp_p
             if value.is_floating_point() and key != prior_bias:
                 student_move += float((state["student." + key] - value).norm() ** 2)
                 teacher_move += float((state["teacher." + key] - value).norm() ** 2)
-        assert 0 < teacher_move**0.5 < 0.05 * student_move**0.5
+        assert 0.03 * student_move**0.5 < teacher_move**0.5 < 0.5 * student_move**0.5
     # A resumed run keeps its strategy settings.
     with pytest.raises(LWIError, match="keeps its settings"):
         train(data, out, resume=True, strategy=strategy, device="cpu", consistency_weight=0.1)

@@ -20,3 +20,28 @@ def slicer_app(tmp_path):
         yield app
     finally:
         app.close()
+
+
+@pytest.fixture
+def slicer_modules(slicer_app, monkeypatch, tmp_path):
+    """Both module files imported as Slicer imports them (the real packages, not reloaded stand-ins),
+    on :func:`slicer_app`'s scene, with Slicer's Python layer of :mod:`scripted_layer`; each module's
+    logic reachable through ``slicer.util.getModuleLogic``. The user's home is in ``tmp_path``."""
+    import importlib
+    import sys
+
+    import scripted_layer
+
+    scripted_layer.install(monkeypatch)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for name in ("LWISegmentation", "LWITraining"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    segmentation = importlib.import_module("LWISegmentation")
+    training = importlib.import_module("LWITraining")
+    slicer_app.addPythonModule("LWISegmentation", segmentation.LWISegmentationLogic())
+    slicer_app.addPythonModule("LWITraining", training.LWITrainingLogic())
+    yield slicer_app
+    from LWISegmentationLib.segmentation_logic import shutdownSharedWorker
+
+    shutdownSharedWorker()

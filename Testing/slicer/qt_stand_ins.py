@@ -26,3 +26,6 @@ class Timer:
 
     def stop(self):
         self.active = False
+
+    def isActive(self):
+        return self.active

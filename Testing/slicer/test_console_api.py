@@ -2,8 +2,8 @@
 its subprocesses: train on two labelled cases, segment a third with the new model, preview, add a
 corrected case to the training set.
 
-Slicer's event loop is the one thing missing without Qt: where a timer would poll a background job
-on Slicer's main thread, the test ticks the same poller (:data:`LWICommon.jobs.poller`) itself.
+Slicer's event loop is the one thing missing without Qt: where its timer would poll a background job
+on Slicer's main thread, the poller's plain ticker (:class:`LWICommon.jobs.PlainTicker`) does, run here.
 Tiny settings (a SegResNet at a 16^3 ROI, one epoch per step, on the CPU) keep each test short.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import importlib
 import os
-import time
 
 import numpy as np
 import pytest
@@ -37,8 +36,8 @@ TINY = {
 def console(slicer_app, tmp_path, monkeypatch):
     """Both modules' logic, reachable as in Slicer (``slicer.util.getModuleLogic``), with the user's
     home (models and training folders) in ``tmp_path``."""
-    from LWICommon.segmentation_logic import SegmentationLogic, shutdownSharedWorker
-    from LWICommon.training_logic import TrainingLogic
+    from LWISegmentationLib.segmentation_logic import SegmentationLogic, shutdownSharedWorker
+    from LWITrainingLib.training_logic import TrainingLogic
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -57,12 +56,12 @@ def _poller():
 
 
 def _event_loop(until, timeout: float = 120.0) -> None:
-    """What Slicer's main loop does for a console job: the poller's timer fires until ``until()``."""
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "the background job was never reported finished"
-        _poller().tick()
-        time.sleep(0.05)
+    """What Slicer's main loop does for a console job: the poller's ticker (without Qt the plain
+    one, run for real) polls the jobs on this thread until they are over."""
+    ticker = _poller().ticker
+    assert isinstance(ticker, importlib.import_module("LWICommon.jobs").PlainTicker)
+    ticker.runUntilStopped(timeout)
+    assert until()
 
 
 def _labelled_case(name: str, seed: int):

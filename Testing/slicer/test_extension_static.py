@@ -78,9 +78,18 @@ def test_self_tests_are_registered_from_testing_python_as_the_template_does(modu
     assert "${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/Testing/Python/${script} COPYONLY" in python
 
 
-def test_shared_helper_package_is_installed_by_exactly_one_module():
-    owners = [m for m in MODULES if any(s.startswith("LWICommon/") for s in _module_files(m)[1])]
-    assert owners == ["LWISegmentation"]
+def test_shared_helper_package_is_its_own_cmake_folder_installed_with_subdir():
+    """LWICommon is a sibling of the modules with its own CMake list (WITH_SUBDIR, as Slicer's
+    DICOMLib): every .py of it listed there, none in a module's list, and added before the modules."""
+    cmake = (ROOT / "LWICommon" / "CMakeLists.txt").read_text()
+    scripts = _cmake_lists(cmake, "LWICommon")["MODULE_PYTHON_SCRIPTS"]
+    on_disk = {p.name for p in (ROOT / "LWICommon").glob("*.py")}
+    assert set(scripts) == on_disk
+    assert re.search(r"slicerMacroBuildScriptedModule\((?s:.)*WITH_SUBDIR", cmake)
+    for module in MODULES:
+        assert not any(s.startswith("LWICommon/") for s in _module_files(module)[1])
+    order = re.findall(r"add_subdirectory\((\w+)\)", re.sub(r"#[^\n]*", "", _top_cmake()))
+    assert order[:3] == ["LWICommon", "LWISegmentation", "LWITraining"]
 
 
 def _top_cmake() -> str:
@@ -148,7 +157,7 @@ def test_screenshot_urls_point_at_pngs_in_this_repository():
 
 def test_top_level_cmake_adds_every_module_and_installs_the_core():
     cmake = _top_cmake()
-    assert re.findall(r"add_subdirectory\((\w+)\)", cmake) == MODULES
+    assert re.findall(r"add_subdirectory\((\w+)\)", cmake) == ["LWICommon", *MODULES]
     assert "find_package(Slicer REQUIRED)" in cmake and "include(${Slicer_EXTENSION_CPACK})" in cmake
     assert "${CMAKE_CURRENT_SOURCE_DIR}/lwi/*.py" in cmake
     assert "DESTINATION ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/" in cmake
@@ -159,8 +168,18 @@ def test_top_level_cmake_adds_every_module_and_installs_the_core():
 # -- module files, .ui files and parameter nodes ---------------------------------------------
 
 
+#: The Lib files that hold what Slicer looks up in a module file (which imports them from there).
+LIB_FILES = ("parameters.py", "logic.py", "widget.py")
+
+
+def _sources(module: str) -> List[Path]:
+    return [ROOT / module / f"{module}.py"] + [ROOT / module / f"{module}Lib" / f for f in LIB_FILES]
+
+
 def _tree(module: str) -> ast.Module:
-    return ast.parse((ROOT / module / f"{module}.py").read_text())
+    """The module file and its Lib's parameter node, logic and widget files, as one tree."""
+    trees = [ast.parse(path.read_text()) for path in _sources(module)]
+    return ast.Module(body=[stmt for tree in trees for stmt in tree.body], type_ignores=[])
 
 
 def _test_tree(module: str) -> ast.Module:
@@ -214,7 +233,7 @@ def _widget_classes_for(annotation: ast.expr) -> Set[str]:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_every_ui_attribute_the_module_uses_exists_in_its_ui_file(module):
-    source = "\n".join(p.read_text() for p in [ROOT / module / f"{module}.py"])
+    source = "\n".join(p.read_text() for p in _sources(module))
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     widgets = _ui_widgets(module)
     assert used, "the module should use its .ui file"
@@ -260,6 +279,8 @@ def test_module_classes_and_metadata(module):
     assert tests and set(tests) == called
 
     source = (ROOT / module / f"{module}.py").read_text()
+    for name in expected:  # Slicer finds them in the module file, by the module's name
+        assert re.search(rf"^from {module}Lib\.\w+ import {name}$", source, re.M) or f"class {name}(" in source
     namespace: Dict[str, object] = {}
     for stmt in tree.body:  # README_URL / PAPER_CITATION constants used in the metadata
         if (
@@ -310,9 +331,9 @@ def test_module_title_and_category_are_translatable_and_reload_includes_the_help
     assert "from slicer.i18n import tr as _" in (ROOT / module / f"{module}.py").read_text()
     widget = _class(module, f"{module}Widget")
     reload = next(f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name == "onReload")
-    assert "reloadPackage('LWICommon')" in ast.unparse(reload)
+    assert "reloadPackage('LWICommon')" in ast.unparse(reload) and f"reloadPackage('{module}Lib')" in ast.unparse(reload)
     dependencies = ast.literal_eval(assigned["self.parent.dependencies"])
-    # LWITraining uses LWISegmentation's LWICommon and logic: Slicer must load that module first.
+    # LWITraining segments and previews through LWISegmentation's logic: Slicer must load that module first.
     assert dependencies == (["LWISegmentation"] if module == "LWITraining" else [])
 
 
@@ -347,7 +368,10 @@ def test_double_spin_box_limits_survive_the_spin_box_rounding():
 def test_every_child_process_of_the_gui_hides_its_console_window():
     """Windows: a console program (PythonSlicer, taskkill) started by Slicer's GUI flashes a console
     window unless it is created with CREATE_NO_WINDOW, which these helpers add."""
-    sources = [ROOT / m / f"{m}.py" for m in MODULES] + sorted((ROOT / "LWISegmentation" / "LWICommon").glob("*.py"))
+    sources = [ROOT / m / f"{m}.py" for m in MODULES] + sorted(
+        p for folder in ("LWICommon", "LWISegmentation/LWISegmentationLib", "LWITraining/LWITrainingLib")
+        for p in (ROOT / folder).glob("*.py")
+    )
     found = 0
     for path in sources:
         for call, name in _calls(ast.parse(path.read_text())):
@@ -359,3 +383,14 @@ def test_every_child_process_of_the_gui_hides_its_console_window():
                     f"{path.name}:{call.lineno}"
                 )
     assert found >= 5
+
+
+def test_training_images_offered_are_never_label_maps():
+    """G6: qMRMLNodeComboBox lists subclasses unless told not to; a label map volume is a
+    vtkMRMLScalarVolumeNode."""
+    for module in MODULES:
+        for widget in _ui_widgets(module).values():
+            types = [s.text for s in widget.findall("property[@name='nodeTypes']/stringlist/string")]
+            if widget.get("class") == "qMRMLNodeComboBox" and types == ["vtkMRMLScalarVolumeNode"]:
+                child = widget.find("property[@name='showChildNodeTypes']/bool")
+                assert child is not None and child.text == "false", widget.get("name")

@@ -56,6 +56,8 @@ _CHILD = textwrap.dedent(
     sys.modules["slicer"].parameterNodeWrapper = pnw
 
     sys.path[:0] = sys.argv[2:]
+    if sys.argv[1].startswith("LWICommon"):  # as in Slicer: a module's Lib makes LWICommon importable
+        importlib.import_module("LWISegmentationLib")
     module = importlib.import_module(sys.argv[1])
     heavy = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     print(json.dumps({"heavy": heavy, "attempts": attempts, "file": module.__file__}))
@@ -73,15 +75,15 @@ TARGETS = [
     "LWICommon.files",
     "LWICommon.vocabulary",
     "LWICommon.core_path",
-    "LWICommon.models",
-    "LWICommon.training_settings",
+    "LWISegmentationLib.models",
+    "LWITrainingLib.training_settings",
     "LWICommon.mrml",
     "LWICommon.jobs",
-    "LWICommon.plot_nodes",
-    "LWICommon.run_folder",
-    "LWICommon.segmentation_logic",
+    "LWITrainingLib.plot_nodes",
+    "LWITrainingLib.run_folder",
+    "LWISegmentationLib.segmentation_logic",
     "LWICommon.selftest",
-    "LWICommon.training_logic",
+    "LWITrainingLib.training_logic",
     "LWICommon.gui",
     "LWICommon.slicer_setup",
 ]

@@ -15,6 +15,7 @@ first item is added to an empty box).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import subprocess
@@ -32,6 +33,10 @@ from qt_stand_ins import Timer
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIRS = {"LWISegmentation": ROOT / "LWISegmentation", "LWITraining": ROOT / "LWITraining"}
+#: The module files and the Lib files that import Slicer's Python layer (imported afresh with the stand-ins).
+MODULE_FILES = [
+    f"{m}{part}" for m in MODULE_DIRS for part in ("", "Lib.parameters", "Lib.logic", "Lib.widget")
+]
 
 
 # -- Qt stand-ins ------------------------------------------------------------------------------
@@ -326,6 +331,7 @@ def slicer_env(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("PYTHONPATH", raising=False)
     errors = []
+    confirmations, answers = [], []  # confirmOkCancelDisplay's questions, and the user's answers
     parameterNodes = {}
     scene = Scene()
 
@@ -380,6 +386,8 @@ def slicer_env(monkeypatch, tmp_path):
         loadUI=loadUI,
         childWidgetVariables=lambda widget: ui_widgets(widget.module),
         errorDisplay=errors.append,
+        confirmOkCancelDisplay=lambda text: confirmations.append(text) or answers.pop(0),
+        WaitCursor=contextlib.nullcontext,
         startupEnvironment=lambda: dict(os.environ),
         getNodesByClass=lambda cls: [n for n in scene.nodes if n.IsA(cls)],
     )
@@ -414,7 +422,7 @@ def slicer_env(monkeypatch, tmp_path):
         monkeypatch.setitem(sys.modules, name, module)
     for path in MODULE_DIRS.values():
         monkeypatch.syspath_prepend(str(path))
-    for name in ("LWISegmentation", "LWITraining"):
+    for name in MODULE_FILES:
         sys.modules.pop(name, None)
     env = types.SimpleNamespace(
         seg=importlib.import_module("LWISegmentation"),
@@ -423,9 +431,13 @@ def slicer_env(monkeypatch, tmp_path):
         scene=scene,
         home=home,
         nodes=parameterNodes,
+        confirmations=confirmations,
+        answers=answers,
+        trainWidget=importlib.import_module("LWITrainingLib.widget"),
+        trainParameters=importlib.import_module("LWITrainingLib.parameters"),
     )
     yield env
-    for name in ("LWISegmentation", "LWITraining"):
+    for name in MODULE_FILES:
         sys.modules.pop(name, None)
 
 
@@ -457,7 +469,7 @@ def _training_panel(env):
 def test_leaving_and_entering_the_panel_keeps_one_connection_and_the_users_values(slicer_env):
     widget = _training_panel(slicer_env)
     p = widget._parameterNode
-    module = slicer_env.train
+    module = slicer_env.trainParameters
     declared = module.LWITrainingParameterNode.allParameters["roiSize"][2]
     assert p.roiSize == declared and p.connections() == 1  # the declared default survives the first display
     ui = widget.ui
@@ -496,7 +508,7 @@ def test_the_strategy_list_is_the_cores_and_opening_the_panel_starts_no_process(
     box = widget.ui.strategyComboBox
     assert box.items == list(names.STRATEGY_CHOICES)  # nothing hidden, so indexes map 1:1 to choices
     assert widget._parameterNode.strategy == "auto" and box.currentIndex == 0  # the plan's choice by default
-    training_settings = importlib.import_module("LWICommon.training_settings")
+    training_settings = importlib.import_module("LWITrainingLib.training_settings")
     args = training_settings.train_args(widget._settings(), "/d", "/o", python="/py")
     assert "--strategy" not in args  # lwi train's default: its plan chooses, and Show plan says which
     for index, strategy in enumerate(names.STRATEGY_CHOICES):
@@ -543,7 +555,8 @@ def test_training_panel_preview_and_segment_run_in_the_background_and_report_fai
     assert widget.ui.previewButton.text == "Cancel"
 
     volume = Node("CT")
-    widget._parameterNode.caseVolume = volume
+    slicer_env.scene.nodes.append(volume)  # the volume in the views: the one "Segment current volume" takes
+    logic.segmentationLogic = slicer_env.seg.LWISegmentationLogic
     logic.lastModelPath = str(tmp_path / "m.lwi.safetensors")
     logic.startSegmentWithModel = lambda volume, device, onImported: ProcessRunner(failing)
     widget.onSegmentButton()
@@ -581,7 +594,7 @@ def test_show_plan_runs_in_the_background_and_shows_the_plan_before_training(sli
     from lwi.data.phantoms import write_phantom_dataset
 
     widget = _training_panel(slicer_env)
-    module = slicer_env.train
+    module = slicer_env.trainWidget
     assert not widget.ui.planButton.enabled  # no cases yet
     widget._parameterNode.dataFolder = write_phantom_dataset(tmp_path / "ph", 2, shape=(16, 16, 16))
     widget.onAddFolderCases()
@@ -594,7 +607,7 @@ def test_show_plan_runs_in_the_background_and_shows_the_plan_before_training(sli
         asked.append((settings.time_budget, sorted(os.listdir(data))))
         return _script(tmp_path, "plan.py", f"import json, time\ntime.sleep(0.5)\nprint(json.dumps({plan!r}))\n")
 
-    training_settings = importlib.import_module("LWICommon.training_settings")
+    training_settings = importlib.import_module("LWITrainingLib.training_settings")
     monkeypatch.setattr(training_settings, "plan_args", planArgs)
     widget._parameterNode.timeBudget = "20m"
     started = time.monotonic()
@@ -647,7 +660,7 @@ def test_segmentation_panel_cancels_its_runs_when_the_scene_closes(slicer_env, t
 
 
 def test_a_result_is_not_imported_next_to_a_node_that_left_the_scene(slicer_env):
-    check = importlib.import_module("LWICommon.segmentation_logic")._checkStillInScene
+    check = importlib.import_module("LWISegmentationLib.segmentation_logic")._checkStillInScene
     volume = Node("CT")
     slicer_env.scene.nodes.append(volume)
     check(volume, None)
@@ -688,7 +701,7 @@ def test_reload_loads_the_helper_package_again_from_its_files(slicer_env, tmp_pa
         widget = getattr(module, module.__name__ + "Widget")()
         widget.onReload()
         assert widget.reloaded == 1  # and then Slicer's own Reload of the module file
-    assert reloaded == ["LWICommon", "LWICommon"]
+    assert reloaded == ["LWICommon", "LWISegmentationLib", "LWICommon", "LWITrainingLib"]
 
 
 # -- the self-tests in Testing/Python -------------------------------------------------------------
@@ -759,3 +772,42 @@ def test_default_input_is_never_a_label_map(slicer_env):
     assert logic.shownVolume() is ct
     slicer_env.scene.nodes.remove(ct)
     assert logic.shownVolume() is None
+
+
+# -- G3-G6, G8 of the 2026-12-06 review: what the panels add to the logic ---------------------------
+
+
+def test_roi_auto_reads_auto_and_an_unset_model_path_shows_empty(slicer_env):
+    """G4: the ROI box's first choice (0) reads "auto (plan)", also after leaving and entering the
+    panel (the connector refills the box); G5: an unset model path shows empty, not "."."""
+    widget = _training_panel(slicer_env)
+    box = widget.ui.roiSizeComboBox
+    assert box.items[0] == "auto (plan)" and box.items[1:] == ["32", "64", "96", "128", "160"]
+    widget.exit()
+    widget.enter()
+    assert box.items[0] == "auto (plan)" and widget._parameterNode.roiSize == 0
+
+    segmentation = slicer_env.seg.LWISegmentationWidget()
+    segmentation.setup()
+    assert segmentation.ui.modelPathLineEdit.currentPath == ""
+
+
+def test_train_asks_before_replacing_and_clear_stops_a_running_plan(slicer_env, tmp_path):
+    """G3: Train over an existing model asks first, and Cancel trains nothing; G8: Clear stops a
+    plan reading the cases instead of pulling its files away."""
+    widget = _training_panel(slicer_env)
+    logic = widget.logic
+    logic.setupDependencies = lambda askConfirmation=True: True
+    logic.trainConflict = lambda name, folder=None: f"a model '{name}' exists"
+    calls = []
+    logic.train = lambda *args, **kwargs: calls.append(kwargs["replace"]) or None
+    slicer_env.answers[:] = [False]
+    widget.onTrainButton()
+    assert calls == [] and "a model 'model' exists" in slicer_env.confirmations[0]
+
+    from LWICommon.process import ProcessRunner
+
+    runner = ProcessRunner(_script(tmp_path, "sleep.py", "import time\ntime.sleep(60)\n"))
+    widget.planTask.start(runner)
+    widget.onClearCases()
+    assert runner.cancelled and not widget.planTask.running and not _alive(runner.proc.pid)

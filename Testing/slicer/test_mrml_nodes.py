@@ -233,8 +233,8 @@ def test_segment_terminology_resolves_in_slicers_terminology_logic(slicer_app, t
 
 def test_training_plot_has_one_colour_per_curve(slicer_app):
     """F18: every loss and Dice curve of the live plot gets its own colour (series start black)."""
-    from LWICommon.plots import TrainingCurves
-    from LWICommon.training_logic import TrainingLogic
+    from LWITrainingLib.plots import TrainingCurves
+    from LWITrainingLib.training_logic import TrainingLogic
 
     logic = TrainingLogic()
     logic.curves = TrainingCurves()

@@ -174,7 +174,7 @@ def test_gui_cancel_returns_at_once_and_polling_kills_a_stubborn_tree_after_the_
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 def test_worker_job_cancel_returns_at_once_and_ends_a_worker_that_does_not_stop(tmp_path):
-    from LWICommon.worker import WorkerClient
+    from LWISegmentationLib.worker import WorkerClient
 
     worker = _script(
         tmp_path,

@@ -22,6 +22,7 @@ GUI_OPTIONS = {
     "amp": False,
     "largest_component": True,
     "compress": False,
+    "uncertainty_path": "uncertainty.nrrd",
 }
 
 

@@ -9,8 +9,8 @@ import sys
 
 def test_reloading_the_logic_keeps_the_worker_for_the_old_cleanup():
     # Imported here: other tests may have reloaded LWICommon (as Slicer's Reload does).
-    segmentation_logic = importlib.import_module("LWICommon.segmentation_logic")
-    WorkerClient = importlib.import_module("LWICommon.worker").WorkerClient
+    segmentation_logic = importlib.import_module("LWISegmentationLib.segmentation_logic")
+    WorkerClient = importlib.import_module("LWISegmentationLib.worker").WorkerClient
     client = WorkerClient(sys.executable)
     client.args = [sys.executable, "-c", "import sys; sys.stdin.read()"]  # a worker that waits for EOF
     segmentation_logic._worker = client.start()

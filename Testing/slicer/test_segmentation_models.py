@@ -1,4 +1,4 @@
-"""The model list of LWISegmentation (LWICommon.models): real bundles written by the core, read
+"""The model list of LWISegmentation (LWISegmentationLib.models): real bundles written by the core, read
 without torch from the safetensors header, described by their metadata."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from lwi.names import MODEL_SUFFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 
-from LWICommon import models  # noqa: E402
+from LWISegmentationLib import models  # noqa: E402
 
 
 @pytest.fixture(scope="module")

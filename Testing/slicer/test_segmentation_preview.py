@@ -1,4 +1,4 @@
-"""The Step-1 preview of LWISegmentation (LWICommon.preview): options, and the geometry of a real
+"""The Step-1 preview of LWISegmentation (LWISegmentationLib.preview): options, and the geometry of a real
 ``lwi preview`` run (started the way the module starts it) that the module shows."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from lwi.data.phantoms import make_phantom
 
 ROOT = Path(__file__).resolve().parents[2]
 
-from LWICommon import cli_args, preview  # noqa: E402
+from LWICommon import cli_args  # noqa: E402
 from LWICommon.process import ProcessRunner  # noqa: E402
+from LWISegmentationLib import preview  # noqa: E402
 
 
 def test_options_are_checked_before_anything_starts():

@@ -1,4 +1,4 @@
-"""LWISegmentation's "Add to training set" (LWICommon.training_set): segments mapped by name to the
+"""LWISegmentation's "Add to training set" (LWISegmentationLib.training_set): segments mapped by name to the
 model's label values, cases appended to a training folder the core reads; real files."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from lwi.data.dataset import load_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 
-from LWICommon import files, training_set  # noqa: E402
+from LWICommon import files  # noqa: E402
+from LWISegmentationLib import training_set  # noqa: E402
 
 MODEL = {1: "liver", 2: "spleen", 5: "left kidney"}  # values need not be consecutive
 

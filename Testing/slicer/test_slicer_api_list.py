@@ -24,7 +24,8 @@ MINIMUM_SLICER = (5, 6)
 ROOTS = {"slicer", "qt", "ctk", "vtk", "PyTorchUtils"}
 SOURCES = sorted(
     [ROOT / "LWISegmentation" / "LWISegmentation.py", ROOT / "LWITraining" / "LWITraining.py"]
-    + list((ROOT / "LWISegmentation" / "LWICommon").glob("*.py"))
+    + list((ROOT / "LWICommon").glob("*.py"))
+    + list(ROOT.glob("LWI*/LWI*Lib/*.py"))
     + list(ROOT.glob("LWI*/Testing/Python/*.py"))  # the self-tests, run in a real Slicer
 )
 UI_FILES = sorted(ROOT.glob("LWI*/Resources/UI/*.ui"))

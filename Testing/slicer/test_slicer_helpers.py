@@ -1,5 +1,5 @@
 """The plain (Slicer-free) helpers of the Slicer modules: command lines, environment, dependencies,
-label table, colours, terminology and file names (LWISegmentation/LWICommon)."""
+label table, colours, terminology and file names (LWICommon)."""
 
 from __future__ import annotations
 

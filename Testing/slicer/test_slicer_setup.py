@@ -28,6 +28,7 @@ import json, sys, types
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
 sys.path[:] = [p for p in sys.path if p not in ("", ".") and "__editable__" not in p]
 sys.path[:0] = [{fakes!r}, {module_dir!r}]
+import LWISegmentationLib  # noqa: F401  (as the module file does: makes the sibling LWICommon importable)
 calls = []
 slicer = types.ModuleType("slicer")
 def pip_install(args):

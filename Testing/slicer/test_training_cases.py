@@ -246,8 +246,8 @@ def test_a_folders_validation_list_stays_when_cases_are_mixed_or_excluded(tmp_pa
 def test_train_and_show_plan_hold_out_the_folders_validation_cases_as_lwi_train_does(slicer_app, tmp_path, monkeypatch):
     """The panel's Train and Show plan export a folder with a validation list so that the run holds out
     those cases, as ``lwi train --data`` on the folder does (not a random 20%)."""
-    from LWICommon.training_logic import TrainingLogic
-    from LWICommon.training_settings import TrainingSettings
+    from LWITrainingLib.training_logic import TrainingLogic
+    from LWITrainingLib.training_settings import TrainingSettings
 
     from lwi.data.phantoms import write_phantom_dataset
 

@@ -1,5 +1,5 @@
 """LWITraining's settings -> ``lwi train`` command line, and progress events -> plot series
-(LWICommon/training_settings.py and LWICommon/plots.py)."""
+(LWITrainingLib/training_settings.py and LWITrainingLib/plots.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-from LWICommon import plots, training_settings  # noqa: E402
 from LWICommon.process import parse_line  # noqa: E402
-from LWICommon.training_settings import TrainingSettings  # noqa: E402
+from LWITrainingLib import plots, training_settings  # noqa: E402
+from LWITrainingLib.training_settings import TrainingSettings  # noqa: E402
 
 
 def _value(args, flag, n=1):
@@ -48,7 +48,7 @@ def test_default_settings_leave_the_plan_to_the_core():
 def test_the_panel_shows_the_plan_lwi_plan_gives_and_leaves_auto_settings_to_it(slicer_app, tmp_path, monkeypatch):
     """Show plan: the logic runs ``lwi plan`` in the background on the cases as Train exports them, with
     Train's options; its plan equals the one a user gets from ``lwi plan`` on the dataset folder."""
-    from LWICommon.training_logic import TrainingLogic
+    from LWITrainingLib.training_logic import TrainingLogic
 
     from lwi.data.phantoms import write_phantom_dataset
 
@@ -132,8 +132,8 @@ def test_the_panels_preview_shows_the_current_plans_network_and_roi(slicer_app, 
     these cases and settings (the preview's N is the plan network's at the plan's ROI); before, and
     once the settings changed, stand-ins that the preview's status names."""
     import slicer
-    from LWICommon.segmentation_logic import SegmentationLogic
-    from LWICommon.training_logic import TrainingLogic
+    from LWISegmentationLib.segmentation_logic import SegmentationLogic
+    from LWITrainingLib.training_logic import TrainingLogic
 
     from lwi.data.phantoms import write_phantom_dataset
     from lwi.preview import subvolumes_for

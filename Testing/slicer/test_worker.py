@@ -1,4 +1,4 @@
-"""The segmentation worker (``python -m lwi.worker``) and its client (LWICommon.worker), against a real
+"""The segmentation worker (``python -m lwi.worker``) and its client (LWISegmentationLib.worker), against a real
 worker subprocess with a tiny model bundle: requests and responses, the model kept loaded between
 requests and reloaded when it changes, errors, cancel, shutdown and crashes."""
 
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 from LWICommon.cli_args import subprocess_env  # noqa: E402
 from LWICommon.process import CANCELLED  # noqa: E402
-from LWICommon.worker import WorkerClient, segment_request, worker_command  # noqa: E402
+from LWISegmentationLib.worker import WorkerClient, segment_request, worker_command  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "LWISegmentation"), os.path.join(ROOT, 
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 from harness import SlicerCoreApp  # noqa: E402
-from LWICommon import labels, models, mrml  # noqa: E402
+from LWICommon import labels, mrml  # noqa: E402
+from LWISegmentationLib import models  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -21,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the results as JSON")
     parser.add_argument(
+        "--labels", type=int, nargs="+", metavar="VALUE", default=None,
+        help="also report the means over these label values, e.g. Synapse's 8 organs: 1 2 3 4 6 7 8 11",
+    )
+    parser.add_argument(
         "--predictions", metavar="DIR", default=None, help="also write each prediction as DIR/<case>.seg.nrrd"
     )
     add_segmenter_arguments(parser)
@@ -33,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     from lwi.bundle import bundle_labels, read_bundle_metadata
     from lwi.data.dataset import dataset_files, load_dataset
-    from lwi.evaluation import compare_labels, evaluate_dataset, format_table, write_json
+    from lwi.errors import LWIError
+    from lwi.evaluation import compare_labels, evaluate_dataset, format_table, subset_means, write_json
     from lwi.io import estimate_voxels
     from lwi.outputs import Input, Output, inputs_of, writing
     from lwi.progress import Progress
@@ -41,7 +46,11 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(args.progress)
     dataset = load_dataset(args.data, require_labels=True)  # every problem reported before any work
     metadata = read_bundle_metadata(args.model)
-    compare_labels({info.value: info.name for info in bundle_labels(metadata)}, dataset.labels)
+    model_labels = {info.value: info.name for info in bundle_labels(metadata)}
+    compare_labels(model_labels, dataset.labels)
+    unknown = sorted(set(args.labels or ()) - {int(v) for v in model_labels})
+    if unknown:
+        raise LWIError(f"--labels {unknown} are not label values of the model {args.model} ({sorted(model_labels)}).")
     outputs = []
     if args.json:
         outputs.append(Output(Path(args.json), "--json"))
@@ -57,16 +66,24 @@ def run(args: argparse.Namespace) -> int:
         results = evaluate_dataset(
             segmenter, dataset, progress, largest_component=args.largest_component, predictions_dir=args.predictions
         )
+        table = format_table(results)
+        if args.labels:
+            results["selected"] = sel = subset_means(results, args.labels)
+            dice = "n/a" if sel["mean_dice"] is None else f"{sel['mean_dice']:.4f}"
+            table += f"\nmean of labels {' '.join(map(str, args.labels))} ({', '.join(sel['labels'])}): Dice {dice}"
         # With --progress json, stdout is reserved for JSON lines: the table goes to stderr.
-        print(format_table(results), file=sys.stderr if args.progress == "json" else sys.stdout, flush=True)
+        print(table, file=sys.stderr if args.progress == "json" else sys.stdout, flush=True)
         if args.json:
             write_json(results, args.json)
     progress.result(
         mean_dice=results["mean_dice"],
         mean_hd95=results["mean_hd95"],
+        mean_uncertainty=results["mean_uncertainty"],
+        uncertainty_dice_spearman=results["uncertainty_dice_spearman"],
         dice=results["mean"]["dice"],
         hd95=results["mean"]["hd95"],
         cases=len(results["cases"]),
+        selected=results.get("selected"),
         json=args.json,
     )
     return 0

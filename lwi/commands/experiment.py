@@ -64,17 +64,9 @@ def run(args: argparse.Namespace) -> int:
     options.setdefault("val_fraction", 0.0)
     progress = Progress(args.progress)
 
-    def plan(pool):
-        """Every option not given comes from lwi train's plan, made once on the training pool, so all
-        runs share the network, ROI and iterations (a --time budget applies to each run)."""
-        from lwi.plan import parse_duration, plan_options, report_plan
+    from lwi.experiment import strategy_planner
 
-        planned, chosen = plan_options(
-            pool, options, strategy=args.strategies[0], device=args.device,
-            time_budget=parse_duration(args.time) if args.time else None,
-        )
-        report_plan(progress, chosen)
-        return planned, chosen.to_dict()
+    plan = strategy_planner(options, args.strategies, device=args.device, time_budget=args.time, progress=progress)
 
     result = run_experiment(
         args.data, args.out, strategies=args.strategies, ks=args.k, seeds=args.seeds, test=args.test,

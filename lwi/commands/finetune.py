@@ -17,12 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, metavar="MODEL", help="the model bundle (e.g. model.lwi.safetensors). " + common.OUTPUT_NOTE
     )
+    inherited = "the Step-1 checkpoint's"
     common.add_common(
-        parser,
-        arch_default_text="that of the Step-1 checkpoint; so are the ROI and preprocessing",
-        epochs_help="Step-2 epochs (default 2000)",
+        parser, notes={"arch": inherited + "; so are the ROI and preprocessing", "roi": inherited, "spacing": inherited,
+                       "modality": inherited}, helps={"epochs": "Step-2 epochs (default 2000)"},
     )
-    common.add_step2(parser)
+    common.add_options(parser, common.group_keys("step2"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 Every numeric option is parsed by a range type (:func:`lwi.segment_options.whole`, ``number``), so a value out of range is refused
 before any work with a sentence naming the option and the allowed range (argparse adds the option's
-name: ``argument --sw-batch: must be a whole number of at least 1, not 0.``), never quietly replaced.
+name: ``argument --sw-batch-size: must be a whole number of at least 1, not 0.``), never quietly replaced.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 
 def add_seed(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=whole(0, 2**32 - 1), default=0, help="random seed (default: 0)")
+    from lwi.training_options import SEED
+
+    parser.add_argument("--seed", type=SEED, default=0, help="random seed (default: 0)")
 
 
 def add_arch(parser: argparse.ArgumentParser, default: str = DEFAULT_ARCHITECTURE) -> None:

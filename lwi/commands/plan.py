@@ -21,16 +21,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from lwi.plan import parse_duration, plan_options, report_plan
+    from lwi.plan import plan_options, report_plan
     from lwi.progress import Progress
 
     started = time.monotonic()
     progress = Progress(args.progress)
-    options, plan = plan_options(
-        args.data, common.settings_from_args(args), strategy=args.strategy, device=args.device,
-        time_budget=parse_duration(args.time) if args.time else None, probe=args.probe,
-        started=started, unlabeled=bool(args.unlabeled),
-    )
+    time_budget = args.time
+    if args.from_model:  # improving a finished model (lwi.improve)
+        from lwi.improve import plan_improvement
+
+        options, plan = plan_improvement(
+            args.data, args.from_model, common.settings_from_args(args), strategy=args.strategy,
+            unlabeled=bool(args.unlabeled), device=args.device, time_budget=time_budget, probe=args.probe,
+            started=started,
+        )
+    else:
+        options, plan = plan_options(
+            args.data, common.settings_from_args(args), strategy=args.strategy, device=args.device,
+            time_budget=time_budget, probe=args.probe, started=started, unlabeled=bool(args.unlabeled),
+        )
     report_plan(progress, plan)
+    from lwi.recipes import recipe_lines
+
+    for line in recipe_lines(str(options.get("recipe") or "default")):
+        progress.log(line)
     progress.result(plan=plan.to_dict(), options={k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()})
     return 0

@@ -18,13 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the Step-1 checkpoint (e.g. step1.safetensors): written every --checkpoint-every epochs and at the "
         "end, resumable with --resume; never replaced without --overwrite",
     )
-    common.add_common(parser, epochs_help="Step-1 epochs (default 400)")
-    common.add_step1(parser)
-    parser.add_argument(
-        "--val-fraction", type=options.FRACTION,
-        help="share of cases left out for a later fine-tuning's validation when dataset.json lists none "
+    common.add_common(parser, helps={"epochs": "Step-1 epochs (default 400)"})
+    common.add_options(parser, ["mask_ratio", "cube_size"])
+    common.add_unlabeled(parser)
+    common.add_options(parser, ["val_fraction"], helps={
+        "val_fraction": "share of cases left out for a later fine-tuning's validation when dataset.json lists none "
         "(default 0.2; the same split `lwi finetune` makes with the same --seed; 0 = use every case)",
-    )
+    })
 
 
 def run(args: argparse.Namespace) -> int:

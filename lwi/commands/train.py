@@ -43,17 +43,19 @@ def run(args: argparse.Namespace) -> int:
                 **{k: v for k, v in settings.items() if k not in ("iterations", "pretrain_iterations")},
             }
         from lwi import distributed
-        from lwi.plan import parse_duration, plan_options, report_plan
+        from lwi.plan import plan_options, report_plan
 
         options, chosen = plan_options(
             args.data, settings, strategy=args.strategy, device=device,
-            time_budget=parse_duration(args.time) if args.time else None, started=started,
+            time_budget=args.time, started=started,
             unlabeled=bool(args.unlabeled),
         )
         report_plan(progress, chosen)
         # Under torchrun every rank plans (and probes) by itself: all follow rank 0's strategy and budget.
         return distributed.broadcast_object({"strategy": chosen.strategy, **options})
 
+    if args.from_model:
+        return improve_command(args, started)
     return common.run_command(
         args,
         train,
@@ -62,4 +64,33 @@ def run(args: argparse.Namespace) -> int:
         unlabeled=args.unlabeled,
         plan=plan,
         done=lambda result: f"Model written to {args.out} (last state: {result['last']}).",
+    )
+
+
+def improve_command(args: argparse.Namespace, started: float) -> int:
+    """``lwi train --from MODEL``: improve a finished model (:mod:`lwi.improve`), with its plan."""
+    from lwi.improve import improve
+
+    def plan(settings, progress, device):
+        if args.resume:
+            return {k: v for k, v in settings.items() if k not in ("iterations", "pretrain_iterations")}
+        from lwi import distributed
+        from lwi.improve import plan_improvement
+        from lwi.plan import report_plan
+
+        options, chosen = plan_improvement(
+            args.data, args.from_model, settings, strategy=args.strategy, unlabeled=bool(args.unlabeled),
+            device=device, time_budget=args.time, started=started,
+        )
+        report_plan(progress, chosen)
+        return distributed.broadcast_object(options)
+
+    return common.run_command(
+        args,
+        improve,
+        args.data,
+        args.from_model,
+        args.out,
+        plan=plan,
+        done=lambda result: f"Model written to {args.out}, improved from {result['parent']} (last state: {result['last']}).",
     )

@@ -1,20 +1,20 @@
-"""Options and glue shared by ``lwi pretrain``, ``lwi finetune`` and ``lwi train`` (not a command).
+"""The training commands' parsers and glue (``lwi pretrain``, ``finetune``, ``train``, ``plan``,
+``experiment``; not a command), built from the option table :mod:`lwi.training_options`.
 
-Every training number defaults to None here, meaning "not given": a new run then uses the
-defaults of :class:`lwi.strategies.settings.Settings`, a resumed run keeps its stored value, and
-``lwi finetune`` inherits the network and preprocessing of its Step-1 checkpoint.
+Every training option defaults to None here, meaning "not given": a new run then uses the
+defaults of :class:`lwi.strategies.settings.Settings` (or the plan's), a resumed run keeps its stored
+value, and ``lwi finetune`` inherits the network and preprocessing of its Step-1 checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from lwi import training_options as table
 from lwi.commands import options
 from lwi.errors import LWIError
-from lwi.names import ARCHITECTURE_NAMES, MODALITIES
-from lwi.strategies.settings import CHOICES
 
 OUTPUT_NOTE = (
     "Files: MODEL is the best model (by mean validation Dice; the last one without validation), "
@@ -24,118 +24,100 @@ OUTPUT_NOTE = (
 )
 
 
-def add_common(
-    parser: argparse.ArgumentParser, arch_default_text: str = "unetr", epochs_help: str = "epochs of this stage"
+def add_options(
+    parser: argparse.ArgumentParser,
+    keys: Sequence[str],
+    *,
+    planned: bool = False,
+    notes: Optional[Mapping[str, str]] = None,
+    helps: Optional[Mapping[str, str]] = None,
 ) -> None:
-    """Data, network, schedule, device and progress options of every training command."""
+    """Register the table's options ``keys`` (:mod:`lwi.training_options`) in their argument groups; each
+    is parsed into ``args.<key>`` with None for "not given". ``planned``: the command's plan sets the
+    planned options; ``notes``: a key's default text; ``helps``: a key's help text."""
+    for key in keys:
+        option = table.OPTIONS[key]
+        text = table.help_text(option, planned, (notes or {}).get(key, ""))
+        if helps and key in helps:
+            text = helps[key]
+        kwargs: Dict[str, Any] = {"dest": key, "default": None, "help": text.replace("%", "%%")}
+        if option.type is bool:  # a --no-... switch of a default-on setting
+            kwargs.update(action="store_false")
+        else:
+            kwargs.update(type=_parser_type(option), nargs=option.nargs, metavar=option.metavar)
+            if option.choices:
+                kwargs.update(choices=option.choices, metavar=None)
+        group(parser, option.group).add_argument(option.flag, *option.aliases, **kwargs)
+
+
+def group(parser: argparse.ArgumentParser, name: str) -> Any:
+    """The argument group ``name`` (:data:`lwi.training_options.GROUPS`) of ``parser``, made on first use."""
+    title = table.GROUPS[name]
+    for existing in parser._action_groups:
+        if existing.title == title:
+            return existing
+    return parser.add_argument_group(title)
+
+
+def _parser_type(option: Any) -> Any:
+    if option.key == "modality":
+        return str.upper
+    if option.choices or option.type is str:
+        return None
+    return option.type
+
+
+def add_common(
+    parser: argparse.ArgumentParser,
+    *,
+    planned: bool = False,
+    notes: Optional[Mapping[str, str]] = None,
+    helps: Optional[Mapping[str, str]] = None,
+) -> None:
+    """The data, network, optimisation, preprocessing and run options of every training command
+    (``planned``, ``notes``, ``helps``: as for :func:`add_options`)."""
     parser.add_argument("--data", required=True, metavar="DIR", help="dataset folder (MSD layout or imagesTr/ + labelsTr/)")
-    net = parser.add_argument_group("network")
-    net.add_argument("--arch", choices=ARCHITECTURE_NAMES, default=None, help=f"architecture (default: {arch_default_text})")
-    options.add_roi(net)
-    net.add_argument("--feature-size", type=options.POSITIVE, help="UNETR/SwinUNETR feature size (UNETR default 16)")
-    net.add_argument("--hidden-size", type=options.POSITIVE, help="UNETR transformer width (default 768)")
-    net.add_argument("--mlp-dim", type=options.POSITIVE, help="UNETR transformer MLP width (default 3072)")
-    net.add_argument("--num-heads", type=options.POSITIVE, help="UNETR attention heads (default 12)")
-    net.add_argument("--init-filters", type=options.POSITIVE, help="SegResNet/MedNeXt first-stage channels")
-    net.add_argument(
-        "--arch-param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
+    add_options(parser, group_keys("network", "optimisation", "preprocessing"), planned=planned, notes=notes, helps=helps)
+    group(parser, "network").add_argument(
+        "--arch-param", action="append", default=[], metavar="KEY=VALUE",
         help="any other parameter of the architecture (VALUE as JSON, e.g. blocks_down=[1,1,1]); repeatable",
     )
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=options.POSITIVE, help=epochs_help)
-    opt.add_argument("--batch-size", type=options.POSITIVE, help="crops per iteration (default 2)")
-    opt.add_argument(
-        "--iterations-per-epoch", type=options.POSITIVE, help="iterations per epoch (default: images / batch size, rounded up)"
-    )
-    opt.add_argument("--lr", type=options.POSITIVE_NUMBER, help="AdamW learning rate (default 1e-4)")
-    opt.add_argument("--weight-decay", type=options.number(0.0), help="AdamW weight decay (default 1e-5)")
-    opt.add_argument(
-        "--warmup", type=options.whole(0), dest="warmup_epochs", metavar="EPOCHS",
-        help="linear warmup epochs before the cosine decay, stepped every iteration (default: 5%% of the epochs)",
-    )
-    opt.add_argument(
-        "--clip-grad-norm", type=options.POSITIVE_NUMBER, metavar="NORM",
-        help="clip the gradients' 2-norm at NORM (default: 12 in AnatoMask pre-training, else no clipping)",
-    )
-    opt.add_argument("--checkpoint-every", type=options.POSITIVE, metavar="EPOCHS", help="checkpoint interval (default: 1/10 of the epochs)")
-    opt.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no mixed precision on CUDA")
-    pre = parser.add_argument_group("preprocessing")
-    pre.add_argument("--spacing", type=options.POSITIVE_NUMBER, nargs=3, metavar=("X", "Y", "Z"), help="target spacing in mm (default: the dataset's median)")
-    pre.add_argument("--modality", choices=MODALITIES, type=str.upper, help="intensity normalisation (default: from dataset.json)")
-    run = parser.add_argument_group("run")
+    run = group(parser, "run")
     options.add_device(run)
-    options.add_seed(run)
-    parser.set_defaults(seed=None)  # None: a resumed or fine-tuned run keeps its own seed (0 for new runs)
+    add_options(parser, ["seed"])
     options.add_progress(run)
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     options.add_overwrite(run)
 
 
-def add_step1(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Step 1 (LWI pre-training)")
-    group.add_argument(
+def add_unlabeled(parser: argparse.ArgumentParser) -> None:
+    group(parser, "step1").add_argument(
         "--unlabeled", action="append", metavar="DIR", help="a folder of extra images without labels for Step 1; repeatable"
     )
-    group.add_argument("--mask-ratio", type=options.FRACTION, help="share of masked cubes (default 0.4)")
-    group.add_argument("--cube-size", type=options.POSITIVE, help="edge of the masked cubes in voxels (default 16)")
 
 
-def add_strategies(parser: argparse.ArgumentParser) -> None:
-    """The settings of the MedContext and AnatoMask strategies (docs/strategies.md)."""
-    ctx = parser.add_argument_group("MedContext (--strategy medcontext)")
-    ctx.add_argument("--consistency-weight", type=options.number(0.0), help="beta, the weight of the teacher consistency term (default 0.5)")
-    ctx.add_argument("--context-mask-ratio", type=options.FRACTION, help="share of masked tokens or patches (default 0.6)")
-    ctx.add_argument("--context-mask-shape", choices=CHOICES["context_mask_shape"], help="tube masks (default) or random cubes")
-    ctx.add_argument("--context-tube-axis", choices=CHOICES["context_tube_axis"], help="the axis the tubes run along (default z)")
-    ctx.add_argument(
-        "--ema-mode", choices=CHOICES["ema_mode"],
-        help="paper: momentum cosine per iteration (default); code: the authors' once-per-epoch update (ablation)",
-    )
-    ctx.add_argument("--ema-momentum", type=options.number(0.0, 1.0), nargs=2, metavar=("START", "END"), help="EMA momentum (default 0.996 1)")
-    am = parser.add_argument_group("AnatoMask (--strategy anatomask)")
-    am.add_argument("--mim-patch-size", type=options.POSITIVE, help="masked patch edge in voxels (default 16; also MedContext's CNN masks)")
-    am.add_argument("--anatomask-mask-ratio", type=options.FRACTION, help="share of masked patches (default 0.6)")
-    am.add_argument("--guided-final-ratio", type=options.FRACTION, help="final share of masked patches chosen by the teacher (default 0.5)")
-    am.add_argument(
-        "--anatomask-ema-decay", type=options.number(0.0, 1.0), nargs=2, metavar=("START", "END"), help="teacher EMA decay (default 0.999 0.9999)"
-    )
-    am.add_argument(
-        "--teacher-error-target", choices=CHOICES["teacher_error_target"],
-        help="score the teacher against the normalised patches (default) or the raw ones (the authors' code)",
-    )
-    am.add_argument(
-        "--anatomask-transfer", choices=CHOICES["anatomask_transfer"],
-        help="fine-tune from the encoder's weights (default, as the paper) or all but the output layer",
-    )
-
-
-def add_step2(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Step 2 (fine-tuning) and validation")
-    group.add_argument("--val-every", type=options.POSITIVE, metavar="EPOCHS", help="validation interval (default: 1/20 of the epochs)")
-    group.add_argument(
-        "--val-fraction", type=options.FRACTION,
-        help="share of cases held out when dataset.json lists no 'validation' cases (default 0.2; 0 = none)",
-    )
-    group.add_argument("--overlap", type=options.FRACTION, help="sliding-window overlap in validation (default 0.5)")
-    group.add_argument("--sw-batch-size", type=options.POSITIVE, help="sliding windows per batch (default 4)")
+def group_keys(*groups: str) -> List[str]:
+    """The keys of the options with a flag in ``groups``, in the table's order."""
+    return [o.key for o in table.TRAINING_OPTIONS if o.group in groups and o.flag]
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """Everything ``lwi train`` takes but its output (shared with ``lwi plan``)."""
     from lwi.names import DEFAULT_STRATEGY, STRATEGY_CHOICES
-    from lwi.plan import LWI_MIN_STEP2_ITERATIONS
 
     parser.add_argument(
         "--strategy", choices=list(STRATEGY_CHOICES), default=DEFAULT_STRATEGY,
         help="lwi: Step 1 then Step 2; scratch: Step 2 from random weights for the same total iterations; "
         "medcontext: one stage with a masked student and an EMA teacher, same total iterations; anatomask: "
-        "teacher-guided masked-image pre-training then Step 2; auto (default): the plan chooses scratch when "
-        f"Step 2 gets fewer than {LWI_MIN_STEP2_ITERATIONS} iterations (a short CPU plan or --time), where LWI's Step 1 did not pay "
-        "for its iterations on the hippocampus development set (README), else lwi; a given Step-1 budget "
-        "or --unlabeled means lwi. The plan prints its choice; see docs/strategies.md",
+        "teacher-guided masked-image pre-training then Step 2; auto (default): the plan chooses scratch for "
+        "short Step-2 budgets and lwi otherwise (lwi.plan.choose_strategy; docs/results.md); a given Step-1 "
+        "budget or --unlabeled means lwi. The plan prints its choice; see docs/strategies.md",
+    )
+    parser.add_argument(
+        "--from", dest="from_model", metavar="MODEL", default=None,
+        help="improve this finished model instead of starting over: its network, labels and preprocessing, all "
+        "its weights, trained on the current cases (old and new) for a shorter budget the plan chooses; "
+        "validation only on cases it never trained on (docs/correction-loop.md)",
     )
     add_training(parser)
 
@@ -143,24 +125,15 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
 def add_training(parser: argparse.ArgumentParser) -> None:
     """Every training option of ``lwi train`` but the strategy (data, network, schedule, budget, both steps,
     the strategies' own settings, run); ``lwi experiment`` applies them to each of its runs."""
-    add_common(parser, arch_default_text="from the plan", epochs_help="Step-2 epochs (default: from the plan); Step 1's are --pretrain-epochs")
-    parser.add_argument("--pretrain-epochs", type=options.whole(0), help="Step-1 epochs (default: from the plan; 0 with --strategy scratch)")
-    budget = parser.add_argument_group("budget (default: the plan's; see lwi plan)")
-    budget.add_argument(
-        "--time", metavar="DURATION",
-        help="time budget for the whole run, e.g. 20m or 1h30m: both steps' iterations come from a timing probe "
-        "on this machine (default on a CPU: 30m; on a GPU: a fixed number of iterations)",
-    )
-    budget.add_argument("--iterations", type=options.POSITIVE, help="Step-2 iterations (instead of --epochs)")
-    budget.add_argument("--pretrain-iterations", type=options.whole(0), help="Step-1 iterations (instead of --pretrain-epochs)")
-    add_step1(parser)
-    add_step2(parser)
-    add_strategies(parser)
+    add_common(parser, planned=True)
+    add_options(parser, group_keys("budget", "step1"), planned=True)
+    add_unlabeled(parser)
+    add_options(parser, group_keys("step2", "medcontext", "anatomask", "paper"), planned=True)
 
 
 def _arch_params(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     params: Dict[str, Any] = {}
-    for name in ("feature_size", "hidden_size", "mlp_dim", "num_heads", "init_filters"):
+    for name in table.PARAM_KEYS:
         value = getattr(args, name, None)
         if value is not None:
             params[name] = value
@@ -175,29 +148,21 @@ def _arch_params(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     return params or None
 
 
-SETTING_ARGS: List[str] = [
-    "arch", "roi", "batch_size", "iterations_per_epoch", "lr", "weight_decay", "warmup_epochs", "checkpoint_every",
-    "amp", "spacing", "modality", "seed", "mask_ratio", "cube_size", "val_every", "val_fraction", "overlap",
-    "sw_batch_size", "pretrain_epochs", "clip_grad_norm", "consistency_weight", "context_mask_ratio",
-    "context_mask_shape", "context_tube_axis", "ema_mode", "ema_momentum", "mim_patch_size", "anatomask_mask_ratio",
-    "guided_final_ratio", "anatomask_ema_decay", "teacher_error_target", "anatomask_transfer",
-    "iterations", "pretrain_iterations",
-]
-
-
 def settings_from_args(args: argparse.Namespace) -> Dict[str, Any]:
-    """The given (non-None) training options as :class:`Settings` keyword arguments."""
-    values = {name: getattr(args, name) for name in SETTING_ARGS if getattr(args, name, None) is not None}
-    if args.epochs is not None:
-        values["epochs"] = args.epochs
+    """The given (non-None) training options as :class:`Settings` keyword arguments (plus the plan's
+    ``iterations`` and ``pretrain_iterations``), tuples for the pairs and triples."""
+    keys = [o.key for o in table.TRAINING_OPTIONS if not o.param and o.key != "time"]
+    try:
+        values = table.check_values({k: getattr(args, k) for k in keys if getattr(args, k, None) is not None})
+    except ValueError as exc:  # a rule between values (a pair's start <= end): one sentence
+        raise LWIError(str(exc)) from None
     params = _arch_params(args)
     if params is not None:
         values["arch_params"] = params
-    if "roi" in values:
-        values["roi"] = tuple(values["roi"])
-    for key in ("spacing", "ema_momentum", "anatomask_ema_decay"):
-        if key in values:
-            values[key] = tuple(values[key])
+    if values.get("recipe") is not None:
+        from lwi.recipes import apply_recipe
+
+        values = apply_recipe(values["recipe"], values)
     return values
 
 
@@ -257,6 +222,9 @@ def run_command(
                 **settings,
             )
         completed = True
+    except BaseException as exc:
+        distributed.note_failure(exc)  # before leaving the group: the first rank to fail reports
+        raise
     finally:
         distributed.shutdown(completed)
     return finish(progress, result, done(result))
@@ -264,7 +232,8 @@ def run_command(
 
 def training_inputs(args: argparse.Namespace) -> List[Any]:
     """What a training command reads, as :class:`lwi.outputs.Input`: the dataset's files, the
-    ``--unlabeled`` images and the ``--init`` checkpoint (no output may be one of them)."""
+    ``--unlabeled`` images, the ``--init`` checkpoint and the ``--from`` model (no output may be one
+    of them)."""
     from pathlib import Path
 
     from lwi.data.dataset import dataset_files, list_images
@@ -278,6 +247,8 @@ def training_inputs(args: argparse.Namespace) -> List[Any]:
             pass  # the run says what is wrong with the folder
     if getattr(args, "init", None):
         inputs.append(Input(Path(args.init), "--init"))
+    if getattr(args, "from_model", None):
+        inputs.append(Input(Path(args.from_model), "--from"))
     return inputs
 
 
@@ -291,7 +262,9 @@ def training_outputs(args: argparse.Namespace) -> List[Any]:
     out = Path(args.out)
     if args.command == "pretrain":
         return [Output(out, "--out", resumable=True)]
-    if args.command == "train":
+    if args.command == "train" and getattr(args, "from_model", None):
+        paths = [out, derived_path(out, "last")]  # improving a model: Step 2 alone (lwi.improve)
+    elif args.command == "train":
         from lwi.strategies import strategy_outputs
 
         paths = strategy_outputs(args.strategy, out)

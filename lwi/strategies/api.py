@@ -24,6 +24,7 @@ from lwi.progress import Progress
 from lwi.strategies.run import PathLike, Run, check_outputs, public_summary, resumed_settings
 from lwi.strategies.step1 import run_step1
 from lwi.strategies.step2 import load_step1
+from lwi.training_options import FINETUNE_INHERITS
 
 
 def pretrain(
@@ -104,7 +105,7 @@ def finetune(
         if arch is not None and str(arch).lower() != spec.get("arch"):
             raise LWIError(f"{init} was pre-trained for {spec.get('arch')}, not {arch}; fine-tune it as {spec.get('arch')}.")
         base = {**init_meta.get("settings", {}), "arch": spec.get("arch"), "arch_params": spec.get("params", {})}
-        base = {k: v for k, v in base.items() if k in ("arch", "arch_params", "roi", "seed", "val_fraction", "spacing", "modality", "pretrain_epochs")}
+        base = {k: v for k, v in base.items() if k in FINETUNE_INHERITS + ("arch_params",)}
         base.update({k: v for k, v in options.items() if v is not None})
         options = base
     # Validate on exactly the cases Step 1 never saw (older checkpoints without the list: the seed's split).
@@ -208,6 +209,7 @@ def auto_strategy(run: Run, options: Dict[str, Any]) -> str:
     name, why = choose_strategy(i2, None if given is None else int(given), bool(run.unlabeled))
     if name == "scratch" and given is None:
         run.settings.pretrain_epochs = 0  # as the plan: no Step-1 budget to match, Step 2's is the whole budget
+        run.settings.pretrain_iterations = None
     run.progress.log(f"Strategy {name} ({why}).")
     return name
 

@@ -9,6 +9,7 @@ from typing import Any, Dict, List
 from lwi.errors import LWIError
 from lwi.names import LAST_INFIX, STEP1_INFIX, STRATEGY_DESCRIPTIONS, derived_path
 from lwi.strategies.run import Run, pretrain_first, public_summary
+from lwi.strategies.settings import step1_iterations
 from lwi.strategies.step1 import run_step1
 from lwi.strategies.step2 import load_step1
 
@@ -37,7 +38,7 @@ def provenance(run: Run, pretrain_epochs: Any, pretrain_iterations: Any, **extra
 def train(run: Run, out: Path, resume: bool = False) -> Dict[str, Any]:
     """Run both steps; the progress fraction and ETA cover the whole run."""
     s = run.settings
-    if s.pretrain_epochs < 1:
+    if step1_iterations(s, run.n_step1_images) < 1:
         raise LWIError("The lwi strategy needs Step 1 (pretrain epochs at least 1); use --strategy scratch without it.")
     step1_path = derived_path(out, STEP1_INFIX)
     last, i1, validation, step2_started = pretrain_first(run, out, step1_path, run_step1, "Step 1", resume)

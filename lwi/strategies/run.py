@@ -89,11 +89,55 @@ def split_by_names(dataset: Any, held_names: Sequence[str]) -> Tuple[List[Any], 
     return train, held, f"Validating on the {len(held)} case(s) Step 1 held out ({', '.join(held_names)})."
 
 
+def image_digest(path: PathLike) -> str:
+    """SHA-256 of an image file's bytes (a DICOM series folder: of its files' bytes in name order), so
+    the same image under another name or path is recognised."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def same_images(images: Sequence[Any], cases: Sequence[Any]) -> List[Any]:
+    """The cases of ``images`` that are one of ``cases``: the same name, file or content."""
+    names = {c.name for c in cases}
+    files = {Path(c.image).resolve() for c in cases}
+    digests = None
+    found = []
+    for image in images:
+        if image.name in names or Path(image.image).resolve() in files:
+            found.append(image)
+            continue
+        if digests is None:  # hashing only when names and paths did not already decide
+            digests = {image_digest(c.image) for c in cases}
+        if image_digest(image.image) in digests:
+            found.append(image)
+    return found
+
+
+def distinct_unlabeled(unlabeled: Sequence[Any], train: Sequence[Any]) -> Tuple[List[Any], int]:
+    """``unlabeled`` without the training cases' own images and without repeats (same file or
+    content): each image enters Step 1 once. Returns (kept, number dropped)."""
+    repeated = {id(c) for c in same_images(unlabeled, train)} if unlabeled else set()
+    kept, seen = [], set()
+    for image in unlabeled:
+        key = image_digest(image.image)
+        if id(image) in repeated or key in seen:
+            continue
+        seen.add(key)
+        kept.append(image)
+    return kept, len(unlabeled) - len(kept)
+
+
 def check_unlabeled(unlabeled: Sequence[Any], held: Sequence[Any]) -> None:
-    """Refuse extra Step-1 images that are held-out validation cases (by name or by file)."""
-    held_names = {c.name for c in held}
-    held_files = {Path(c.image).resolve() for c in held}
-    clash = sorted(c.name for c in unlabeled if c.name in held_names or Path(c.image).resolve() in held_files)
+    """Refuse extra Step-1 images that are held-out validation cases (by name, file or content)."""
+    clash = sorted(c.name for c in same_images(unlabeled, held)) if held else []
     if clash:
         raise LWIError(
             f"The unlabelled image(s) {', '.join(clash)} are held-out validation cases: Step 1 would see the images "
@@ -161,6 +205,7 @@ class Run:
         require_labels: bool = True,
         stored_preprocessing: Optional[Mapping[str, Any]] = None,
         held_out: Optional[Sequence[str]] = None,
+        split: Optional[Callable[[Any], Tuple[List[Any], List[Any], str]]] = None,
     ):
         from lwi.data.dataset import Case, case_name, list_images, load_dataset
         from lwi.devices import resolve_device
@@ -173,13 +218,20 @@ class Run:
         self.unlabeled = [
             Case(name=case_name(p), image=Path(p), label=None) for folder in (unlabeled or []) for p in list_images(folder)
         ]
-        if held_out is not None:  # the split a Step-1 checkpoint recorded
+        if split is not None:  # the caller's rule (improving a model: lwi.improve)
+            self.train_cases, self.held_cases, self.split_message = split(self.dataset)
+        elif held_out is not None:  # the split a Step-1 checkpoint recorded
             self.train_cases, self.held_cases, self.split_message = split_by_names(self.dataset, held_out)
         else:
             self.train_cases, self.held_cases, self.split_message = split_cases(
                 self.dataset, settings.seed, settings.val_fraction
             )
         check_unlabeled(self.unlabeled, self.held_cases)
+        self.unlabeled, dropped = distinct_unlabeled(self.unlabeled, self.train_cases)
+        if dropped:
+            self.progress.log(
+                f"{dropped} --unlabeled image(s) are training cases or repeats of another: each image enters Step 1 once."
+            )
         self.config = preprocess_config(self.dataset, settings, stored_preprocessing)
         self.device = resolve_device(device)
         self._caches: Dict[str, Any] = {}
@@ -230,15 +282,21 @@ class Run:
         images = [Case(name=c.name, image=c.image, label=None) for c in self.train_cases] + self.unlabeled
         return self._cache("step1", images, False)
 
-    def validation_pairs(self) -> List[Tuple[Any, Any]]:
-        """``(image, label)`` tensors of the held-out cases, on the device (none on the torchrun
-        ranks other than 0, which do not validate)."""
+    def validation_pairs(self) -> List[Optional[Tuple[Any, Any]]]:
+        """``(image, label)`` tensors of the held-out cases, on the device, in order. Under torchrun
+        each rank preprocesses and holds only its share (:func:`lwi.distributed.share`); the cases of
+        the other ranks are None (:class:`lwi.engine.Validator` scores the share and gathers)."""
         from lwi import distributed
 
-        if not self.held_cases or not distributed.is_main():
+        if not self.held_cases:
             return []
-        cache = self._cache("validation", self.held_cases, True)
-        return [cache.full_case(i) for i in range(len(self.held_cases))]
+        pairs: List[Optional[Tuple[Any, Any]]] = [None] * len(self.held_cases)
+        mine = distributed.share(range(len(self.held_cases)))
+        if mine:  # more ranks than held-out cases: some hold none
+            cache = self._cache("validation", [self.held_cases[i] for i in mine], True)
+            for j, i in enumerate(mine):
+                pairs[i] = cache.full_case(j)
+        return pairs
 
     def step2(
         self, out: Path, last: Path, *, validation_cases: Sequence[Tuple[Any, Any]], resume: bool, **options: Any
@@ -267,8 +325,11 @@ class Run:
         return {"preprocessing": self.config.to_dict(), "data": {**self.describe_split(), "unlabeled": len(self.unlabeled)}}
 
     def describe_split(self) -> Dict[str, Any]:
+        """The split as provenance: counts, and the names of the cases trained on and held out (a model
+        improved with ``lwi train --from`` validates only on cases its parent never trained on)."""
         return {
             "cases": len(self.train_cases),
+            "training_cases": sorted(c.name for c in self.train_cases),
             "validation_cases": len(self.held_cases),
             "held_out": sorted(c.name for c in self.held_cases),
         }

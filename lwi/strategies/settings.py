@@ -6,93 +6,65 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from lwi import records
 from lwi.errors import LWIError
-from lwi.names import MODALITIES
+from lwi.names import FORMAT_VERSION
 from lwi.progress import Progress
-
-#: Version of the metadata layout of the training checkpoints (Step 1 and the resumable Step 2 state).
-FORMAT_VERSION = 1
-
-
-@dataclass
-class Settings:
-    """Every number of a training run; all have defaults meant for a few cases on one GPU.
-
-    ``pretrain_epochs`` is Step 1's length and ``epochs`` Step 2's; an epoch is
-    ``iterations_per_epoch`` iterations (default: the stage's number of images / batch size,
-    rounded up). ``warmup_epochs`` defaults to 5% of the stage's epochs.
-    """
-
-    arch: str = "unetr"
-    arch_params: Dict[str, Any] = field(default_factory=dict)
-    roi: Tuple[int, int, int] = (96, 96, 96)
-    pretrain_epochs: int = 400
-    epochs: int = 2000
-    batch_size: int = 2
-    iterations_per_epoch: Optional[int] = None
-    lr: float = 1e-4
-    weight_decay: float = 1e-5
-    warmup_epochs: Optional[int] = None
-    mask_ratio: float = 0.4
-    cube_size: int = 16
-    w_rec: float = 1.0
-    w_order: float = 1.0
-    val_every: Optional[int] = None
-    checkpoint_every: Optional[int] = None
-    val_fraction: float = 0.2
-    overlap: float = 0.5
-    sw_batch_size: int = 4
-    pos_fraction: float = 0.5
-    spacing: Optional[Tuple[float, float, float]] = None
-    modality: Optional[str] = None
-    seed: int = 0
-    amp: Optional[bool] = None
-    clip_grad_norm: Optional[float] = None  # None: the strategy's default (AnatoMask pre-training 12, else off)
-    # MedContext and AnatoMask (docs/strategies.md): own names, so no default collides with LWI's on resume.
-    consistency_weight: float = 0.5
-    context_mask_ratio: float = 0.6
-    context_mask_shape: str = "tube"
-    context_tube_axis: str = "z"
-    ema_mode: str = "paper"
-    ema_momentum: Tuple[float, float] = (0.996, 1.0)
-    mim_patch_size: int = 16
-    anatomask_mask_ratio: float = 0.6
-    guided_final_ratio: float = 0.5
-    anatomask_ema_decay: Tuple[float, float] = (0.999, 0.9999)
-    teacher_error_target: str = "normalized"
-    anatomask_transfer: str = "encoder"
-
-    def to_dict(self) -> Dict[str, Any]:
-        return records.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Settings:
-        return records.from_dict(cls, values, tuple_fields=TUPLE_FIELDS)
+from lwi.training_options import (
+    OPTIONS,
+    PARAM_KEYS,
+    RESUMABLE_CHANGES,
+    SETTING_KEYS,
+    TUPLE_FIELDS,
+    check_value,
+)
 
 
-TUPLE_FIELDS = ("roi", "spacing", "ema_momentum", "anatomask_ema_decay")
-#: The choices of the strategies' text settings.
-CHOICES: Dict[str, Tuple[str, ...]] = {
-    "context_mask_shape": ("tube", "cube"),
-    "context_tube_axis": ("x", "y", "z"),
-    "ema_mode": ("paper", "code"),
-    "teacher_error_target": ("normalized", "raw"),
-    "anatomask_transfer": ("encoder", "all"),
-}
+def _settings_fields() -> List[Tuple[str, Any, Any]]:
+    """The dataclass fields of :class:`Settings`: one per setting of the option table, plus ``arch_params``."""
+    fields = [(key, Any, field(default=OPTIONS[key].default)) for key in SETTING_KEYS]
+    return fields + [("arch_params", Dict[str, Any], field(default_factory=dict))]
 
 
-# Settings a resumed run may change (the others define the run and come from its checkpoint).
-RESUMABLE_CHANGES = ("pretrain_epochs", "epochs", "val_every", "checkpoint_every", "sw_batch_size", "amp")
+def _post_init(self: Any) -> None:
+    for key in TUPLE_FIELDS:
+        if getattr(self, key) is not None:
+            setattr(self, key, tuple(getattr(self, key)))
+    check_settings(self)
+
+
+def _to_dict(self: Any) -> Dict[str, Any]:
+    return records.to_dict(self)
+
+
+def _from_dict(cls: Any, values: Mapping[str, Any]) -> Any:
+    return records.from_dict(cls, values, tuple_fields=TUPLE_FIELDS)
+
+
+#: Every number of a training run: the fields, defaults and ranges of :mod:`lwi.training_options`
+#: (``lwi train --help`` lists them), meant for a few cases on one GPU; every value is range-checked
+#: when made. ``pretrain_epochs`` is Step 1's length and ``epochs`` Step 2's; an epoch is
+#: ``iterations_per_epoch`` iterations (default: the stage's images / batch size, rounded up).
+Settings = dataclasses.make_dataclass(
+    "Settings",
+    _settings_fields(),
+    namespace={
+        "__doc__": "Every number of a training run (fields, defaults, ranges: lwi/training_options.py).",
+        "__post_init__": _post_init,
+        "to_dict": _to_dict,
+        "from_dict": classmethod(_from_dict),
+    },
+)
+Settings.__module__ = __name__
 
 
 def make_settings(
     options: Mapping[str, Any], stored: Optional[Mapping[str, Any]] = None, *, stage_epochs: Optional[str] = None
-) -> Settings:
+) -> Any:
     """Settings from keyword options (None = not given), on top of a resumed run's stored ones.
 
     ``stage_epochs`` names the field that a plain ``epochs`` option means (``"pretrain_epochs"``
@@ -105,22 +77,18 @@ def make_settings(
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"unknown training option(s): {', '.join(unknown)}")
-    for key in TUPLE_FIELDS:
-        if key in options:
-            options[key] = tuple(options[key])
     if stored is None:
-        settings = Settings(**options)
-    else:
-        settings = Settings.from_dict(stored)
-        for key, value in options.items():
-            if key in RESUMABLE_CHANGES:
-                setattr(settings, key, value)
-            elif _normalise(value) != _normalise(getattr(settings, key)):
-                raise LWIError(
-                    f"A resumed run keeps its settings: {key} was {getattr(settings, key)!r}, not {value!r} "
-                    "(leave it out, or start a new run)."
-                )
-    _check_settings(settings)
+        return Settings(**options)
+    settings = Settings.from_dict(stored)
+    for key, value in options.items():
+        if key in RESUMABLE_CHANGES:
+            setattr(settings, key, value)
+        elif _normalise(value) != _normalise(getattr(settings, key)):
+            raise LWIError(
+                f"A resumed run keeps its settings: {key} was {getattr(settings, key)!r}, not {value!r} "
+                "(leave it out, or start a new run)."
+            )
+    check_settings(settings)
     return settings
 
 
@@ -128,50 +96,28 @@ def _normalise(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def _ranges() -> Dict[str, Any]:
-    """Each numeric setting's range type (the command line's, :mod:`lwi.segment_options`)."""
-    from lwi.segment_options import FRACTION, POSITIVE, POSITIVE_NUMBER, number, whole
-
-    return {
-        "pretrain_epochs": whole(0), "epochs": POSITIVE,  # 0 Step-1 epochs: scratch only "batch_size": POSITIVE, "iterations_per_epoch": POSITIVE,
-        "lr": POSITIVE_NUMBER, "weight_decay": number(0.0), "warmup_epochs": whole(0), "mask_ratio": FRACTION,
-        "cube_size": POSITIVE, "w_rec": number(0.0), "w_order": number(0.0), "val_every": POSITIVE,
-        "checkpoint_every": POSITIVE, "val_fraction": FRACTION, "overlap": FRACTION, "sw_batch_size": POSITIVE,
-        "pos_fraction": number(0.0, 1.0), "seed": whole(0), "consistency_weight": number(0.0),
-        "context_mask_ratio": FRACTION, "anatomask_mask_ratio": FRACTION, "guided_final_ratio": FRACTION,
-        "clip_grad_norm": POSITIVE_NUMBER, "mim_patch_size": POSITIVE,
-    }
+def check_settings(s: Any) -> None:
+    """Every value in its range (:func:`lwi.training_options.check_value`; None = the default): a value
+    is refused, never quietly replaced."""
+    params = s.arch_params or {}
+    try:
+        for key in SETTING_KEYS:
+            check_value(key, getattr(s, key))
+        for key in PARAM_KEYS:  # the network parameters the table names (--feature-size, ...)
+            check_value(key, params.get(key))
+    except ValueError as exc:
+        raise LWIError(str(exc)) from None
 
 
-def _check_settings(s: Settings) -> None:
-    """Every number in its range (None = the default): a value is refused, never quietly replaced."""
-    import argparse
-
-    if len(s.roi) != 3 or min(s.roi) < 1:
-        raise LWIError(f"The ROI must be three positive sizes, got {list(s.roi)}.")
-    for name, check in _ranges().items():
-        value = getattr(s, name)
-        if value is not None:
-            try:
-                check(value)
-            except argparse.ArgumentTypeError as exc:
-                raise LWIError(f"The setting {name} {exc}") from None
-    if s.spacing is not None and (len(s.spacing) != 3 or min(float(v) for v in s.spacing) <= 0):
-        raise LWIError(f"The spacing must be three positive numbers in mm, got {list(s.spacing)}.")
-    for name, allowed in CHOICES.items():
-        if getattr(s, name) not in allowed:
-            raise LWIError(f"Unknown {name.replace('_', ' ')} {getattr(s, name)!r}; use {' or '.join(allowed)}.")
-    for name in ("ema_momentum", "anatomask_ema_decay"):
-        values = tuple(getattr(s, name))
-        if len(values) != 2 or not 0.0 <= values[0] <= values[1] <= 1.0:
-            raise LWIError(f"The {name.replace('_', ' ')} must be two numbers 0 <= start <= end <= 1.")
-    if s.modality is not None and s.modality.upper() not in MODALITIES:
-        raise LWIError(f"Unknown modality {s.modality!r}; use CT or MR.")
+WARMUP_SHARE = 0.05  # of a stage's iterations (the authors' UNETR code: 50 of 800-5000 epochs, 1-6 %)
 
 
-def warmup_iterations(settings: Settings, epochs: int, iterations_per_epoch: int) -> int:
-    warmup = settings.warmup_epochs if settings.warmup_epochs is not None else max(1, round(0.05 * epochs))
-    return int(warmup) * iterations_per_epoch
+def warmup_iterations(settings: Settings, total_iterations: int, iterations_per_epoch: int) -> int:
+    """The stage's linear warmup: ``warmup_epochs`` whole epochs when given, else :data:`WARMUP_SHARE` of
+    its iterations (at least 1), so a stage of a few long epochs does not warm up for a third of it."""
+    if settings.warmup_epochs is not None:
+        return int(settings.warmup_epochs) * iterations_per_epoch
+    return max(1, round(WARMUP_SHARE * int(total_iterations)))
 
 
 def every(value: Optional[int], epochs: int, times: int = 20) -> int:
@@ -179,15 +125,23 @@ def every(value: Optional[int], epochs: int, times: int = 20) -> int:
     return int(value) if value else max(1, epochs // times)
 
 
-def trainer_schedule(settings: Settings, epochs: int, iterations_per_epoch: int) -> Dict[str, Any]:
+def trainer_schedule(
+    settings: Settings, epochs: int, iterations_per_epoch: int, *, pretraining: bool = False,
+    max_iterations: Optional[int] = None,
+) -> Dict[str, Any]:
     """The :class:`lwi.engine.Trainer` keyword arguments that both steps take from ``settings``: length,
-    optimiser, warmup, precision, seed and checkpoint interval."""
+    optimiser (``pretraining``: Step 1's ``pretrain_lr`` when given), warmup, precision, seed and
+    checkpoint interval."""
+    total = epochs * iterations_per_epoch
+    if max_iterations:
+        total = min(total, int(max_iterations))
+    lr = settings.pretrain_lr if pretraining and settings.pretrain_lr is not None else settings.lr
     return {
         "epochs": epochs,
         "iterations_per_epoch": iterations_per_epoch,
-        "lr": settings.lr,
+        "lr": lr,
         "weight_decay": settings.weight_decay,
-        "warmup_iterations": warmup_iterations(settings, epochs, iterations_per_epoch),
+        "warmup_iterations": warmup_iterations(settings, total, iterations_per_epoch),
         "amp": settings.amp,
         "seed": settings.seed,
         "checkpoint_every": every(settings.checkpoint_every, epochs, times=10),
@@ -205,8 +159,19 @@ def epoch_iterations(settings: Settings, n_images: int) -> int:
 
 
 def step1_iterations(settings: Settings, n_images: int) -> int:
-    """Total iterations of Step 1."""
+    """Total iterations of Step 1: ``pretrain_iterations`` exactly when set (not rounded to epochs),
+    else ``pretrain_epochs`` epochs."""
+    if settings.pretrain_iterations is not None:
+        return int(settings.pretrain_iterations)
     return settings.pretrain_epochs * epoch_iterations(settings, n_images)
+
+
+def step1_epochs(settings: Settings, n_images: int) -> int:
+    """Step 1's epochs: enough epochs of its iterations per epoch to hold :func:`step1_iterations` (the
+    trainer stops at exactly that many; the last epoch may be partial)."""
+    if settings.pretrain_iterations is not None:
+        return max(1, math.ceil(int(settings.pretrain_iterations) / epoch_iterations(settings, n_images)))
+    return settings.pretrain_epochs
 
 
 def step2_iterations(settings: Settings, n_cases: int, epochs: Optional[int] = None) -> Tuple[int, int]:
@@ -260,7 +225,10 @@ def make_trainer(
         step,
         sample,
         stage=stage,
-        **trainer_schedule(settings, epochs, iterations_per_epoch),
+        **trainer_schedule(
+            settings, epochs, iterations_per_epoch, pretraining=stage == "pretrain",
+            max_iterations=extra.get("max_iterations"),
+        ),
         device=device,
         checkpoint_path=checkpoint_path,
         metadata={

@@ -11,7 +11,7 @@ from typing import Any, Dict, Mapping
 from lwi.errors import LWIError
 from lwi.names import STEP1_FORMAT
 from lwi.progress import Progress
-from lwi.strategies.settings import Settings, epoch_iterations, make_trainer
+from lwi.strategies.settings import Settings, epoch_iterations, make_trainer, step1_epochs, step1_iterations
 
 STEP1_FLIP_AXES = (0, 1)  # x and y; never z, the shuffled axis
 
@@ -36,26 +36,31 @@ def run_step1(
     from lwi.pretraining import Step1Model, step1_losses
     from lwi.transformation import TransformationModule
 
-    if settings.pretrain_epochs < 1:
+    if step1_iterations(settings, n_images) < 1:
         raise LWIError("Step 1 needs at least one epoch; for no Step 1 at all use --strategy scratch.")
 
     image, _ = cache.full_case(0)
     torch.manual_seed(settings.seed)
-    model = Step1Model.build(settings.arch, int(image.shape[0]), settings.roi, **settings.arch_params).to(device)
+    normalise = None if settings.order_head_norm is None else settings.order_head_norm == "layer"
+    model = Step1Model.build(
+        settings.arch, int(image.shape[0]), settings.roi, normalise=normalise, **settings.arch_params
+    ).to(device)
+    flip_axes = (0, 1, 2) if settings.step1_flips == "all" else STEP1_FLIP_AXES
     transform = TransformationModule(
         model.num_subvolumes, mask_ratio=settings.mask_ratio, cube_size=settings.cube_size
     )
     roi = tuple(settings.roi)
 
     def sample(generator):
-        # No flips along depth: they would reverse the block order Step 1 learns to predict.
-        images, _ = cache.sample(settings.batch_size, roi, generator=generator, labelled=False, flip_axes=STEP1_FLIP_AXES)
+        # No flips along depth (unless the paper recipe asks, as the authors' code): they would reverse
+        # the block order Step 1 learns to predict.
+        images, _ = cache.sample(settings.batch_size, roi, generator=generator, labelled=False, flip_axes=flip_axes)
         return images
 
     def step(net, images, generator):
         return step1_losses(net, images, transform, generator=generator, w_rec=settings.w_rec, w_order=settings.w_order)
 
-    epochs = settings.pretrain_epochs
+    epochs = step1_epochs(settings, n_images)
     ipe = epoch_iterations(settings, n_images)
     meta = {
         "step1": {
@@ -81,6 +86,7 @@ def run_step1(
         metadata=meta,
         progress=progress,
         resume=resume,
+        max_iterations=step1_iterations(settings, n_images),
         progress_offset=progress_offset,
         on_epoch_end=on_epoch_end,
     )

@@ -66,6 +66,17 @@ def build_step2_model(
     return model, {"init": name, "loaded_tensors": len(loaded), "new_tensors": len(new)}
 
 
+def load_whole_model(adapter: Any, tensors: Mapping[str, Any], name: str) -> Dict[str, Any]:
+    """Load a model bundle's tensors (every one, strictly) into a freshly built ``adapter`` of the same
+    network; returns the provenance of the start (``init``, ``loaded_tensors``, ``new_tensors``)."""
+    try:
+        adapter.load_state_dict(dict(tensors), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise LWIError(f"The weights of {name} do not fit the network being trained ({first}).") from None
+    return {"init": name, "loaded_tensors": len(tensors), "new_tensors": 0}
+
+
 def supervised_loss() -> Any:
     """Step 2's loss: Dice + cross-entropy on softmax logits against integer label maps (MONAI)."""
     from monai.losses import DiceCELoss
@@ -116,6 +127,7 @@ def run_step2(
     progress: Progress,
     resume: bool,
     init: Optional[Tuple[Mapping[str, Any], str]] = None,
+    start: Optional[Tuple[Mapping[str, Any], str]] = None,
     epochs: Optional[int] = None,
     max_iterations: Optional[int] = None,
     provenance: Optional[Mapping[str, Any]] = None,
@@ -130,8 +142,9 @@ def run_step2(
     after_step: Optional[Callable[[Any], None]] = None,
 ) -> Dict[str, Any]:
     """Supervised training of a segmentation network: from pre-trained weights (``init`` =
-    (tensors, name); ``encoder_only`` keeps only the encoder's) or from random initialisation.
-    Best model -> ``out`` (bundle), last -> ``last``.
+    (tensors, name); ``encoder_only`` keeps only the encoder's), from a finished model's whole
+    network (``start`` = (bundle tensors, name): improving it, :mod:`lwi.improve`) or from random
+    initialisation. Best model -> ``out`` (bundle), last -> ``last``.
 
     The recipe is DiceCE on the adapter unless a strategy replaces parts of it:
     ``make_model(adapter) -> module`` wraps the initialised adapter into what is trained and
@@ -151,7 +164,12 @@ def run_step2(
     adapter, transfer = build_step2_model(
         settings, int(image.shape[0]), out_channels, init, progress, encoder_only=encoder_only
     )
-    priors = start_at_label_prior(adapter, train_cache.label_frequencies(out_channels))
+    priors = None
+    if start is not None:  # every weight, output layer included: the model goes on from where it was
+        transfer = load_whole_model(adapter, *start)
+        progress.log(f"Starting from {start[1]}: all {transfer['loaded_tensors']} tensors loaded.")
+    elif settings.output_bias == "prior":  # "default": MONAI's initialisation, as the paper
+        priors = start_at_label_prior(adapter, train_cache.label_frequencies(out_channels))
     if priors is not None:
         names = {int(k): v for k, v in labels.items()}
         progress.log(
@@ -191,7 +209,7 @@ def run_step2(
             validation_cases, labels, roi, overlap=settings.overlap, sw_batch_size=settings.sw_batch_size, amp=use_amp
         )
     inference = {"roi_size": list(roi), "overlap": settings.overlap, "sw_batch_size": settings.sw_batch_size}
-    base_provenance = {**dict(provenance or {}), "epochs": epochs, **transfer}
+    base_provenance = {**dict(provenance or {}), "epochs": epochs, "recipe": settings.recipe, **transfer}
 
     def bundle_provenance(trainer: Any, metrics: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
         prov = dict(base_provenance)

@@ -1,6 +1,6 @@
 """The live training plot as MRML nodes: table nodes and one chart (MRML, no Qt).
 
-:class:`LWICommon.plots.TrainingCurves` turns progress events into tables (plain Python);
+:class:`LWITrainingLib.plots.TrainingCurves` turns progress events into tables (plain Python);
 :class:`TrainingPlot` copies them into ``vtkMRMLTableNode`` s and draws one coloured line per series
 in a ``vtkMRMLPlotChartNode``. Showing the chart in a layout is the caller's (Qt) business.
 """
@@ -21,12 +21,11 @@ class TrainingPlot:
         self.seriesNodes: Dict[str, object] = {}
 
     def update(self, curves) -> bool:
-        """Copy ``curves`` (a :class:`LWICommon.plots.TrainingCurves`) into the nodes; returns True
+        """Copy ``curves`` (a :class:`LWITrainingLib.plots.TrainingCurves`) into the nodes; returns True
         when the chart node was (re)created, i.e. it should be shown."""
         import numpy as np
         import slicer
-
-        from LWICommon.plots import X_COLUMN
+        from LWITrainingLib.plots import X_COLUMN
 
         created = self.chartNode is None or self.chartNode.GetScene() is None
         if created:

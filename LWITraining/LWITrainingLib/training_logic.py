@@ -23,10 +23,12 @@ class TrainingLogic:
         print(logic.plan(logic.trainingSet, settings={"time_budget": "20m"}, wait=True)["summary"])
         logic.train(logic.trainingSet, "liver", settings={"time_budget": "20m"})   # in the background
         logic.segmentWithModel(volume3, wait=True)  # with the model just trained, once it is done
+        print(logic.improvementInfo(logic.lastModelPath, logic.trainingSet))   # the parent, the cases added since
+        logic.improve(logic.trainingSet, logic.lastModelPath, "liver-v2")       # from its weights, shorter
 
     Training runs ``lwi train`` in a background process (:class:`LWICommon.process.ProcessRunner`),
     polled on Slicer's main thread until it ends; ``wait=True`` blocks instead. Each model has a run
-    folder (:mod:`LWICommon.run_folder`), so a cancelled or failed run can be resumed.
+    folder (:mod:`LWITrainingLib.run_folder`), so a cancelled or failed run can be resumed.
     """
 
     def __init__(self) -> None:
@@ -42,6 +44,7 @@ class TrainingLogic:
         self.curves = None
         self.plot = None
         self._stagingDir: Optional[str] = None
+        self._previewVolume = None  # a folder case's image, loaded for its preview
 
     @property
     def chartNode(self):
@@ -57,29 +60,49 @@ class TrainingLogic:
     # -- folders -----------------------------------------------------------------------------
     def modelsFolder(self, folder: Optional[str] = None) -> str:
         """Where models go: ``folder`` if given, else the ``LWI/ModelsFolder`` application setting,
-        else ``~/LWI/models`` (created)."""
+        else ``~/LWI/models``. Not created here (opening the panel must write nothing): training
+        creates it."""
         from LWICommon import files
 
-        folder = files.models_folder(folder)
-        os.makedirs(folder, exist_ok=True)
-        return folder
+        return files.models_folder(folder)
 
     def runFolder(self, modelName: str, modelsFolder: Optional[str] = None) -> str:
         """The folder of a model's training run: its exported cases (``data/``) and checkpoints."""
-        from LWICommon import run_folder
+        from LWITrainingLib import run_folder
 
         return run_folder.run_folder(self.modelsFolder(modelsFolder), modelName)
 
     def canResume(self, modelName: str, modelsFolder: Optional[str] = None) -> bool:
         """Whether an interrupted run of ``modelName`` left a checkpoint to continue from."""
-        from LWICommon import run_folder
+        from LWITrainingLib import run_folder
 
         return run_folder.can_resume(self.runFolder(modelName, modelsFolder), modelName)
+
+    def trainConflict(self, modelName: str, modelsFolder: Optional[str] = None) -> str:
+        """What :meth:`train` of ``modelName`` would replace: a model of that name, an interrupted
+        run that Resume could continue ("" when nothing)."""
+        from LWICommon import files
+
+        found = []
+        path = files.model_path(self.modelsFolder(modelsFolder), modelName)
+        if os.path.isfile(path):
+            found.append(f"a model '{modelName}' exists ({path})")
+        if self.canResume(modelName, modelsFolder):
+            found.append(f"an interrupted training of '{modelName}' can be resumed")
+        return " and ".join(found)
+
+    def unusedModelName(self, baseName: str = "model", modelsFolder: Optional[str] = None) -> str:
+        """``baseName``, or ``baseName-2``, ``-3``, ... : the first name :meth:`train` can use
+        without replacing anything."""
+        name, number = baseName, 1
+        while self.trainConflict(name, modelsFolder) or os.path.exists(self.runFolder(name, modelsFolder)):
+            number += 1
+            name = f"{baseName}-{number}"
+        return name
 
     # -- cases -------------------------------------------------------------------------------
     def _staging(self) -> str:
         import slicer
-
         from LWICommon import files
 
         if not self._stagingDir or not os.path.isdir(self._stagingDir):
@@ -95,7 +118,6 @@ class TrainingLogic:
         without segments, becomes a case with that problem. Nothing is added to the scene.
         """
         import slicer
-
         from LWICommon import cases, files, mrml
 
         if pairs is None:
@@ -117,7 +139,7 @@ class TrainingLogic:
             if names:
                 names = mrml.writeSegmentsAsLabelmap(segmentationNode, volumeNode, labelPath)
             segments = {i + 1: n for i, n in enumerate(names)}
-            sources.append(cases.CaseSource(name, imagePath, labelPath if names else None, segments))
+            sources.append(cases.CaseSource(name, imagePath, labelPath if names else None, segments, node=volumeNode))
         return sources
 
     def collectCasesFromFolder(self, folder: str) -> List[Any]:
@@ -139,7 +161,11 @@ class TrainingLogic:
 
     def clearCases(self) -> None:
         """Forget the collected cases and delete the staged copies of scene cases (a training
-        that started has its own copies in its run folder)."""
+        that started has its own copies in its run folder). Not while a plan reads them: cancel
+        it first (RuntimeError)."""
+        if self.planRunner is not None and self.planRunner.running:
+            raise RuntimeError("A plan is reading the cases: cancel it before clearing them.")
+        self.clearPreview()
         if self._stagingDir:
             shutil.rmtree(self._stagingDir, ignore_errors=True)
             self._stagingDir = None
@@ -148,8 +174,8 @@ class TrainingLogic:
 
     # -- settings ----------------------------------------------------------------------------
     def settingsFromParameterNode(self, p):
-        """The :class:`LWICommon.training_settings.TrainingSettings` the panel shows."""
-        from LWICommon.training_settings import TrainingSettings, parse_spacing
+        """The :class:`LWITrainingLib.training_settings.TrainingSettings` the panel shows."""
+        from LWITrainingLib.training_settings import TrainingSettings, parse_spacing
 
         return TrainingSettings(
             architecture=p.architecture,
@@ -170,7 +196,7 @@ class TrainingLogic:
 
     @staticmethod
     def _settings(settings, modelName: str):
-        from LWICommon.training_settings import TrainingSettings
+        from LWITrainingLib.training_settings import TrainingSettings
 
         if settings is None:
             settings = TrainingSettings()
@@ -194,6 +220,7 @@ class TrainingLogic:
         onFinished: Optional[Callable[[Any], None]] = None,
         start: bool = True,
         plot: bool = True,
+        replace: bool = False,
     ):
         """Train a model called ``modelName`` on ``cases`` and save it in the models folder.
 
@@ -210,16 +237,24 @@ class TrainingLogic:
             onFinished: called with the runner when the run is over (whatever the outcome).
             start: False returns the runner unstarted (the panel starts and polls it).
             plot: show the losses and validation Dice in a plot chart while training.
+            replace: replace a model of that name and discard its interrupted run
+                (:meth:`trainConflict`); otherwise such a name raises FileExistsError, and nothing
+                is touched (:meth:`unusedModelName` gives a free one; :meth:`resume` continues).
 
         Returns the :class:`LWICommon.process.ProcessRunner`. Excluded cases are logged with their reasons.
         """
-        from LWICommon import run_folder
+        from LWITrainingLib import run_folder
 
         settings = self._settings(settings, modelName)
         cases = self._trainingCases(cases)
         for row in cases.excluded:
             logging.warning(f"LWITraining: case {row.name} is left out: {'; '.join(row.problems)}")
         self._checkNotRunning()
+        conflict = self.trainConflict(modelName, modelsFolder)
+        if conflict and not replace:
+            raise FileExistsError(
+                f"Not trained: {conflict}. Choose another model name, Resume, or train with replace=True."
+            )
 
         run = self.runFolder(modelName, modelsFolder)
         data = os.path.join(run, run_folder.DATA_FOLDER)
@@ -230,6 +265,62 @@ class TrainingLogic:
         self._exportCases(cases, data, settings, copySceneImages=True)
         run_folder.write_settings(run, settings.to_dict(), modelsFolder)
         return self._launch(run, settings, modelsFolder, False, wait, onEvent, onFinished, start, plot, cases)
+
+    def improve(self, cases, parentModel: str, modelName: str, settings=None, **kwargs):
+        """Improve the finished model ``parentModel`` with ``cases`` (old and new) into ``modelName``:
+        ``lwi train --from`` (its network, labels, preprocessing and weights; a shorter budget the plan
+        chooses; validation only on cases it never trained on). Otherwise as :meth:`train` (same
+        keyword arguments); :meth:`plan` with the same settings shows the improvement's plan."""
+        return self.train(cases, modelName, self.improveSettings(parentModel, settings), **kwargs)
+
+    def improveSettings(self, parentModel: str, settings=None):
+        """``settings`` (a ``TrainingSettings``, a dict or None) set to improve ``parentModel``."""
+        from LWITrainingLib.training_settings import TrainingSettings
+
+        if settings is None:
+            settings = TrainingSettings()
+        elif isinstance(settings, dict):
+            settings = TrainingSettings.from_dict(settings)
+        self.improvementInfo(parentModel)  # a clear error now for a file that is no model
+        settings.from_model = str(parentModel)
+        return settings
+
+    def improvementInfo(self, parentModel: str, cases=None) -> Dict[str, Any]:
+        """What improving ``parentModel`` with ``cases`` means, from the model's header: ``parent``
+        (its name), ``lineage`` (the models it descends from, oldest first), ``trained_on`` (the case
+        names it trained on; None for a model that does not record them), ``held_out``, and with
+        ``cases`` the ``added`` case names (trained on now, not by the parent). Case names are those
+        the exported training folder gives (:meth:`caseNames`). Raises ValueError for no model."""
+        from LWICommon import files
+
+        prov = self.segmentationLogic().modelInfo(str(parentModel)).get("provenance") or {}
+        trained = prov.get("training_cases")
+        info: Dict[str, Any] = {
+            "parent": files.model_name_from_path(str(parentModel)),
+            "lineage": list(prov.get("lineage") or []),
+            "trained_on": None if trained is None else sorted(trained),
+            "held_out": sorted(prov.get("held_out") or []),
+        }
+        if cases is not None:
+            names = self.caseNames(self._trainingCases(cases))
+            held = set(info["held_out"])
+            info["added"] = sorted(n for n in names if n not in set(trained or []) and n not in held)
+        return info
+
+    @staticmethod
+    def caseNames(cases) -> List[str]:
+        """The core's case names of the included cases once exported (:meth:`_exportCases`): a scene
+        case is named after its volume (made file-safe), a folder case keeps its image's case name."""
+        from LWICommon import cases as caselib
+        from LWICommon.files import safe_stem
+
+        names = []
+        for row in cases.included:
+            if row.source.origin == caselib.FOLDER:
+                names.append(caselib._entry_name({"image": str(row.source.image)}))
+            else:
+                names.append(safe_stem(row.name, fallback="case"))
+        return names
 
     @staticmethod
     def _trainingCases(cases):
@@ -279,7 +370,7 @@ class TrainingLogic:
         each step, warnings and what a GPU would run instead.
 
         It is ``lwi plan`` with the options :meth:`train` passes to ``lwi train``
-        (:func:`LWICommon.training_settings.run_options`: "auto" settings are left to the plan), on
+        (:func:`LWITrainingLib.training_settings.run_options`: "auto" settings are left to the plan), on
         the cases exported as :meth:`train` exports them, into a temporary folder removed at the end.
         The core times a few iterations on this machine (``probe``; False: no time estimates), which
         takes seconds: it runs in a background process (:class:`LWICommon.process.ProcessRunner`).
@@ -296,10 +387,10 @@ class TrainingLogic:
         event, :meth:`planIsCurrent` tells whether it still is the plan of these cases and settings.
         """
         import slicer
-
-        from LWICommon import files, jobs, training_settings
+        from LWICommon import files, jobs
         from LWICommon.process import ProcessRunner
         from LWICommon.slicer_setup import coreEnvironment
+        from LWITrainingLib import training_settings
 
         settings = self._planSettings(settings)
         cases = self._trainingCases(cases)
@@ -352,7 +443,7 @@ class TrainingLogic:
     @staticmethod
     def _planKey(cases, settings) -> Tuple[Any, ...]:
         """What a plan depends on: the run's options and the cases (files and labels)."""
-        from LWICommon.training_settings import run_options
+        from LWITrainingLib.training_settings import run_options
 
         rows = tuple((r.source.image, r.source.label, tuple(sorted(r.remap.items()))) for r in cases.included)
         return (repr(sorted(run_options(settings).items())), rows, tuple(sorted(cases.labels.items())))
@@ -372,8 +463,8 @@ class TrainingLogic:
         """Continue an interrupted (cancelled or failed) run of ``modelName`` from its last
         checkpoint, with its own cases and settings; only the numbers of epochs may change. Runs in
         the background as :meth:`train` does."""
-        from LWICommon import run_folder
-        from LWICommon.training_settings import TrainingSettings
+        from LWITrainingLib import run_folder
+        from LWITrainingLib.training_settings import TrainingSettings
 
         if not self.canResume(modelName, modelsFolder):
             raise ValueError(f"There is no interrupted training of '{modelName}' to resume.")
@@ -390,10 +481,11 @@ class TrainingLogic:
             raise RuntimeError("A training is already running: cancel it first.")
 
     def _launch(self, run, settings, modelsFolder, resume, wait, onEvent, onFinished, start, plot, cases=None):
-        from LWICommon import files, jobs, run_folder, training_settings
-        from LWICommon.plots import TrainingCurves
+        from LWICommon import files, jobs
         from LWICommon.process import ProcessRunner
         from LWICommon.slicer_setup import coreEnvironment
+        from LWITrainingLib import run_folder, training_settings
+        from LWITrainingLib.plots import TrainingCurves
 
         self._checkNotRunning()
         checkpoint = files.model_path(run, settings.model_name)
@@ -433,8 +525,9 @@ class TrainingLogic:
 
     def _publishModel(self, checkpoint: str, finalPath: str) -> None:
         """Copy the trained bundle into the models folder and select it in LWI Segmentation."""
-        from LWICommon import run_folder
+        from LWITrainingLib import run_folder
 
+        os.makedirs(os.path.dirname(finalPath), exist_ok=True)
         self.lastModelPath = run_folder.publish_model(checkpoint, finalPath)
         logging.info(f"LWITraining: model saved to {finalPath}")
         try:
@@ -449,8 +542,8 @@ class TrainingLogic:
 
     def stageText(self, event: Dict[str, Any]) -> str:
         """``"Step 2: fine-tuning, epoch 12/300, ETA 3 min 10 s"`` for a progress event."""
-        from LWICommon.plots import stage_title
         from LWICommon.process import format_duration
+        from LWITrainingLib.plots import stage_title
 
         text = stage_title(event.get("stage"))
         if event.get("epoch") is not None and event.get("epochs"):
@@ -462,7 +555,7 @@ class TrainingLogic:
     def updatePlot(self, show: bool = True) -> None:
         """Copy :attr:`curves` into table nodes and draw them in one plot chart (losses and
         validation Dice against the run's epoch), shown in the layout when first made."""
-        from LWICommon.plot_nodes import TrainingPlot
+        from LWITrainingLib.plot_nodes import TrainingPlot
 
         if self.curves is None:
             return
@@ -480,22 +573,39 @@ class TrainingLogic:
 
     # -- using the result --------------------------------------------------------------------
     def _previewInputs(self, case, settings):
-        """(the case's volume node, the preview options) for a preview; sets :attr:`lastPreviewNote`."""
+        """(the case's volume node, the preview options) for a preview; sets :attr:`lastPreviewNote`.
+
+        A scene case is previewed on its own volume node; a folder case's image is loaded once, as
+        one node that the next preview, :meth:`clearPreview` and :meth:`clearCases` remove."""
         from LWICommon import mrml
-        from LWICommon.training_settings import preview_note
+        from LWITrainingLib.training_settings import preview_note
 
         settings = self._settings(settings, getattr(settings, "model_name", None) or "preview")
         # The plan's network, ROI and spacing for the "auto" settings, if the plan shown is still theirs.
         plan = self.lastPlan.get("settings") if self.planIsCurrent(self.trainingSet, settings) else None
         volumeNode = case
         if hasattr(case, "image"):
-            if not case.image:
-                raise ValueError(f"The case {case.name} has no image.")
-            volumeNode = mrml.loadVolume(case.image, f"{case.name} (training case)")
+            volumeNode = getattr(case, "node", None)
+            if volumeNode is None:
+                if not case.image:
+                    raise ValueError(f"The case {case.name} has no image.")
+                self.clearPreview()
+                volumeNode = self._previewVolume = mrml.loadVolume(case.image, f"{case.name} (training case)")
+                mrml.forgetFiles(volumeNode)  # the scene does not own the case's file: never saved over it
         self.lastPreviewNote = preview_note(settings, plan)
         if self.lastPreviewNote:
             logging.info(f"LWITraining preview: {self.lastPreviewNote}")
         return volumeNode, settings.preview_options(plan)
+
+    def clearPreview(self) -> None:
+        """Remove the volume node loaded for the preview of a folder case, and the preview itself."""
+        import slicer
+
+        if self._previewVolume is not None:
+            if slicer.mrmlScene.IsNodePresent(self._previewVolume):
+                slicer.mrmlScene.RemoveNode(self._previewVolume)
+            self._previewVolume = None
+            self.segmentationLogic().clearPreview()
 
     def showPreview(self, case, settings=None):
         """The Step-1 shuffle/mask preview of a training case (a ``CaseSource`` or a volume node),

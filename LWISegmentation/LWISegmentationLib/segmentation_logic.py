@@ -20,14 +20,13 @@ _worker = globals().get("_worker")
 
 
 def sharedWorker():
-    """The session's :class:`LWICommon.worker.WorkerClient` (started on first use)."""
+    """The session's :class:`LWISegmentationLib.worker.WorkerClient` (started on first use)."""
     global _worker
     if _worker is None:
         import slicer
-
         from LWICommon import cli_args
         from LWICommon.slicer_setup import coreEnvironment
-        from LWICommon.worker import WorkerClient
+        from LWISegmentationLib.worker import WorkerClient
 
         _worker = WorkerClient(cli_args.python_executable(), env=coreEnvironment(), cwd=slicer.app.temporaryPath)
     return _worker
@@ -75,12 +74,21 @@ class SegmentationLogic:
         self.lastCommand = ""
         self.lastResult = None
         self.selectedModelPath: Optional[str] = None
+        self.lastUncertainty = None  # the uncertainty map node of the last segmentation that asked for one
+        self._uncertaintyMaps: dict = {}  # input volume ID -> its map (a new segmentation replaces it)
+        #: Folders of the models selected in this session (LWI Training's models folder when the
+        #: user picked another one): listed with the default models folder.
+        self.modelFolders: list = []
         self._previewNodes: list = []
         self._labelOutlines: list = []  # (slice node, its UseLabelOutline before the preview)
 
     def selectModel(self, modelPath: str) -> None:
-        """Make ``modelPath`` the module's model (LWI Training calls this with a new model)."""
+        """Make ``modelPath`` the module's model (LWI Training calls this with a new model); the
+        other models of its folder are listed from now on too."""
         self.selectedModelPath = str(modelPath)
+        folder = os.path.dirname(os.path.abspath(self.selectedModelPath))
+        if folder not in self.modelFolders:
+            self.modelFolders.append(folder)
 
     def shownVolume(self):
         """The volume shown in the slice views (background layer), else the scene's first volume
@@ -100,17 +108,21 @@ class SegmentationLogic:
     # -- models ---------------------------------------------------------------------------
     def listModels(self, folders=None, extra=()) -> list:
         """The models the user trained (the models folder LWI Training publishes to:
-        :func:`LWICommon.files.models_folder`, unless ``folders`` is given) and the ``extra`` files,
-        as :class:`LWICommon.models.ModelEntry` (``.name``, ``.path``, ``.labels``,
+        :func:`LWICommon.files.models_folder`, and the folders of the models selected in this
+        session, :attr:`modelFolders`; or ``folders`` if given) and the ``extra`` files,
+        as :class:`LWISegmentationLib.models.ModelEntry` (``.name``, ``.path``, ``.labels``,
         ``.architecture``, ``.strategy``, ``.validation_dice``, ``.description()``)."""
-        from LWICommon import files, models
+        from LWICommon import files
+        from LWISegmentationLib import models
 
-        return models.list_models(folders if folders is not None else [files.models_folder()], extra)
+        if folders is None:
+            folders = [files.models_folder()] + [f for f in self.modelFolders if f != files.models_folder()]
+        return models.list_models(folders, extra)
 
     def modelInfo(self, modelPath: str) -> dict:
         """A model bundle's metadata (labels, architecture, preprocessing, provenance), read from the
         file's header without loading the weights. Raises ValueError for a file that is no model."""
-        from LWICommon.models import read_bundle_metadata
+        from LWISegmentationLib.models import read_bundle_metadata
 
         return read_bundle_metadata(str(modelPath))
 
@@ -126,6 +138,7 @@ class SegmentationLogic:
         options: Optional[dict] = None,
         timeout: Optional[float] = None,
         wait: Optional[bool] = None,
+        uncertainty: bool = False,
     ):
         """Segment ``inputVolume`` with the model file ``modelPath``.
 
@@ -143,13 +156,19 @@ class SegmentationLogic:
 
         ``options``: ``largest_component``, ``overlap``, ``sw_batch_size``, ``roi_size``,
         ``spacing_scale``, ``amp`` (see ``lwi segment --help``).
+
+        ``uncertainty``: also load the uncertainty map (:mod:`LWISegmentationLib.uncertainty`) as a
+        volume next to the input (:attr:`lastUncertainty`), shown over it in the slice views; its
+        score is on both nodes (:meth:`uncertaintyScore`).
         """
         from LWICommon import jobs
 
         if wait is None:
             wait = callback is None
         imported = []
-        job = self.startSegmentation(inputVolume, modelPath, device, outputSegmentation, show3D, imported.append, options)
+        job = self.startSegmentation(
+            inputVolume, modelPath, device, outputSegmentation, show3D, imported.append, options, uncertainty
+        )
         if not wait:
             # Without a callback a failure would pass unnoticed: it goes to the log.
             job.on_finished = jobs.withCallback(job.on_finished, callback or _logFailure, imported)
@@ -170,6 +189,7 @@ class SegmentationLogic:
         show3D: bool = True,
         onImported: Optional[Callable] = None,
         options: Optional[dict] = None,
+        uncertainty: bool = False,
     ):
         """The segmentation as a job that is not started yet (the GUI starts it in a TaskPanel).
 
@@ -178,7 +198,6 @@ class SegmentationLogic:
         ``onImported(segmentationNode)`` is called.
         """
         import slicer
-
         from LWICommon import cli_args, files, mrml
         from LWICommon.labels import segment_specs
 
@@ -189,6 +208,9 @@ class SegmentationLogic:
         runDir = files.make_run_dir(slicer.app.temporaryPath)
         inputPath = mrml.writeVolumeNode(inputVolume, files.input_volume_path(runDir, inputVolume.GetName()))
         outputPath = files.output_labelmap_path(runDir, inputVolume.GetName())
+        uncertaintyPath = os.path.join(runDir, "uncertainty.nrrd") if uncertainty else None
+        if uncertaintyPath:
+            options = {**(options or {}), "uncertainty_path": uncertaintyPath}
         self.lastCommand = cli_args.quote_command(
             cli_args.segment_command(modelPath, inputPath, outputPath, device=device, options=options)
         )
@@ -202,6 +224,8 @@ class SegmentationLogic:
             segmentationNode = mrml.importLabelmap(
                 outputPath, segment_specs(labels), inputVolume, outputSegmentation, show3D=show3D
             )
+            if uncertaintyPath:
+                self._showUncertainty(uncertaintyPath, inputVolume, segmentationNode, (job.result or {}).get("uncertainty_score"))
             if onImported is not None:
                 onImported(segmentationNode)
 
@@ -209,6 +233,59 @@ class SegmentationLogic:
             modelPath, inputPath, outputPath, device=device, options=options, temp_dir=runDir,
             on_finished=onFinished, start=False,
         )
+
+    # -- uncertainty ----------------------------------------------------------------------
+    def _showUncertainty(self, path: str, inputVolume, segmentationNode, score) -> None:
+        """Load the map of a finished segmentation, replacing this input's previous map, and show it."""
+        from LWICommon import mrml
+        from LWISegmentationLib import uncertainty
+
+        mrml.removeNodes([self._uncertaintyMaps.pop(inputVolume.GetID(), None)])
+        self.lastUncertainty = uncertainty.load_map(path, inputVolume, score)
+        self._uncertaintyMaps[inputVolume.GetID()] = self.lastUncertainty
+        if score is not None:
+            segmentationNode.SetAttribute(uncertainty.SCORE_ATTRIBUTE, repr(float(score)))
+        uncertainty.show_overlay(self.lastUncertainty)
+
+    @staticmethod
+    def uncertaintyScore(node) -> Optional[float]:
+        """The uncertainty score of a segmentation (or map) node made with ``uncertainty=True``
+        (higher = less certain), else None."""
+        from LWISegmentationLib import uncertainty
+
+        return uncertainty.score_of(node)
+
+    @staticmethod
+    def setUncertaintyOpacity(opacity: float) -> None:
+        """The opacity of the uncertainty overlay in the slice views (0 hides it)."""
+        from LWISegmentationLib import uncertainty
+
+        uncertainty.set_opacity(opacity)
+
+    def rankFolder(self, folder: str, modelPath: str, device: str = "auto", outputFolder: Optional[str] = None):
+        """Segment every image of ``folder`` (``lwi segment`` on the folder, with uncertainty maps) and
+        return ``[(image file name, score)]`` least certain first: the order in which to correct them.
+        Label maps and maps go to ``outputFolder`` (default: a new temporary folder), as
+        ``labels/`` and ``uncertainty/``. Blocks; raises RuntimeError with the run's message."""
+        import slicer
+        from LWICommon import cli_args, files
+        from LWICommon.process import ProcessRunner
+        from LWICommon.slicer_setup import coreEnvironment
+        from LWISegmentationLib import uncertainty
+
+        self.modelInfo(modelPath)
+        out = outputFolder or files.make_run_dir(slicer.app.temporaryPath, prefix="lwi-rank-")
+        os.makedirs(out, exist_ok=True)
+        args = cli_args.segment_command(
+            str(modelPath), folder, os.path.join(out, "labels"), device=device,
+            options={"uncertainty_path": os.path.join(out, "uncertainty")},
+        )
+        self.lastCommand = cli_args.quote_command(args)
+        runner = ProcessRunner(args, env=coreEnvironment(), cwd=out).start()
+        runner.wait()
+        if runner.error_message():
+            raise RuntimeError(runner.error_message())
+        return uncertainty.ranked_folder(runner.result or {}, sorted(os.listdir(folder)))
 
     def shutdownWorker(self) -> None:
         """End the session's worker process (frees its GPU memory); the next segmentation starts
@@ -238,7 +315,7 @@ class SegmentationLogic:
         with ``callback`` it returns the running process and calls ``callback(preview, error)``.
         A new preview replaces the previous preview's nodes; the input volume is not modified.
         """
-        from LWICommon.preview import preview_options
+        from LWISegmentationLib.preview import preview_options
 
         options = preview_options(numSubvolumes, maskRatio, cubeSize, seed, modelPath, device)
         return self.preview(inputVolume, options, show3D=show3D, callback=callback)
@@ -266,10 +343,10 @@ class SegmentationLogic:
     ):
         """The ``lwi preview`` process for :meth:`preview`, not started yet (the GUI starts it)."""
         import slicer
-
-        from LWICommon import cli_args, files, mrml, preview
+        from LWICommon import cli_args, files, mrml
         from LWICommon.process import ProcessRunner
         from LWICommon.slicer_setup import coreEnvironment
+        from LWISegmentationLib import preview
 
         if inputVolume is None:
             raise ValueError("Select an input volume.")
@@ -292,7 +369,7 @@ class SegmentationLogic:
 
     def loadPreview(self, info: dict, inputVolume) -> dict:
         """Load the views of an ``lwi preview`` folder (``info`` from
-        :func:`LWICommon.preview.read_preview`) next to ``inputVolume`` (same folder, same parent
+        :func:`LWISegmentationLib.preview.read_preview`) next to ``inputVolume`` (same folder, same parent
         transform), replacing the previous preview's nodes. The nodes keep no link to the
         temporary files, so Save Data writes them."""
         from LWICommon import mrml
@@ -354,12 +431,12 @@ class SegmentationLogic:
         Training). Segments are matched to the model's labels by name (case, spaces, ``_`` and
         ``-`` ignored) and written with the model's label values; others count as background.
         Neither node is modified and nothing is left in the scene. Returns
-        :class:`LWICommon.training_set.AddedCase` (``.message()`` says what was done); raises
+        :class:`LWISegmentationLib.training_set.AddedCase` (``.message()`` says what was done); raises
         ValueError when nothing matches.
         """
         import slicer
-
-        from LWICommon import files, mrml, training_set
+        from LWICommon import files, mrml
+        from LWISegmentationLib import training_set
 
         if volumeNode is None or segmentationNode is None:
             raise ValueError("Select the volume and its segmentation.")

@@ -16,15 +16,15 @@ Three layers, so that as much as possible runs outside Slicer:
    - :mod:`LWICommon.vocabulary`: the core's names (``lwi/names.py``: architectures, strategies,
      devices, file formats), loaded from its file without importing the core.
    - :mod:`LWICommon.files`: temporary file names and the models folder (one rule for both modules).
-   - :mod:`LWICommon.run_folder`: a model's training-run folder (cases, settings, checkpoints, Resume).
-   - :mod:`LWICommon.worker`: the client of the segmentation worker (``python -m lwi.worker``).
-   - :mod:`LWICommon.models`: the model list, described from each bundle's metadata (no torch).
-   - :mod:`LWICommon.preview`, :mod:`LWICommon.plots`, :mod:`LWICommon.training_set`,
-     :mod:`LWICommon.cases`, :mod:`LWICommon.training_settings`: what the panels compute.
+   - :mod:`LWITrainingLib.run_folder`: a model's training-run folder (cases, settings, checkpoints, Resume).
+   - :mod:`LWISegmentationLib.worker`: the client of the segmentation worker (``python -m lwi.worker``).
+   - :mod:`LWISegmentationLib.models`: the model list, described from each bundle's metadata (no torch).
+   - :mod:`LWISegmentationLib.preview`, :mod:`LWITrainingLib.plots`, :mod:`LWISegmentationLib.training_set`,
+     :mod:`LWICommon.cases`, :mod:`LWITrainingLib.training_settings`: what the panels compute.
 2. MRML without Qt (imports ``slicer`` lazily; runs in Slicer and in the slicer-core test harness):
    - :mod:`LWICommon.mrml`: volume and segmentation nodes <-> the core's files.
-   - :mod:`LWICommon.plot_nodes`: the training curves as table and plot nodes.
-   - :mod:`LWICommon.segmentation_logic`, :mod:`LWICommon.training_logic`: everything the two
+   - :mod:`LWITrainingLib.plot_nodes`: the training curves as table and plot nodes.
+   - :mod:`LWISegmentationLib.segmentation_logic`, :mod:`LWITrainingLib.training_logic`: everything the two
      modules do on the scene (their console API); the module files subclass them.
 3. Qt (Slicer only): :mod:`LWICommon.gui` (task panels bound to widgets),
    :mod:`LWICommon.slicer_setup` (installing the dependencies) and :mod:`LWICommon.selftest` (finding

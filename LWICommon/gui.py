@@ -9,6 +9,7 @@ log events go to the log; the end of the run gives one clear message. Qt is impo
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable, Dict, List, Optional
 
 from LWICommon.process import Event, ProcessRunner, event_log_line, progress_fraction, progress_text
@@ -48,19 +49,30 @@ def isUnsetPath(path: Any) -> bool:
 
 def reloadPackage(name: str) -> List[str]:
     """Execute the package ``name`` and its loaded submodules again from their files (Slicer's
-    Reload re-reads only the module file). ``importlib.reload`` keeps each module's dict, so state
-    a module keeps across reloads (``_worker = globals().get("_worker")``) survives. Two rounds,
-    so a submodule that imported names from another one gets the new ones whatever the order.
-    Returns the reloaded module names."""
-    import importlib
+    Reload re-reads only the module file). Each module is executed again by its own loader in its
+    own dict, as ``importlib.reload`` does, so state a module keeps across reloads
+    (``_worker = globals().get("_worker")``) survives; but ``importlib.reload`` would look the module
+    up again, which fails for a package loaded from its location (a source checkout's LWICommon).
+    Only the files of the package's folder are executed: ``LWICommon.vocabulary`` registers the
+    core's own files under ``LWICommon._core_*``. Two rounds, so a submodule that imported names
+    from another one gets the new ones whatever the order. Returns the reloaded module names."""
     import sys
 
-    names = sorted(m for m in list(sys.modules) if m == name or m.startswith(name + "."))
+    package = sys.modules.get(name)
+    if package is None:
+        return []
+    folder = os.path.dirname(os.path.abspath(package.__file__)) + os.sep
+
+    def inPackage(moduleName: str) -> bool:
+        module = sys.modules.get(moduleName)
+        origin = getattr(module, "__file__", None)
+        return bool(origin) and os.path.abspath(origin).startswith(folder)
+
+    names = sorted(m for m in list(sys.modules) if (m == name or m.startswith(name + ".")) and inPackage(m))
     for _round in range(2):
         for moduleName in names:
-            module = sys.modules.get(moduleName)
-            if module is not None and getattr(module, "__spec__", None) is not None:
-                importlib.reload(module)
+            module = sys.modules[moduleName]
+            module.__spec__.loader.exec_module(module)
     return names
 
 
@@ -76,7 +88,7 @@ class TaskPanel:
     """
 
     def __init__(self, applyButton, progressBar, statusLabel, logWidget=None, intervalMsec: int = 200):
-        import qt
+        from LWICommon.jobs import makeTicker
 
         self.applyButton = applyButton
         self.progressBar = progressBar
@@ -88,9 +100,7 @@ class TaskPanel:
         self._onDone: Optional[Callable[[ProcessRunner], None]] = None
         self._runnerOnEvent: Optional[Callable[[Event], None]] = None
         self._runnerOnFinished: Optional[Callable[[ProcessRunner], None]] = None
-        self._timer = qt.QTimer()
-        self._timer.setInterval(intervalMsec)
-        self._timer.connect("timeout()", self._poll)
+        self._ticker = makeTicker(intervalMsec)  # Slicer's timer
         self.progressBar.setVisible(False)
 
     @property
@@ -123,7 +133,7 @@ class TaskPanel:
         self.progressBar.setVisible(True)
         self.statusLabel.text = "Starting..."
         runner.start()
-        self._timer.start()
+        self._ticker.start(self._poll)
 
     def cancel(self, wait: bool = False) -> None:
         """End the run's whole process tree and remove its temporary folder.
@@ -155,7 +165,7 @@ class TaskPanel:
             self.log(line)
 
     def _onFinished(self, runner: ProcessRunner) -> None:
-        self._timer.stop()
+        self._ticker.stop()
         resultError = None
         if self._runnerOnFinished is not None:
             try:

@@ -23,6 +23,9 @@ from LWICommon.vocabulary import names, records
 STRATEGIES: Tuple[str, ...] = names.STRATEGY_CHOICES
 STRATEGY_DESCRIPTIONS: Dict[str, str] = names.STRATEGY_DESCRIPTIONS
 ARCHITECTURES: Tuple[str, ...] = names.ARCHITECTURE_CHOICES
+#: The options an improvement takes from its parent model instead of the panel (``lwi train --from``
+#: refuses others than the parent's).
+IMPROVE_KEEPS: Tuple[str, ...] = ("arch", "roi", "spacing", "modality", "pretrain_epochs", "mask_ratio", "cube_size")
 #: The text a spin box shows for 0 = "the plan decides".
 AUTO_TEXT = "auto (plan)"
 INTENSITY_PRESETS: Tuple[str, ...] = names.MODALITY_CHOICES
@@ -51,6 +54,7 @@ class TrainingSettings:
     batch_size: Optional[int] = None
     seed: int = 0
     time_budget: str = ""  # e.g. "20m": both steps' iterations fit it (lwi train --time)
+    from_model: str = ""  # a finished model to improve with the cases (lwi train --from)
 
     def problems(self) -> List[str]:
         """What keeps these settings from being used (empty when fine), one sentence each."""
@@ -97,6 +101,10 @@ class TrainingSettings:
             "seed": int(self.seed),
             "time": self.time_budget.strip() or None,
         }
+        if self.from_model:  # improving: the parent's network, preprocessing and no Step 1 (lwi.improve)
+            for key in IMPROVE_KEEPS:
+                options.pop(key, None)
+            options["from"] = self.from_model
         return {k: v for k, v in options.items() if v is not None}
 
     def preview_options(self, plan: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
@@ -154,7 +162,7 @@ def _int_or_none(value: Optional[int]) -> Optional[int]:
 def run_options(settings: TrainingSettings) -> Dict[str, Any]:
     """The options ``lwi train`` and ``lwi plan`` both get for these settings (all but data, output,
     resume and overwrite): one source, so the plan shown is the plan of the run Train starts."""
-    strategy = None if settings.strategy == names.AUTO_STRATEGY else settings.strategy  # auto: the plan's
+    strategy = None if settings.strategy == names.AUTO_STRATEGY or settings.from_model else settings.strategy  # auto: the plan's
     return {"strategy": strategy, "device": settings.device, **settings.train_options()}
 
 

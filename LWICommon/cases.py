@@ -60,6 +60,7 @@ class CaseSource:
             ``dataset.json``), None when unknown (scene cases).
         validation: its dataset folder's ``dataset.json`` lists it under ``validation`` (a held-out
             case of ``lwi train --data`` on that folder); :func:`export_cases` keeps it one.
+        node: a scene case's volume node (previews show it rather than a copy of ``image``).
     """
 
     name: str
@@ -71,6 +72,7 @@ class CaseSource:
     empty: List[str] = field(default_factory=list)
     modality: Optional[str] = None
     validation: bool = False
+    node: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass
