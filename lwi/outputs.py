@@ -177,7 +177,7 @@ def check_collisions(inputs: Sequence[Input], outputs: Sequence[Output]) -> None
                 if key[0] == other_key[0] or (key[1] is not None and key[1] == other_key[1]):
                     same = "" if Path(path) == inp.path else f" ({inp.path})"
                     raise LWIError(
-                        f"{out.option} {path} is a file {inp.option} reads{same}: a command never writes over "
+                        f"{out.option} {path} is what {inp.option} reads{same}: a command never writes over "
                         f"what it reads, even with --overwrite; choose another {out.option}."
                     )
             for other_key, other, other_path in written:
