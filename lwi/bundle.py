@@ -164,7 +164,8 @@ def load_bundle(path: Union[str, Path], device: Any = "cpu") -> Tuple[Any, Dict[
     from lwi.architectures import build
     from lwi.devices import resolve_device
 
-    read_bundle_metadata(path)  # check the format before reading any weights
+    metadata = read_bundle_metadata(path)  # check the format and the header's schema before any weight
+    check_weights(path, metadata)  # the network it describes against the tensors the file holds
     tensors, metadata = checkpoint.load(path, device="cpu")
     spec = dict(metadata["architecture"])
     try:
@@ -179,6 +180,47 @@ def load_bundle(path: Union[str, Path], device: Any = "cpu") -> Tuple[Any, Dict[
     adapter.to(resolve_device(device))
     adapter.eval()
     return adapter, metadata
+
+
+def check_weights(path: Union[str, Path], metadata: Dict[str, Any]) -> None:
+    """Refuse a file whose tensors are not the weights of the network its header describes, before
+    anything is allocated: the network is built on PyTorch's meta device (shapes only) and its
+    parameter names and shapes compared with the file's tensor table (:func:`lwi.names.read_header`).
+    """
+    import torch
+
+    from lwi.architectures import build
+    from lwi.checkpoint import read_tensor_table
+
+    table, _ = read_tensor_table(path)
+    spec = dict(metadata["architecture"])
+    try:
+        try:
+            with torch.device("meta"):
+                adapter = build(**spec)
+        except (RuntimeError, NotImplementedError):  # constructors that compute on tensors: on the CPU (bounded)
+            adapter = build(**spec)
+    except LWIError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (an untrusted spec may fail any way inside the constructor)
+        raise LWIError(f"{path} describes an architecture this LWI cannot build ({type(exc).__name__}: {exc}).") from None
+    expected = {name: tuple(t.shape) for name, t in adapter.state_dict().items()}
+    missing = sorted(set(expected) - set(table))
+    extra = sorted(set(table) - set(expected))
+    wrong = sorted(n for n in set(expected) & set(table) if tuple(table[n][1]) != expected[n])
+    if missing or extra or wrong:
+        if wrong:
+            name = wrong[0]
+            detail = f"'{name}' is {list(table[name][1])} in the file but {list(expected[name])} in the network"
+        elif missing:
+            detail = f"the network's '{missing[0]}' is not in the file ({len(missing)} missing)"
+        else:
+            detail = f"the file's '{extra[0]}' is not in the network ({len(extra)} unexpected)"
+        arch = metadata["architecture"]
+        raise LWIError(
+            f"{path} has weights that do not match the network its header describes ({arch.get('arch')}, "
+            f"{arch.get('out_channels')} output channels): {detail}; the file is damaged or was edited."
+        )
 
 
 # -- human-readable description --------------------------------------------------------------

@@ -203,7 +203,9 @@ def run_command(
     # Checked (writable, not a folder, not replaced without --overwrite) and locked before any work;
     # a failed run removes what it wrote, unless a resumable checkpoint is there to continue from.
     # Rank 0 writes the files, so it alone checks, locks and cleans up.
-    outputs = writing(training_outputs(args), overwrite=args.overwrite, resume=args.resume, lock=True)
+    outputs = writing(
+        training_outputs(args), inputs=training_inputs(args), overwrite=args.overwrite, resume=args.resume, lock=True
+    )
     completed = False
     try:
         with outputs if distributed.is_main() else nullcontext():
@@ -227,6 +229,28 @@ def run_command(
     finally:
         distributed.shutdown(completed)
     return finish(progress, result, done(result))
+
+
+def training_inputs(args: argparse.Namespace) -> List[Any]:
+    """What a training command reads, as :class:`lwi.outputs.Input`: the dataset's files, the
+    ``--unlabeled`` images, the ``--init`` checkpoint and the ``--from`` model (no output may be one
+    of them)."""
+    from pathlib import Path
+
+    from lwi.data.dataset import dataset_files, list_images
+    from lwi.outputs import Input, inputs_of
+
+    inputs = inputs_of("--data", dataset_files(args.data))
+    for folder in getattr(args, "unlabeled", None) or []:
+        try:
+            inputs += inputs_of("--unlabeled", list_images(folder))
+        except LWIError:
+            pass  # the run says what is wrong with the folder
+    if getattr(args, "init", None):
+        inputs.append(Input(Path(args.init), "--init"))
+    if getattr(args, "from_model", None):
+        inputs.append(Input(Path(args.from_model), "--from"))
+    return inputs
 
 
 def training_outputs(args: argparse.Namespace) -> List[Any]:

@@ -92,7 +92,10 @@ class Run:
         settings = make_settings(options, stored["settings"] if stored else None, stage_epochs=stage_epochs)
         if stored_preprocessing is None and stored:
             stored_preprocessing = stored["preprocessing"]
-        return cls(data, settings, stored_preprocessing=stored_preprocessing, **kwargs)
+        run = cls(data, settings, stored_preprocessing=stored_preprocessing, **kwargs)
+        if stored and isinstance(stored.get("labels"), dict) and kwargs.get("require_labels", True):
+            check_resumed_labels(stored["labels"], run.dataset)
+        return run
 
     def __init__(
         self,
@@ -113,6 +116,8 @@ class Run:
         self.settings = settings
         self.progress = progress or Progress("none")
         self.dataset = load_dataset(data, require_labels=require_labels)
+        if self.dataset.unused_labels_note():
+            self.progress.log(self.dataset.unused_labels_note())
         self.unlabeled = [
             Case(name=case_name(p), image=Path(p), label=None) for folder in (unlabeled or []) for p in list_images(folder)
         ]
@@ -263,6 +268,22 @@ def stored_settings(path: Path, formats: Sequence[str]) -> Dict[str, Any]:
     if meta.get("format") not in formats or "settings" not in meta:
         raise LWIError(f"{path} is not a resumable LWI training checkpoint.")
     return meta
+
+
+def check_resumed_labels(stored: Mapping[str, Any], dataset: Any) -> None:
+    """Refuse to resume a run on a dataset whose labels (values or names) differ from the run's: its
+    network has one output channel per stored label, and its results are reported by name."""
+    def shown(labels: Mapping[int, str]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(labels.items())) or "none"
+
+    before = {int(k): str(v) for k, v in stored.items() if int(k) != 0}
+    now = {int(k): str(v) for k, v in dataset.labels.items() if int(k) != 0}
+    if before != now:
+        raise LWIError(
+            f"The run to resume was trained on the labels {shown(before)}, but {Path(dataset.root) / 'dataset.json'} "
+            f"declares {shown(now)}; resume with the dataset it was trained on, or start a new run "
+            "(another --out, or --overwrite)."
+        )
 
 
 def resumed_settings(candidates: Sequence[Path], formats: Sequence[str], missing: str) -> Dict[str, Any]:
