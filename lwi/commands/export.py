@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lwi.bundle import read_bundle_metadata
     from lwi.bundle_export import export_monai_bundle
+    from lwi.errors import LWIError
     from lwi.outputs import Input, Output, check_outputs
 
     model, out = Path(args.model), Path(args.out)
