@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Any, Dict, List, Optional, Sequence, TypeVar
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TypeVar
 
 import torch
 
@@ -38,7 +41,7 @@ _SEED_STRIDE = 1_000_003
 # What torchrun sets in each process it starts; all of them are needed to join the group.
 LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # How long a process waits for torchrun's store: it answers at once when torchrun started this process.
-STORE_TIMEOUT = datetime.timedelta(seconds=30)
+STORE_TIMEOUT = datetime.timedelta(seconds=15)
 
 # This process's part in the group: torchrun's store (for the failure record) and how it failed.
 _state: Dict[str, Any] = {"store": None, "joined": False, "first_failure": True, "failure": None, "rank": 0, "world_size": 1}
@@ -155,8 +158,9 @@ def init_from_env(device: Any = "auto") -> Optional[torch.device]:
         backend = "nccl" if this.type == "cuda" else "gloo"
         where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
         try:
-            _state["store"] = _torchrun_store()
-            torch.distributed.init_process_group(backend=backend, timeout=TIMEOUT)
+            with _signals_end_at_once():
+                _state["store"] = _torchrun_store()
+                torch.distributed.init_process_group(backend=backend, timeout=TIMEOUT)
         except (RuntimeError, ValueError) as exc:  # torch.distributed's errors derive from RuntimeError
             raise LWIError(
                 f"This process (rank {os.environ['RANK']}) could not join the other training processes at {where} "
@@ -165,6 +169,23 @@ def init_from_env(device: Any = "auto") -> Optional[torch.device]:
             ) from None
         _state.update(joined=True, first_failure=True, failure=None, rank=rank(), world_size=world_size())
     return this
+
+
+@contextmanager
+def _signals_end_at_once() -> Iterator[None]:
+    """SIGTERM and Ctrl-C end the process at once while it joins the group: the wait is in C++, where
+    Python's handlers (:mod:`lwi.interrupt`) would run only after it, and nothing is written yet."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _torchrun_store() -> Optional[Any]:

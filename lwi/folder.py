@@ -26,12 +26,13 @@ from lwi.progress import Progress
 
 @dataclass(frozen=True)
 class Job:
-    """One image of the folder and where its outputs go."""
+    """One image of the folder and where its outputs go (``output_format``: see :func:`lwi.inference.write_result`)."""
 
     image: Path
     output: Path
     probabilities: Optional[Path] = None
     uncertainty: Optional[Path] = None
+    output_format: str = "auto"
 
 
 @dataclass
@@ -122,7 +123,7 @@ class Pipeline:
         try:
             write_result(
                 self.segmenter, result, job.output, job.probabilities, compress=self.compress,
-                uncertainty_path=job.uncertainty,
+                uncertainty_path=job.uncertainty, source=job.image, output_format=job.output_format,
             )
         except Exception as exc:  # noqa: BLE001
             error = _message(exc)

@@ -74,6 +74,8 @@ class SegmentationLogic:
         self.lastCommand = ""
         self.lastResult = None
         self.selectedModelPath: Optional[str] = None
+        self.lastUncertainty = None  # the uncertainty map node of the last segmentation that asked for one
+        self._uncertaintyMaps: dict = {}  # input volume ID -> its map (a new segmentation replaces it)
         #: Folders of the models selected in this session (LWI Training's models folder when the
         #: user picked another one): listed with the default models folder.
         self.modelFolders: list = []
@@ -136,6 +138,7 @@ class SegmentationLogic:
         options: Optional[dict] = None,
         timeout: Optional[float] = None,
         wait: Optional[bool] = None,
+        uncertainty: bool = False,
     ):
         """Segment ``inputVolume`` with the model file ``modelPath``.
 
@@ -153,13 +156,19 @@ class SegmentationLogic:
 
         ``options``: ``largest_component``, ``overlap``, ``sw_batch_size``, ``roi_size``,
         ``spacing_scale``, ``amp`` (see ``lwi segment --help``).
+
+        ``uncertainty``: also load the uncertainty map (:mod:`LWISegmentationLib.uncertainty`) as a
+        volume next to the input (:attr:`lastUncertainty`), shown over it in the slice views; its
+        score is on both nodes (:meth:`uncertaintyScore`).
         """
         from LWICommon import jobs
 
         if wait is None:
             wait = callback is None
         imported = []
-        job = self.startSegmentation(inputVolume, modelPath, device, outputSegmentation, show3D, imported.append, options)
+        job = self.startSegmentation(
+            inputVolume, modelPath, device, outputSegmentation, show3D, imported.append, options, uncertainty
+        )
         if not wait:
             # Without a callback a failure would pass unnoticed: it goes to the log.
             job.on_finished = jobs.withCallback(job.on_finished, callback or _logFailure, imported)
@@ -180,6 +189,7 @@ class SegmentationLogic:
         show3D: bool = True,
         onImported: Optional[Callable] = None,
         options: Optional[dict] = None,
+        uncertainty: bool = False,
     ):
         """The segmentation as a job that is not started yet (the GUI starts it in a TaskPanel).
 
@@ -198,6 +208,9 @@ class SegmentationLogic:
         runDir = files.make_run_dir(slicer.app.temporaryPath)
         inputPath = mrml.writeVolumeNode(inputVolume, files.input_volume_path(runDir, inputVolume.GetName()))
         outputPath = files.output_labelmap_path(runDir, inputVolume.GetName())
+        uncertaintyPath = os.path.join(runDir, "uncertainty.nrrd") if uncertainty else None
+        if uncertaintyPath:
+            options = {**(options or {}), "uncertainty_path": uncertaintyPath}
         self.lastCommand = cli_args.quote_command(
             cli_args.segment_command(modelPath, inputPath, outputPath, device=device, options=options)
         )
@@ -211,6 +224,8 @@ class SegmentationLogic:
             segmentationNode = mrml.importLabelmap(
                 outputPath, segment_specs(labels), inputVolume, outputSegmentation, show3D=show3D
             )
+            if uncertaintyPath:
+                self._showUncertainty(uncertaintyPath, inputVolume, segmentationNode, (job.result or {}).get("uncertainty_score"))
             if onImported is not None:
                 onImported(segmentationNode)
 
@@ -218,6 +233,59 @@ class SegmentationLogic:
             modelPath, inputPath, outputPath, device=device, options=options, temp_dir=runDir,
             on_finished=onFinished, start=False,
         )
+
+    # -- uncertainty ----------------------------------------------------------------------
+    def _showUncertainty(self, path: str, inputVolume, segmentationNode, score) -> None:
+        """Load the map of a finished segmentation, replacing this input's previous map, and show it."""
+        from LWICommon import mrml
+        from LWISegmentationLib import uncertainty
+
+        mrml.removeNodes([self._uncertaintyMaps.pop(inputVolume.GetID(), None)])
+        self.lastUncertainty = uncertainty.load_map(path, inputVolume, score)
+        self._uncertaintyMaps[inputVolume.GetID()] = self.lastUncertainty
+        if score is not None:
+            segmentationNode.SetAttribute(uncertainty.SCORE_ATTRIBUTE, repr(float(score)))
+        uncertainty.show_overlay(self.lastUncertainty)
+
+    @staticmethod
+    def uncertaintyScore(node) -> Optional[float]:
+        """The uncertainty score of a segmentation (or map) node made with ``uncertainty=True``
+        (higher = less certain), else None."""
+        from LWISegmentationLib import uncertainty
+
+        return uncertainty.score_of(node)
+
+    @staticmethod
+    def setUncertaintyOpacity(opacity: float) -> None:
+        """The opacity of the uncertainty overlay in the slice views (0 hides it)."""
+        from LWISegmentationLib import uncertainty
+
+        uncertainty.set_opacity(opacity)
+
+    def rankFolder(self, folder: str, modelPath: str, device: str = "auto", outputFolder: Optional[str] = None):
+        """Segment every image of ``folder`` (``lwi segment`` on the folder, with uncertainty maps) and
+        return ``[(image file name, score)]`` least certain first: the order in which to correct them.
+        Label maps and maps go to ``outputFolder`` (default: a new temporary folder), as
+        ``labels/`` and ``uncertainty/``. Blocks; raises RuntimeError with the run's message."""
+        import slicer
+        from LWICommon import cli_args, files
+        from LWICommon.process import ProcessRunner
+        from LWICommon.slicer_setup import coreEnvironment
+        from LWISegmentationLib import uncertainty
+
+        self.modelInfo(modelPath)
+        out = outputFolder or files.make_run_dir(slicer.app.temporaryPath, prefix="lwi-rank-")
+        os.makedirs(out, exist_ok=True)
+        args = cli_args.segment_command(
+            str(modelPath), folder, os.path.join(out, "labels"), device=device,
+            options={"uncertainty_path": os.path.join(out, "uncertainty")},
+        )
+        self.lastCommand = cli_args.quote_command(args)
+        runner = ProcessRunner(args, env=coreEnvironment(), cwd=out).start()
+        runner.wait()
+        if runner.error_message():
+            raise RuntimeError(runner.error_message())
+        return uncertainty.ranked_folder(runner.result or {}, sorted(os.listdir(folder)))
 
     def shutdownWorker(self) -> None:
         """End the session's worker process (frees its GPU memory); the next segmentation starts

@@ -23,6 +23,8 @@ class TrainingLogic:
         print(logic.plan(logic.trainingSet, settings={"time_budget": "20m"}, wait=True)["summary"])
         logic.train(logic.trainingSet, "liver", settings={"time_budget": "20m"})   # in the background
         logic.segmentWithModel(volume3, wait=True)  # with the model just trained, once it is done
+        print(logic.improvementInfo(logic.lastModelPath, logic.trainingSet))   # the parent, the cases added since
+        logic.improve(logic.trainingSet, logic.lastModelPath, "liver-v2")       # from its weights, shorter
 
     Training runs ``lwi train`` in a background process (:class:`LWICommon.process.ProcessRunner`),
     polled on Slicer's main thread until it ends; ``wait=True`` blocks instead. Each model has a run
@@ -263,6 +265,62 @@ class TrainingLogic:
         self._exportCases(cases, data, settings, copySceneImages=True)
         run_folder.write_settings(run, settings.to_dict(), modelsFolder)
         return self._launch(run, settings, modelsFolder, False, wait, onEvent, onFinished, start, plot, cases)
+
+    def improve(self, cases, parentModel: str, modelName: str, settings=None, **kwargs):
+        """Improve the finished model ``parentModel`` with ``cases`` (old and new) into ``modelName``:
+        ``lwi train --from`` (its network, labels, preprocessing and weights; a shorter budget the plan
+        chooses; validation only on cases it never trained on). Otherwise as :meth:`train` (same
+        keyword arguments); :meth:`plan` with the same settings shows the improvement's plan."""
+        return self.train(cases, modelName, self.improveSettings(parentModel, settings), **kwargs)
+
+    def improveSettings(self, parentModel: str, settings=None):
+        """``settings`` (a ``TrainingSettings``, a dict or None) set to improve ``parentModel``."""
+        from LWITrainingLib.training_settings import TrainingSettings
+
+        if settings is None:
+            settings = TrainingSettings()
+        elif isinstance(settings, dict):
+            settings = TrainingSettings.from_dict(settings)
+        self.improvementInfo(parentModel)  # a clear error now for a file that is no model
+        settings.from_model = str(parentModel)
+        return settings
+
+    def improvementInfo(self, parentModel: str, cases=None) -> Dict[str, Any]:
+        """What improving ``parentModel`` with ``cases`` means, from the model's header: ``parent``
+        (its name), ``lineage`` (the models it descends from, oldest first), ``trained_on`` (the case
+        names it trained on; None for a model that does not record them), ``held_out``, and with
+        ``cases`` the ``added`` case names (trained on now, not by the parent). Case names are those
+        the exported training folder gives (:meth:`caseNames`). Raises ValueError for no model."""
+        from LWICommon import files
+
+        prov = self.segmentationLogic().modelInfo(str(parentModel)).get("provenance") or {}
+        trained = prov.get("training_cases")
+        info: Dict[str, Any] = {
+            "parent": files.model_name_from_path(str(parentModel)),
+            "lineage": list(prov.get("lineage") or []),
+            "trained_on": None if trained is None else sorted(trained),
+            "held_out": sorted(prov.get("held_out") or []),
+        }
+        if cases is not None:
+            names = self.caseNames(self._trainingCases(cases))
+            held = set(info["held_out"])
+            info["added"] = sorted(n for n in names if n not in set(trained or []) and n not in held)
+        return info
+
+    @staticmethod
+    def caseNames(cases) -> List[str]:
+        """The core's case names of the included cases once exported (:meth:`_exportCases`): a scene
+        case is named after its volume (made file-safe), a folder case keeps its image's case name."""
+        from LWICommon import cases as caselib
+        from LWICommon.files import safe_stem
+
+        names = []
+        for row in cases.included:
+            if row.source.origin == caselib.FOLDER:
+                names.append(caselib._entry_name({"image": str(row.source.image)}))
+            else:
+                names.append(safe_stem(row.name, fallback="case"))
+        return names
 
     @staticmethod
     def _trainingCases(cases):

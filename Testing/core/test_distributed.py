@@ -219,6 +219,27 @@ def test_stray_torchrun_variables_are_refused_at_once(env, says, data, tmp_path)
     assert not list(tmp_path.iterdir())  # nothing written, no folder left
 
 
+def test_variables_of_a_torchrun_that_is_gone_end_quickly_and_obey_sigterm(data, tmp_path):
+    # torchrun's variables inherited from a launcher that no longer runs: nobody listens at the port.
+    env = {**_env(), **LAUNCHED, "MASTER_PORT": "29998", "TORCHELASTIC_RUN_ID": "gone",
+           "TORCHELASTIC_USE_AGENT_STORE": "True"}
+    proc = subprocess.Popen([sys.executable, "-m", "lwi", "train", "--data", str(data), "--out",
+                             str(tmp_path / "m.lwi.safetensors"), "--device", "cpu"], env=env, cwd=str(REPO),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # imported and waiting for the store
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 5 and proc.returncode != 0
+    assert not list(tmp_path.iterdir())
+    # Not stopped: a sentence after the store's short timeout (not the group's hour).
+    started = time.monotonic()
+    result = _lwi(["train", "--data", str(data), "--out", str(tmp_path / "m.lwi.safetensors"), "--device", "cpu"],
+                  {k: v for k, v in env.items() if k in LAUNCHED or k.startswith(("MASTER", "TORCHELASTIC"))}, timeout=120)
+    assert result.returncode == 1 and time.monotonic() - started < 90
+    assert "could not join the other training processes at 127.0.0.1:29998" in result.stderr, result.stderr
+
+
 def test_segment_under_torchrun_runs_on_rank0_alone_and_says_so(make_bundle, data, tmp_path):
     model = make_bundle(tmp_path / "tiny.lwi.safetensors")
     image = next((data / "imagesTr").iterdir())

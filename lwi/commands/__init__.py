@@ -14,5 +14,6 @@ COMMANDS = [
     "experiment",
     "preview",
     "info",
+    "export",
     "demo",
 ]

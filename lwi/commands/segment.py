@@ -3,7 +3,8 @@
 ``--input`` is an image file SimpleITK reads (NIfTI, NRRD, MHA, ...), a folder holding one DICOM
 series, or a folder of images (and DICOM series sub-folders), which are segmented one by one into the
 ``--output`` folder under the same names. A ``.seg.nrrd``/``.nrrd`` output carries the model's segment
-names and colours for Slicer. Nothing is left at an output path when an image fails.
+names and colours for Slicer; a ``.dcm`` output (or ``--output-format dicom-seg``) of a DICOM series is a
+DICOM SEG referencing it (:mod:`lwi.dicom_seg`). Nothing is left at an output path when an image fails.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output",
         required=True,
         metavar="LABELMAP",
-        help="the label map file (.seg.nrrd: named, coloured segments in Slicer; .nii.gz: values only), "
-        "or a folder when --input is a folder of images",
+        help="the label map file (.seg.nrrd: named, coloured segments in Slicer; .nii.gz: values only; .dcm: "
+        "DICOM SEG of a DICOM series input), or a folder when --input is a folder of images",
     )
     add_segmenter_arguments(parser)
     parser.add_argument(
@@ -61,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output-suffix",
         default=None,
         metavar="EXT",
-        help="for folder input: the output file ending (e.g. .seg.nrrd); default: the input's (.nrrd for DICOM)",
+        help="for folder input: the output file ending (e.g. .seg.nrrd); default: the input's (.nrrd for DICOM, "
+        ".dcm with --output-format dicom-seg)",
     )
     parser.add_argument(
         "--color-table",
@@ -70,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write the labels as a Slicer colour table (.ctbl), for outputs without names (NIfTI)",
     )
     segment_options.add_arguments(parser, ("compress", "uncertainty_path"))
+    parser.add_argument(
+        "--output-format", choices=("auto", "dicom-seg"), default="auto",
+        help="auto: the --output file name decides (.seg.nrrd, .nii.gz, ...; .dcm is DICOM SEG); dicom-seg: a DICOM "
+        "Segmentation object referencing the --input DICOM series (needs pip install 'lwi[dicom]')",
+    )
     add_overwrite(parser)
     add_progress(parser)
 
@@ -87,6 +94,7 @@ def _split_suffix(name: str) -> Tuple[str, str]:
 def _batch_jobs(args: argparse.Namespace) -> List[Tuple[Path, Path, Optional[Path], Optional[Path]]]:
     """(input, output, probabilities, uncertainty) for each image of a folder input."""
     from lwi.data.dataset import list_images
+    from lwi.dicom_seg import is_dicom_seg
     from lwi.errors import LWIError
 
     out_dir = Path(args.output)
@@ -99,10 +107,13 @@ def _batch_jobs(args: argparse.Namespace) -> List[Tuple[Path, Path, Optional[Pat
     if unc_dir is not None and unc_dir.exists() and not unc_dir.is_dir():
         raise LWIError(f"--input is a folder of images, so --uncertainty must be a folder, but {unc_dir} is a file.")
     jobs = []
+    default = ".dcm" if args.output_format == "dicom-seg" else None
     for image in list_images(args.input):
         stem, suffix = _split_suffix(image.name) if image.is_file() else (image.name, ".nrrd")
-        name = stem + (args.output_suffix or suffix or ".nrrd")
-        jobs.append((image, out_dir / name, prob_dir / name if prob_dir else None, unc_dir / name if unc_dir else None))
+        name = stem + (args.output_suffix or default or suffix or ".nrrd")
+        # Probabilities and uncertainty are images, never a DICOM SEG: beside a SEG they are NRRD.
+        extra = stem + ".nrrd" if is_dicom_seg(name, args.output_format) else name
+        jobs.append((image, out_dir / name, prob_dir / extra if prob_dir else None, unc_dir / extra if unc_dir else None))
     return jobs
 
 
@@ -116,6 +127,15 @@ def make_segmenter(args: argparse.Namespace, progress):
     from lwi.inference import Segmenter
 
     return Segmenter(**segmenter_options(args), device=args.device, progress=progress)
+
+
+def planned_inputs(args: argparse.Namespace, jobs) -> List[Any]:
+    """What ``lwi segment`` reads, as :class:`lwi.outputs.Input`: the model and every input image."""
+    from lwi.outputs import Input
+
+    return [Input(Path(args.model), "--model"), Input(Path(args.input), "--input")] + [
+        Input(job[0], "--input") for job in jobs
+    ]
 
 
 def planned_outputs(args: argparse.Namespace, jobs, channels: int) -> List[Any]:
@@ -165,25 +185,48 @@ def run(args: argparse.Namespace) -> int:
     else:
         probs = Path(args.probabilities) if args.probabilities else None
         jobs = [(source, Path(args.output), probs, Path(args.uncertainty_path) if args.uncertainty_path else None)]
-    for image, *outputs in jobs:
-        clash = next((p for p in outputs if p is not None and p.resolve() == image.resolve()), None)
-        if clash is not None:
-            raise LWIError(f"The output {clash} would overwrite the input image.")
+    _check_dicom_seg(args, jobs, metadata)
     channels = int(metadata["architecture"]["out_channels"])
-    # Every output checked (writable, not a folder, not replaced without --overwrite, space) before any
-    # work; an error or Ctrl-C removes what this run wrote. In a folder, images that fail are reported
-    # at the end and the others' label maps are kept.
-    with writing(planned_outputs(args, jobs, channels), overwrite=args.overwrite):
+    # Every output checked (not an input or another output, writable, not a folder, not replaced
+    # without --overwrite, space) before any work; an error or Ctrl-C removes what this run wrote, and
+    # one image's outputs appear together or not at all. In a folder, images that fail are reported at
+    # the end and the others' label maps are kept.
+    with writing(
+        planned_outputs(args, jobs, channels), inputs=planned_inputs(args, jobs), overwrite=args.overwrite,
+        all_or_nothing=not batch,
+    ):
         failure = _run_folder(args, jobs, progress) if batch else _run_one(args, jobs[0], progress)
     if failure:
         raise LWIError(failure)
     return 0
 
 
+def _check_dicom_seg(args: argparse.Namespace, jobs, metadata) -> None:
+    """Refuse, before any work, DICOM SEG outputs that cannot be written (no highdicom, an input that is
+    not a DICOM series or lacks what a SEG needs, too many labels); one sentence naming the input."""
+    from lwi.bundle import bundle_labels
+    from lwi.dicom_seg import check_request, is_dicom_seg
+
+    labels = bundle_labels(metadata)
+    for image, output, *_ in jobs:
+        if is_dicom_seg(output, args.output_format):
+            check_request(image, labels)
+
+
+def _written(output: Path, output_format: str) -> str:
+    """How the log line describes a label map file."""
+    from lwi.dicom_seg import is_dicom_seg
+    from lwi.labelmap import is_nrrd
+
+    if is_dicom_seg(output, output_format):
+        return f"{output} (DICOM SEG)"
+    return f"{output}" + ("" if is_nrrd(output) else " (values only; use .seg.nrrd for named segments)")
+
+
 def _run_one(args: argparse.Namespace, job, progress) -> None:
     """One image (file or DICOM series) into one label map."""
     from lwi.inference import segment_file
-    from lwi.labelmap import is_nrrd, write_color_table
+    from lwi.labelmap import write_color_table
 
     image, output, probs, uncertainty = job
     if args.devices:  # one image: the first of the devices
@@ -202,10 +245,11 @@ def _run_one(args: argparse.Namespace, job, progress) -> None:
         probabilities_path=probs,
         compress=args.compress,
         uncertainty_path=uncertainty,
+        output_format=args.output_format,
     )
-    names = "" if is_nrrd(output) else " (values only; use .seg.nrrd for named segments)"
     score = "" if result.uncertainty_score is None else f", uncertainty {result.uncertainty_score:.4f} ({uncertainty})"
-    progress.log(f"{image.name} -> {output}{names} on {result.device} in {time.monotonic() - start:.1f} s{score}")
+    progress.log(f"{image.name} -> {_written(output, args.output_format)} on {result.device} "
+                 f"in {time.monotonic() - start:.1f} s{score}")
     extra = {} if uncertainty is None else {"uncertainty": {str(output): result.uncertainty_score}}
     progress.result(outputs=[str(output)], device=result.device, seconds=time.monotonic() - start, **extra)
 
@@ -216,7 +260,7 @@ def _run_folder(args: argparse.Namespace, jobs, progress) -> Optional[str]:
     Returns None, or the sentence naming the images that failed (the others' label maps are kept)."""
     from lwi.bundle import bundle_labels, read_bundle_metadata
     from lwi.folder import Job, resolve_devices, segment_folder
-    from lwi.labelmap import is_nrrd, write_color_table
+    from lwi.labelmap import write_color_table
 
     devices = resolve_devices(args.devices or [args.device])
     if args.color_table:
@@ -229,13 +273,12 @@ def _run_folder(args: argparse.Namespace, jobs, progress) -> Optional[str]:
         if outcome.error is not None:
             progress.log(f"[{n}/{len(jobs)}] {job.image.name} failed: {outcome.error}")
         else:
-            names = "" if is_nrrd(job.output) else " (values only; use .seg.nrrd for named segments)"
             score = "" if outcome.uncertainty is None else f", uncertainty {outcome.uncertainty:.4f}"
-            progress.log(f"[{n}/{len(jobs)}] {job.image.name} -> {job.output}{names} on {outcome.device} "
-                         f"in {outcome.seconds:.1f} s{score}")
+            progress.log(f"[{n}/{len(jobs)}] {job.image.name} -> {_written(job.output, job.output_format)} "
+                         f"on {outcome.device} in {outcome.seconds:.1f} s{score}")
 
     outcomes = segment_folder(
-        [Job(*job) for job in jobs],
+        [Job(*job, output_format=args.output_format) for job in jobs],
         segmenter_options(args),
         devices,
         progress=progress,
