@@ -16,7 +16,7 @@ Written to ``benchmarks/results/improve-cpu.json`` (per draw and arm: test Dice,
 Spearman rho). Iteration budgets, not time budgets (the CPU is shared). Models are kept in ``--work``
 and reused when the script is run again (``--fresh`` retrains).
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/improve_benchmark.py --data /work/shared/data/hippocampus-dev
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/improve_benchmark.py --shares 0.1 0.25
 
 This is a measurement, not a test: nothing is asserted.
 """
@@ -49,7 +49,7 @@ def main() -> int:
     parser.add_argument("--k", type=int, nargs=2, default=[5, 10], metavar=("PARENT", "NOW"))
     parser.add_argument("--test-cases", type=int, default=10)
     parser.add_argument("--parent-iterations", type=int, default=300)
-    parser.add_argument("--shares", type=float, nargs="+", default=[0.25, 0.5])
+    parser.add_argument("--shares", type=float, nargs="+", default=[0.1, 0.25])
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite the tables of docs/correction-loop.md")
     args = parser.parse_args()
@@ -58,8 +58,9 @@ def main() -> int:
     import torch
 
     from lwi.data.dataset import load_dataset
+    from lwi.data.split import draw_training_cases, hold_out
     from lwi.evaluation import evaluate_dataset
-    from lwi.experiment import draw_training_cases, hold_out, write_subset
+    from lwi.experiment import write_subset
     from lwi.improve import improve
     from lwi.inference import Segmenter
     from lwi.progress import Progress

@@ -37,7 +37,7 @@ COMMANDS = {
     "ct-lowres-cpu": "python benchmarks/cli_benchmark.py --input CT --name ct-lowres -- --spacing-scale 2 --device cpu",
     "warm-cuda": "benchmarks/run_all_gpu.sh",
     "order-heads-cpu": "python benchmarks/order_head_stability.py --label after --plot",
-    "improve-cpu": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/improve_benchmark.py --shares 0.25",
+    "improve-cpu": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/improve_benchmark.py --shares 0.1 0.25",
 }
 
 
@@ -223,7 +223,7 @@ def rendered_readme(text: str) -> str:
 
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
+    parser.add_argument("--check", action="store_true", help="only check that the README and docs/ pages are up to date")
     args = parser.parse_args(argv)
     for page in PAGES:
         text = page.read_text()

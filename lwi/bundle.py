@@ -28,7 +28,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from lwi import __version__
 from lwi.errors import LWIError
 from lwi.labels import LabelInfo, label_table, table_from_dicts
-from lwi.names import ANATOMASK_FORMAT, FORMAT_VERSION, MODEL_FORMAT, STEP1_FORMAT, STEP2_STATE_FORMAT
+from lwi.names import (
+    ANATOMASK_FORMAT,
+    FORMAT_VERSION,
+    MODEL_FORMAT,
+    STEP1_FORMAT,
+    STEP2_STATE_FORMAT,
+    check_format,
+)
 
 INFERENCE_DEFAULTS: Dict[str, Any] = {"overlap": 0.5, "sw_batch_size": 4, "blend": "gaussian"}
 
@@ -113,35 +120,11 @@ def save_bundle(
 
 
 def _check_metadata(path: Union[str, Path], metadata: Any, allow_step1: bool = False) -> Dict[str, Any]:
-    """Raise a clear :class:`LWIError` unless ``metadata`` is that of an LWI model (or, with
-    ``allow_step1``, any LWI training file: a Step-1 checkpoint or a resumable Step-2 state)."""
-    if not isinstance(metadata, dict) or "format" not in metadata:
-        raise LWIError(f"{path} is not an LWI model (its metadata has no format field).")
-    fmt = metadata["format"]
-    if fmt == STEP1_FORMAT and not allow_step1:
-        raise LWIError(
-            f"{path} is a Step-1 checkpoint, not a segmentation model; fine-tune it first "
-            f"(lwi finetune --data DIR --init {path} --out MODEL)."
-        )
-    if fmt == STEP2_STATE_FORMAT and not allow_step1:
-        raise LWIError(
-            f"{path} is the resumable state of a fine-tuning run, not a segmentation model; "
-            "use the model file written beside it (the same name without '.last')."
-        )
-    if fmt == ANATOMASK_FORMAT and not allow_step1:
-        raise LWIError(
-            f"{path} is an AnatoMask pre-training checkpoint, not a segmentation model; use the model "
-            "`lwi train --strategy anatomask` wrote next to it."
-        )
-    if fmt not in (MODEL_FORMAT, STEP1_FORMAT, STEP2_STATE_FORMAT, ANATOMASK_FORMAT):
-        raise LWIError(f"{path} is not an LWI model (format {fmt!r}).")
-    version = metadata.get("format_version", 1)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise LWIError(
-            f"{path} was written by a newer LWI (format version {version}; this LWI {__version__} reads "
-            f"up to {FORMAT_VERSION}); update LWI to use it."
-        )
-    return metadata
+    """:func:`lwi.names.check_format` (the rule the Slicer modules apply too), as an :class:`LWIError`."""
+    try:
+        return check_format(path, metadata, allow_checkpoints=allow_step1)
+    except ValueError as exc:
+        raise LWIError(str(exc)) from None
 
 
 def _read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
@@ -181,7 +164,8 @@ def load_bundle(path: Union[str, Path], device: Any = "cpu") -> Tuple[Any, Dict[
     from lwi.architectures import build
     from lwi.devices import resolve_device
 
-    read_bundle_metadata(path)  # check the format before reading any weights
+    metadata = read_bundle_metadata(path)  # check the format and the header's schema before any weight
+    check_weights(path, metadata)  # the network it describes against the tensors the file holds
     tensors, metadata = checkpoint.load(path, device="cpu")
     spec = dict(metadata["architecture"])
     try:
@@ -196,6 +180,47 @@ def load_bundle(path: Union[str, Path], device: Any = "cpu") -> Tuple[Any, Dict[
     adapter.to(resolve_device(device))
     adapter.eval()
     return adapter, metadata
+
+
+def check_weights(path: Union[str, Path], metadata: Dict[str, Any]) -> None:
+    """Refuse a file whose tensors are not the weights of the network its header describes, before
+    anything is allocated: the network is built on PyTorch's meta device (shapes only) and its
+    parameter names and shapes compared with the file's tensor table (:func:`lwi.names.read_header`).
+    """
+    import torch
+
+    from lwi.architectures import build
+    from lwi.checkpoint import read_tensor_table
+
+    table, _ = read_tensor_table(path)
+    spec = dict(metadata["architecture"])
+    try:
+        try:
+            with torch.device("meta"):
+                adapter = build(**spec)
+        except (RuntimeError, NotImplementedError):  # constructors that compute on tensors: on the CPU (bounded)
+            adapter = build(**spec)
+    except LWIError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (an untrusted spec may fail any way inside the constructor)
+        raise LWIError(f"{path} describes an architecture this LWI cannot build ({type(exc).__name__}: {exc}).") from None
+    expected = {name: tuple(t.shape) for name, t in adapter.state_dict().items()}
+    missing = sorted(set(expected) - set(table))
+    extra = sorted(set(table) - set(expected))
+    wrong = sorted(n for n in set(expected) & set(table) if tuple(table[n][1]) != expected[n])
+    if missing or extra or wrong:
+        if wrong:
+            name = wrong[0]
+            detail = f"'{name}' is {list(table[name][1])} in the file but {list(expected[name])} in the network"
+        elif missing:
+            detail = f"the network's '{missing[0]}' is not in the file ({len(missing)} missing)"
+        else:
+            detail = f"the file's '{extra[0]}' is not in the network ({len(extra)} unexpected)"
+        arch = metadata["architecture"]
+        raise LWIError(
+            f"{path} has weights that do not match the network its header describes ({arch.get('arch')}, "
+            f"{arch.get('out_channels')} output channels): {detail}; the file is damaged or was edited."
+        )
 
 
 # -- human-readable description --------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import traceback
 from typing import List, Optional
@@ -42,6 +43,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from lwi.outputs import os_error_sentence
     from lwi.progress import close_all
 
+    if hasattr(signal, "SIGXFSZ"):  # a file-size limit (ulimit -f): EFBIG, told in a sentence, not a core dump
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     # Whatever ends the run, the progress bars are closed first: the error sentence is the last line.
     try:
         with interrupt.handling():

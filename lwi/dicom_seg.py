@@ -18,7 +18,6 @@ highdicom (and pydicom 3) need Python 3.10 or newer; they are the optional ``dic
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -27,7 +26,7 @@ import SimpleITK as sitk
 
 from lwi.errors import LWIError
 from lwi.labels import LabelInfo, canonical_structure
-from lwi.outputs import follow_umask
+from lwi.outputs import write_file
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -275,23 +274,10 @@ def write_dicom_seg(
     terminology: Optional[Mapping[int, Mapping[str, Any]]] = None,
     model_name: str = "",
 ) -> Path:
-    """Write :func:`build_dicom_seg` to ``path`` atomically (temporary file in the same folder, rename)."""
+    """Write :func:`build_dicom_seg` to ``path`` through :func:`lwi.outputs.write_file` (temporary
+    folder beside it, rename; never through a symlink; a failure leaves the earlier file)."""
     seg = build_dicom_seg(label, source, labels, terminology, model_name)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # ".<name>.XXXX": the temporary-file pattern lwi.outputs removes after an interrupted run.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".dcm", dir=path.parent)
-    os.close(fd)
-    try:
-        seg.save_as(tmp)
-        follow_umask(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise LWIError(f"Could not write {path} ({exc.strerror or exc}).") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_file(path, lambda tmp: seg.save_as(str(tmp)), "--output")
 
 
 def label_terminology(metadata: Mapping[str, Any]) -> Dict[int, Dict[str, Any]]:

@@ -208,16 +208,12 @@ def format_table(results: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_json(results: Dict[str, Any], path: PathLike) -> Path:
+def write_json(results: Dict[str, Any], path: PathLike, option: str = "--json") -> Path:
     """Write the results as JSON (atomically; ``None`` where a value is undefined)."""
+    from lwi.outputs import write_text
     from lwi.progress import clean_fields
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(clean_fields(results), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(clean_fields(results), indent=2) + "\n", option)
 
 
 def compare_labels(model: Mapping[int, str], data: Mapping[int, str]) -> List[str]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import random
 import shutil
 import subprocess
 import sys
@@ -38,9 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from lwi.data.split import draw_training_cases, hold_out
 from lwi.errors import LWIError
 from lwi.evaluation import write_json
 from lwi.experiment_files import CONFIG, RESULTS, read_results
+from lwi.outputs import open_append
 from lwi.progress import Progress, clean_fields
 
 PathLike = Union[str, Path]
@@ -49,7 +50,6 @@ MODEL = "model.lwi.safetensors"
 # Everything an experiment writes into its folder: --overwrite removes these and nothing else.
 OUTPUTS = (CONFIG, RESULTS, "splits", "runs", "report.md", "report.html", "plots")
 CONFIG_VERSION = 1
-TEST_DRAW_SEED = 0  # the held-out test cases (test_cases=N) are the same for every seed and K
 CURVE_POINTS = 200  # training-curve points kept per run and stage in results.jsonl
 
 
@@ -70,22 +70,6 @@ class RunSpec:
         return f"{self.draw}-{self.strategy}"
 
 
-def draw_training_cases(pool: Sequence[str], k: int, seed: int) -> List[str]:
-    """The K case names of draw ``seed``: the first K of the pool shuffled by ``seed`` (nested in K)."""
-    if k > len(pool):
-        raise LWIError(f"K={k} is more than the {len(pool)} cases available for training.")
-    order = sorted(pool)
-    random.Random(seed).shuffle(order)
-    return sorted(order[:k])
-
-
-def hold_out(names: Sequence[str], n: int) -> List[str]:
-    """``n`` test cases drawn once (fixed seed) from ``names``."""
-    if not 1 <= n < len(names):
-        raise LWIError(f"--test-cases must be between 1 and {len(names) - 1} for {len(names)} cases, got {n}.")
-    return sorted(random.Random(TEST_DRAW_SEED).sample(sorted(names), n))
-
-
 def write_subset(folder: Path, dataset: Any, names: Sequence[str], title: str) -> Path:
     """A dataset folder (just dataset.json) listing ``names`` of ``dataset`` by absolute path."""
     wanted = set(names)
@@ -100,6 +84,7 @@ def write_subset(folder: Path, dataset: Any, names: Sequence[str], title: str) -
             "training": [{"image": str(Path(c.image).resolve()), "label": str(Path(c.label).resolve())} for c in cases],
         },
         folder / "dataset.json",
+        option="--out",
     )
     return folder
 
@@ -108,7 +93,7 @@ def check_unlabeled_test(unlabeled: Optional[Sequence[PathLike]], test_cases: Se
     """Refuse ``--unlabeled`` images that are test cases (same name, file or content): Step 1 would
     see the images the comparison is scored on, favouring the strategies with a Step 1."""
     from lwi.data.dataset import Case, case_name, list_images
-    from lwi.strategies.run import same_images
+    from lwi.data.split import same_images
 
     images = [Case(name=case_name(p), image=Path(p), label=None) for folder in unlabeled or [] for p in list_images(folder)]
     clash = sorted(c.name for c in same_images(images, test_cases)) if images else []
@@ -190,6 +175,14 @@ class Experiment:
         if unknown:
             raise LWIError(f"The test set has label value(s) {unknown} that the training data does not declare.")
 
+        from lwi.data.dataset import dataset_files
+        from lwi.outputs import Output, check_collisions, inputs_of
+
+        # No file of the experiment folder (which --overwrite empties) may be one it reads.
+        read = inputs_of("--data", dataset_files(data)) + (inputs_of("--test", dataset_files(test)) if test else [])
+        for folder in unlabeled or []:
+            read += inputs_of("--unlabeled", [folder])
+        check_collisions(read, [Output(self.out, "--out", folder=True, files=OUTPUTS)])
         self.check_folder(resume, overwrite)
         stored = resume and (self.out / CONFIG).exists()
         given = dict(clean_fields(dict(options)))
@@ -231,8 +224,10 @@ class Experiment:
             "seeds": [int(s) for s in seeds],
         }
         config = self._merge_config(config) if stored else config
+        if overwrite:
+            self.remove_earlier()
         self.out.mkdir(parents=True, exist_ok=True)
-        write_json(config, self.out / CONFIG)
+        write_json(config, self.out / CONFIG, option="--out")
         write_subset(self.out / "splits" / "test", test_set, test_names, "lwi experiment: test cases")
         specs = []
         for k in config["k"]:
@@ -244,7 +239,8 @@ class Experiment:
         return specs
 
     def check_folder(self, resume: bool, overwrite: bool) -> None:
-        """Refuse an existing experiment unless resuming; with ``overwrite`` remove its files (only those)."""
+        """Refuse an existing experiment unless resuming or ``overwrite`` (:meth:`remove_earlier`
+        removes its files once the rest is checked); the folder must be writable."""
         out = self.out
         if out.exists() and not out.is_dir():
             raise LWIError(f"{out} exists and is not a folder; choose another --out.")
@@ -257,16 +253,19 @@ class Experiment:
                 f"{out} already holds an experiment; pass --resume to continue it (finished runs are skipped), "
                 "--overwrite to start it again, or choose another --out."
             )
-        elif overwrite:
-            for path in ours:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".lwi-write-test"
-        try:
-            probe.write_text("")
-            probe.unlink()
-        except OSError as exc:
-            raise LWIError(f"Cannot write into {out} ({exc.strerror or exc}).") from None
+        from lwi.outputs import Output, check_outputs
+
+        # Writable (probed in the nearest existing folder): nothing is created before the work, so a
+        # refused experiment leaves no empty folder behind.
+        check_outputs([Output(out, "--out", folder=True)], overwrite=True)
+
+    def remove_earlier(self) -> None:
+        """``--overwrite``: remove the earlier experiment's files (only those), once everything is checked."""
+        for path in (self.out / name for name in OUTPUTS):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                path.unlink()
 
     def _merge_config(self, new: Dict[str, Any]) -> Dict[str, Any]:
         """A resumed experiment keeps its data, test set and options; strategies, K and seeds may grow."""
@@ -333,6 +332,7 @@ class Experiment:
                 "unlabeled": self.config["unlabeled"],
             },
             path,
+            option="--out",
         )
         return path
 
@@ -464,7 +464,7 @@ class _Scheduler:
         env = dict(os.environ)
         if self.parallel > 1 and "OMP_NUM_THREADS" not in env:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.parallel))
-        log = open(run_dir / "log.txt", "a", encoding="utf-8")  # noqa: SIM115 (closed with the process)
+        log = open_append(run_dir / "log.txt")  # closed below: the child holds its own descriptor
         process = subprocess.Popen(
             [sys.executable, "-m", "lwi.experiment_run", str(spec_path)],
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True, env=env, bufsize=1,
@@ -486,7 +486,7 @@ class _Scheduler:
             event = json.loads(line)
         except json.JSONDecodeError:
             return
-        with open(child.events, "a", encoding="utf-8") as f:
+        with open_append(child.events) as f:
             f.write(line if line.endswith("\n") else line + "\n")
         kind = event.get("event")
         if kind == "progress":
@@ -510,7 +510,7 @@ class _Scheduler:
         code = child.process.wait()
         if code == 0 and child.result is not None:
             line = self.experiment.result_line(spec, child.result, seconds)
-            with open(self.experiment.results_path, "a", encoding="utf-8") as f:
+            with open_append(self.experiment.results_path) as f:
                 f.write(json.dumps(line) + "\n")
             self.done += 1
             self.finished += 1

@@ -29,7 +29,6 @@ import itertools
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -489,7 +488,8 @@ def write_result(
     output_format: str = "auto",
 ) -> None:
     """Write a result's label map (with the model's segment names), probabilities and uncertainty map;
-    atomically, all or nothing (what was written is removed again when a later file cannot be).
+    atomically, all or nothing (:func:`lwi.outputs.together`: when a later file cannot be written, none
+    is put in place and earlier versions stay as they were).
 
     A DICOM SEG output (``output_format`` "dicom-seg", or "auto" and a ``.dcm`` name) references the
     images of ``source``, the DICOM series folder that was segmented.
@@ -497,25 +497,21 @@ def write_result(
     from lwi.dicom_seg import is_dicom_seg, label_terminology, write_dicom_seg
     from lwi.io import write_sitk_atomic
     from lwi.labelmap import write_labelmap
+    from lwi.outputs import together
 
-    if is_dicom_seg(output_path, output_format):
-        if source is None:
-            raise LWIError(f"The DICOM SEG {output_path} needs the DICOM series that was segmented as its source.")
-        arch = segmenter.metadata.get("architecture", {}).get("arch", "")
-        write_dicom_seg(
-            result.label, source, output_path, segmenter.labels, label_terminology(segmenter.metadata),
-            model_name=f"LWI {arch}".strip(),
-        )
-    else:
-        write_labelmap(result.label, output_path, segmenter.labels, compress=compress)
-    written = [Path(output_path)]
-    extra = [(probabilities_path, result.probabilities), (uncertainty_path, result.uncertainty)]
-    try:
-        for path, image in extra:
+    with together():
+        if is_dicom_seg(output_path, output_format):
+            if source is None:
+                raise LWIError(f"The DICOM SEG {output_path} needs the DICOM series that was segmented as its source.")
+            arch = segmenter.metadata.get("architecture", {}).get("arch", "")
+            write_dicom_seg(
+                result.label, source, output_path, segmenter.labels, label_terminology(segmenter.metadata),
+                model_name=f"LWI {arch}".strip(),
+            )
+        else:
+            write_labelmap(result.label, output_path, segmenter.labels, compress=compress)
+        extra = [(probabilities_path, result.probabilities, "--probabilities"),
+                 (uncertainty_path, result.uncertainty, "--uncertainty")]
+        for path, image, option in extra:
             if path is not None and image is not None:
-                write_sitk_atomic(image, path, compress=compress)
-                written.append(Path(path))
-    except Exception:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
+                write_sitk_atomic(image, path, compress=compress, option=option)

@@ -11,8 +11,8 @@ Conventions: SimpleITK arrays are indexed ``[z, y, x]``; MONAI tensors here are 
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence, Union
 
@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lwi.errors import LWIError
-from lwi.outputs import follow_umask
+from lwi.outputs import write_failure_reason, write_file
 
 if TYPE_CHECKING:  # torch/MONAI are imported lazily so that reading files stays cheap
     import torch
@@ -29,7 +29,6 @@ if TYPE_CHECKING:  # torch/MONAI are imported lazily so that reading files stays
 PathLike = Union[str, "os.PathLike[str]"]
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-_MULTI_FILE = (".mhd", ".hdr", ".nhdr")
 
 
 def read_image(path: PathLike) -> sitk.Image:
@@ -353,27 +352,15 @@ def write_image(array_xyz, reference: sitk.Image, path: PathLike, compress: bool
     return write_sitk_atomic(image, path, compress=compress)
 
 
-def write_sitk_atomic(image: sitk.Image, path: PathLike, compress: bool = True) -> Path:
-    """Write a SimpleITK image through a temporary file and an atomic rename."""
+def write_sitk_atomic(image: sitk.Image, path: PathLike, compress: bool = True, option: str = "output") -> Path:
+    """Write a SimpleITK image through :func:`lwi.outputs.write_file` (temporary folder + atomic
+    rename; a header format's data file, ``.mhd`` + ``.raw``, is written and renamed with it)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in _MULTI_FILE:  # header + data files: a rename would break the link
+
+    def write(tmp: Path) -> None:
         try:
-            sitk.WriteImage(image, str(path), compress)
-        except RuntimeError as exc:
-            raise LWIError(f"Could not write {path} ({_first_line(exc)}).") from None
-        return path
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
-    # ".<name>.XXXX": the temporary-file pattern lwi.outputs removes after an interrupted run.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".nii.gz", dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, compress)
-        follow_umask(tmp)  # mkstemp's files are private; outputs are shared like any other file
-        os.replace(tmp, path)
-    except RuntimeError as exc:
-        raise LWIError(f"Could not write {path} ({_first_line(exc)}).") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+            sitk.WriteImage(image, str(tmp), compress)
+        except RuntimeError as exc:  # ITK keeps the OS's reason to itself: say what it most likely was
+            raise OSError(errno.EIO, write_failure_reason(path.parent, _first_line(exc)), str(path)) from None
+
+    return write_file(path, write, option)

@@ -151,7 +151,6 @@ def write_color_table(labels: Sequence[Union[LabelInfo, dict]], path: PathLike) 
     for info in infos:
         r, g, b = info.color
         lines.append(f"{info.value} {info.name.replace(' ', '_')} {r} {g} {b} 255")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    from lwi.outputs import write_text
+
+    return write_text(path, "\n".join(lines) + "\n", "--color-table")

@@ -137,7 +137,11 @@ class LabelInfo:
 
     @classmethod
     def from_dict(cls, d: dict) -> LabelInfo:
-        return cls(int(d["value"]), str(d["name"]), tuple(int(c) for c in d["color"]))  # type: ignore[arg-type]
+        """The JSON form back; the colour is optional (lwi/schema.py), the usual one when missing."""
+        value, name = int(d["value"]), str(d["name"])
+        color = d.get("color")
+        rgb = tuple(int(c) for c in color) if color is not None else default_color(name, value)
+        return cls(value, name, rgb)  # type: ignore[arg-type]
 
 
 def _words(name: str) -> List[str]:

@@ -28,8 +28,7 @@ STRATEGY_DESCRIPTIONS: Dict[str, str] = {
     "anatomask": "AnatoMask: teacher-guided masked-image pre-training, then fine-tuning from the encoder.",
 }
 STRATEGY_NAMES: Tuple[str, ...] = tuple(STRATEGY_DESCRIPTIONS)
-#: Not a strategy but a choice of one: the plan picks lwi or scratch from the budget (lwi/plan.py,
-#: ``choose_strategy``); models, provenance and ``lwi experiment`` only ever name the one it picked.
+#: Not a strategy but a choice of one: lwi or scratch from the budget (lwi/strategy_choice.py); models, provenance and ``lwi experiment`` only ever name the one it picked.
 AUTO_STRATEGY = "auto"
 #: What ``lwi train`` and the GUI offer: a strategy, or "auto".
 STRATEGY_CHOICES: Tuple[str, ...] = (AUTO_STRATEGY,) + STRATEGY_NAMES
@@ -71,41 +70,122 @@ def derived_path(path: PathLike, infix: str) -> Path:
     return path.with_name(f"{stem}.{infix}{dot}{suffixes}" if dot else f"{stem}.{infix}")
 
 
-def read_header_metadata(path: PathLike) -> Dict[str, Any]:
-    """The LWI metadata of a safetensors file, read from its header only (no torch, no weights).
+#: safetensors dtypes and their bytes per element (the header's tensor table is checked against them).
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
-    A safetensors file starts with an 8-byte little-endian header length, then a JSON header whose
-    ``__metadata__[METADATA_KEY]`` is the JSON string written by ``lwi.checkpoint.save``.
-    Raises FileNotFoundError for a missing file and ValueError (one sentence) for a truncated or
-    foreign file or corrupt metadata; the ``format`` field is not checked here.
+
+def _unreadable(path: PathLike, why: str) -> ValueError:
+    return ValueError(f"{path} is not a readable LWI file ({why}).")
+
+
+def read_header(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, Tuple[str, Tuple[int, ...]]], int]:
+    """The LWI metadata of a safetensors file and its tensor table, from the header only (no torch).
+
+    Returns ``(metadata, {name: (dtype, shape)}, bytes of tensor data)``. The file is treated as
+    untrusted: the header's size and nesting are bounded, and every tensor's shape, type and place
+    must agree with the file's length, so a truncated or hand-made file is refused here, before
+    anything is allocated. Raises FileNotFoundError for a missing file and ValueError (one sentence
+    naming the file) otherwise; the ``format`` field is not checked here.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"File not found: {path}.")
     try:
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             raw = f.read(8)
             if len(raw) < 8:
-                raise ValueError("too short")
+                raise _unreadable(path, "too short to be a safetensors file")
             (length,) = struct.unpack("<Q", raw)
             if length > _MAX_HEADER:
-                raise ValueError("header too large")
+                raise _unreadable(path, f"its header claims {length:,} bytes, more than the {_MAX_HEADER // 2**20} MB "
+                                        "any LWI file needs; it is damaged or not an LWI file")
+            if 8 + length > size:
+                raise _unreadable(path, "truncated: the file ends inside its header")
             text = f.read(length)
-            if len(text) < length:
-                raise ValueError("truncated header")
-            header = json.loads(text.decode("utf-8"))
-        if not isinstance(header, dict):
-            raise ValueError("not a safetensors header")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not a readable LWI file (truncated or another format): {exc}.") from None
-    entry = (header.get("__metadata__") or {}).get(METADATA_KEY)
+        header = json.loads(text.decode("utf-8"))
+    except RecursionError:
+        raise _unreadable(path, "its header is nested too deeply to be an LWI file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _unreadable(path, f"truncated or another format: {exc}") from None
+    if not isinstance(header, dict):
+        raise _unreadable(path, "not a safetensors header")
+    data_bytes = size - 8 - length
+    tensors: Dict[str, Tuple[str, Tuple[int, ...]]] = {}
+    end_of_data = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        ok = isinstance(entry, dict) and entry.get("dtype") in _DTYPE_BYTES
+        shape = entry.get("shape") if ok else None
+        offsets = entry.get("data_offsets") if ok else None
+        ok = ok and isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape) and len(shape) <= 8
+        ok = ok and isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(n, int) and n >= 0 for n in offsets)
+        if not ok:
+            raise _unreadable(path, f"its tensor '{name}' is described wrongly (damaged header)")
+        count = 1
+        for n in shape:
+            count *= n
+        if offsets[1] - offsets[0] != count * _DTYPE_BYTES[entry["dtype"]]:
+            raise _unreadable(path, f"its tensor '{name}' of shape {shape} does not fit its place in the file (damaged header)")
+        if offsets[1] > data_bytes:
+            raise _unreadable(
+                path, f"truncated: its tensor '{name}' needs {offsets[1]:,} bytes of data and the file holds {data_bytes:,}"
+            )
+        end_of_data = max(end_of_data, offsets[1])
+        tensors[name] = (entry["dtype"], tuple(shape))
+    entry = (header.get("__metadata__") or {}).get(METADATA_KEY) if isinstance(header.get("__metadata__"), dict) else None
     if entry is None:
         raise ValueError(f"{path} is a safetensors file but not one written by LWI (no LWI metadata).")
     try:
         metadata = json.loads(entry)
+    except RecursionError:
+        raise ValueError(f"{path} has corrupt LWI metadata (nested too deeply).") from None
     except (ValueError, TypeError):
         raise ValueError(f"{path} has corrupt LWI metadata.") from None
     if not isinstance(metadata, dict):
         raise ValueError(f"{path} has corrupt LWI metadata.")
+    return metadata, tensors, end_of_data
+
+
+def read_header_metadata(path: PathLike) -> Dict[str, Any]:
+    """The LWI metadata of a safetensors file, read and checked by :func:`read_header` (no torch, no
+    weights). A safetensors file starts with an 8-byte little-endian header length, then a JSON header
+    whose ``__metadata__[METADATA_KEY]`` is the JSON string written by ``lwi.checkpoint.save``."""
+    return read_header(path)[0]
+
+
+def check_format(path: PathLike, metadata: Any, allow_checkpoints: bool = False) -> Dict[str, Any]:
+    """``metadata`` (:func:`read_header_metadata`) if it is that of an LWI segmentation model (with
+    ``allow_checkpoints``: of any LWI training file) of a format version this LWI reads; else
+    ValueError with one sentence saying what the file is and what to use instead. The core
+    (:mod:`lwi.bundle`) and the Slicer modules' model list apply this one rule."""
+    if not isinstance(metadata, dict) or "format" not in metadata:
+        raise ValueError(f"{path} is not an LWI model (its metadata has no format field).")
+    fmt = metadata["format"]
+    if fmt == STEP1_FORMAT and not allow_checkpoints:
+        raise ValueError(
+            f"{path} is a Step-1 checkpoint, not a segmentation model; fine-tune it first "
+            f"(lwi finetune --data DIR --init {path} --out MODEL)."
+        )
+    if fmt == STEP2_STATE_FORMAT and not allow_checkpoints:
+        raise ValueError(
+            f"{path} is the resumable state of a fine-tuning run, not a segmentation model; "
+            "use the model file written beside it (the same name without '.last')."
+        )
+    if fmt == ANATOMASK_FORMAT and not allow_checkpoints:
+        raise ValueError(
+            f"{path} is an AnatoMask pre-training checkpoint, not a segmentation model; use the model "
+            "`lwi train --strategy anatomask` wrote next to it."
+        )
+    if fmt not in (MODEL_FORMAT, STEP1_FORMAT, STEP2_STATE_FORMAT, ANATOMASK_FORMAT):
+        raise ValueError(f"{path} is not an LWI model (format {fmt!r}).")
+    version = metadata.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written by a newer LWI (format version {version}; this LWI reads up to "
+            f"{FORMAT_VERSION}); update LWI to use it."
+        )
     return metadata
 
 

@@ -1,13 +1,22 @@
 """Where commands write: checked before any work, locked while a run writes, cleaned up after a failure.
 
-Every command that writes describes its outputs as :class:`Output` entries and runs its work inside
-:func:`writing`:
+Every command declares what it reads (:class:`Input`) and what it writes (:class:`Output`, including
+derived files such as ``.last`` checkpoints and the files of a folder output) and runs its work
+inside :func:`writing`; every file is written by :func:`write_file` (docs/contracts.md, "What is
+refused"):
 
-* before the work, each location is checked (:func:`check_outputs`): a file output must not be a
-  folder and a folder output not a file; an existing output is refused unless ``--overwrite`` (or,
-  for resumable files, ``--resume``); the folder it goes to must be writable (probed by creating a
-  file, which also catches read-only file systems and root on a read-only mount); the free space must
-  cover the estimated size;
+* before the work, the declared paths are resolved (relative, ``..``, symlinks, hard links) and an
+  output that is an input, or another output, is refused (:func:`check_collisions`), with or
+  without ``--overwrite``;
+* each location is checked (:func:`check_outputs`): a file output must not be a folder and a folder
+  output not a file; a device, pipe or socket is never written; an existing output is refused unless
+  ``--overwrite`` (or, for resumable files, ``--resume``); the folder it goes to must be writable
+  (probed by creating a file, which also catches read-only file systems and root on a read-only
+  mount); the free space must cover the estimated size;
+* :func:`write_file` writes into a private temporary folder beside the target and renames the result
+  (and its companion files, ``.mhd`` + ``.raw``) into place: a planted symlink is replaced, never
+  followed, and a failed write leaves the earlier file as it was; inside :func:`writing` with
+  ``all_or_nothing``, the renames wait until the whole command succeeded;
 * training outputs hold a lock file (``<output>.lock``: pid, host, command, start) so a second run
   writing the same ``--out`` is refused with the other process named (a lock whose process is gone
   is taken over);
@@ -20,17 +29,19 @@ program's files are, so label maps, previews and models can be shared alike.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from lwi.errors import LWIError
 
@@ -50,6 +61,10 @@ class Output:
         folder: True when ``path`` is a folder the command writes files into.
         estimate: bytes the command expects to write there (0 = negligible).
         resumable: a checkpoint that ``--resume`` continues; kept when the run fails.
+        files: for a folder, the names (relative paths) of the files it will write there when known
+            in advance; each is checked against the inputs and the other outputs like a file output.
+        whole: for a folder, the command replaces it as a whole (an exported bundle): no input may
+            lie anywhere inside it.
     """
 
     path: Path
@@ -57,9 +72,137 @@ class Output:
     folder: bool = False
     estimate: int = 0
     resumable: bool = False
+    files: Tuple[str, ...] = ()
+    whole: bool = False
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
+        self.files = tuple(self.files)
+
+    def file_paths(self) -> List[Path]:
+        """Every file this output may write: the file and its companions, or a folder's ``files``."""
+        if self.folder:
+            return [p for name in self.files for p in (self.path / name, *companions(self.path / name))]
+        return [self.path, *companions(self.path)]
+
+
+@dataclass
+class Input:
+    """One file or folder a command reads; an output may never be it (see :func:`check_collisions`).
+
+    Args:
+        path: the file (or a folder, whose own path then may not be written).
+        option: the option that names it, e.g. ``"--model"``, or where it comes from, e.g.
+            ``"--data (dataset.json)"``.
+    """
+
+    path: Path
+    option: str
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+
+def inputs_of(option: str, paths: Iterable[PathLike]) -> List[Input]:
+    """``paths`` as :class:`Input` entries of ``option`` (a dataset's images, a folder's files)."""
+    return [Input(Path(p), option) for p in paths]
+
+
+#: Files a format writes beside the named one (header + data): checked, written and cleaned together.
+COMPANIONS: Dict[str, Tuple[str, ...]] = {
+    ".mhd": (".raw", ".zraw"),
+    ".nhdr": (".raw", ".raw.gz"),
+    ".hdr": (".img", ".img.gz"),
+    ".img": (".hdr",),
+}
+
+
+def companions(path: PathLike) -> List[Path]:
+    """The companion files of ``path`` (``scan.mhd`` -> ``scan.raw``, ``scan.zraw``); none for one-file formats."""
+    path = Path(path)
+    lower = path.name.lower()
+    for suffix, others in COMPANIONS.items():
+        if lower.endswith(suffix):
+            stem = path.name[: -len(suffix)]
+            return [path.with_name(stem + other) for other in others]
+    return []
+
+
+# -- what is what: paths resolved before any comparison -------------------------------------------
+def _key(path: Path) -> Tuple[str, Optional[Tuple[int, int]]]:
+    """``(resolved path, (device, inode) when it exists)``: relative paths, ``..`` and symlinks resolve
+    to the same path, and hard links share the inode."""
+    real = os.path.realpath(os.path.abspath(path))
+    if sys.platform in ("darwin", "win32"):  # case-insensitive by default there
+        real = real.lower()
+    try:
+        st = os.stat(real)
+    except OSError:
+        return real, None
+    return real, (st.st_dev, st.st_ino)
+
+
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """True when ``a`` and ``b`` are one file (or would be once written): same resolved path or inode."""
+    ka, kb = _key(Path(a)), _key(Path(b))
+    return ka[0] == kb[0] or (ka[1] is not None and ka[1] == kb[1])
+
+
+def check_collisions(inputs: Sequence[Input], outputs: Sequence[Output]) -> None:
+    """Refuse, with one sentence naming both options and the file, any output that is one of the
+    ``inputs`` or another output (after resolving relative paths, ``..``, symlinks and hard links).
+
+    Checked with or without ``--overwrite``: no option makes a command replace what it reads, or
+    write two results to one file.
+    """
+    read: List[Tuple[Tuple[str, Any], Input]] = []
+    for inp in inputs:
+        for path in (inp.path, *companions(inp.path)):
+            if path == inp.path or os.path.lexists(path):
+                read.append((_key(path), inp))
+    written: List[Tuple[Tuple[str, Any], Output, Path]] = []
+    for out in outputs:
+        paths = out.file_paths() + ([out.path] if out.folder else [])
+        for path in paths:
+            key = _key(path)
+            if out.folder and (path != out.path or out.whole):  # what the output owns holds no input
+                for _, inp in read:
+                    if key[0] != _key(inp.path)[0] and _key(inp.path)[0].startswith(key[0] + os.sep):
+                        what = "is replaced as a whole" if path == out.path else f"would hold its own {path.name}"
+                        raise LWIError(
+                            f"{out.option} {out.path} {what}, but {inp.option} reads {inp.path} from there; "
+                            f"choose another {out.option}."
+                        )
+            for other_key, inp in read:
+                if key[0] == other_key[0] or (key[1] is not None and key[1] == other_key[1]):
+                    same = "" if Path(path) == inp.path else f" ({inp.path})"
+                    raise LWIError(
+                        f"{out.option} {path} is what {inp.option} reads{same}: a command never writes over "
+                        f"what it reads, even with --overwrite; choose another {out.option}."
+                    )
+            for other_key, other, other_path in written:
+                if key[0] == other_key[0] or (key[1] is not None and key[1] == other_key[1]):
+                    if other is out:
+                        continue  # a folder output and its own files
+                    raise LWIError(
+                        f"{out.option} {path} is also written as {other.option} {other_path}: give each "
+                        f"output its own file."
+                    )
+            written.append((key, out, path))
+
+
+def _refuse_non_regular(path: Path, option: str) -> None:
+    """Refuse a device node, pipe or socket (or a symlink to one) where a file is to be written."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # nothing there (or a dangling link, replaced like a file)
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "pipe" if stat.S_ISFIFO(mode) else "socket"
+        raise LWIError(
+            f"{option} {path} is a {kind}, not a regular file; LWI writes only regular files, even with "
+            f"--overwrite, so choose a file name."
+        )
 
 
 def current_umask() -> int:
@@ -96,12 +239,21 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} kB"
 
 
-def check_outputs(outputs: Sequence[Output], overwrite: bool = False, resume: bool = False) -> None:
-    """Refuse, with one sentence naming the option and the path, any output that cannot be written.
+def check_outputs(
+    outputs: Sequence[Output],
+    overwrite: bool = False,
+    resume: bool = False,
+    inputs: Sequence[Input] = (),
+) -> None:
+    """Refuse, with one sentence naming the option and the path, any output that cannot be written:
+    one that is an input or another output (:func:`check_collisions`), a device, pipe or socket, a
+    folder where a file goes (or the reverse), an existing file without ``overwrite``, an unwritable
+    folder, or more than the free space.
 
     ``resume``: resumable outputs may exist (they are continued); the others may exist too, since a
     resumed run rewrites them.
     """
+    check_collisions(inputs, outputs)
     need: Dict[int, Tuple[Path, int]] = {}  # file system -> (a folder on it, bytes to be written there)
     resumable = any(o.resumable for o in outputs)  # a run with a checkpoint: its outputs can be continued
     for out in outputs:
@@ -111,9 +263,16 @@ def check_outputs(outputs: Sequence[Output], overwrite: bool = False, resume: bo
                 raise LWIError(f"{out.option} {path} is a file, but a folder is needed there; choose another {out.option}.")
         elif path.is_dir():
             raise LWIError(f"{out.option} {path} is a folder; give a file name (inside it, or elsewhere).")
-        if path.exists() and not overwrite and not resume and not (out.folder and _empty_folder(path)):
+        for file in out.file_paths():
+            _refuse_non_regular(file, out.option)
+        existing = [p for p in out.file_paths() if os.path.lexists(p)]
+        if out.folder and not existing and path.exists() and not _empty_folder(path):
+            existing = [path]
+        elif not out.folder and existing and existing[0] != path:
+            existing = [path] if os.path.lexists(path) else existing  # a companion left without its header
+        if existing and not overwrite and not resume:
             raise LWIError(
-                f"{path} already exists; pass --overwrite to replace it"
+                f"{existing[0]} already exists; pass --overwrite to replace it"
                 + (", --resume to continue that run" if resumable else "")
                 + f", or choose another {out.option}."
             )
@@ -181,7 +340,9 @@ def _pid_alive(pid: int) -> bool:
 def _describe_holder(info: Dict[str, object]) -> str:
     started = info.get("started")
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(started))) if isinstance(started, (int, float)) else "?"
-    return f"process {info.get('pid')} on {info.get('host')} ({info.get('command')!s}, started {when})"
+    # The command's name only (lwi train): its whole command line would bury the sentence.
+    command = " ".join(str(info.get("command") or "?").split()[:2])
+    return f"process {info.get('pid')} on {info.get('host')} ({command}, started {when})"
 
 
 class Lock:
@@ -266,44 +427,68 @@ class _Snapshot:
                 self.folder_entries[out.path] = set(os.listdir(out.path)) if out.path.is_dir() else set()
                 self._missing_dirs(out.path)
             else:
-                self.files[out.path] = out.path.stat().st_mtime_ns if out.path.exists() else None
+                for path in out.file_paths():
+                    self.files[path] = _mtime(path)
                 self._missing_dirs(out.path.parent)
 
     def _missing_dirs(self, folder: Path) -> None:
         folder = Path(os.path.abspath(folder))
-        while not folder.exists() and folder != folder.parent:
+        while not os.path.lexists(folder) and folder != folder.parent:
             if folder not in self.created_dirs:
                 self.created_dirs.append(folder)
             folder = folder.parent
 
     def written(self, out: Output) -> bool:
-        if not out.path.exists():
-            return False
-        before = self.files.get(out.path)
-        return before is None or out.path.stat().st_mtime_ns != before
+        now = _mtime(out.path)
+        return now is not None and now != self.files.get(out.path)
 
-    def remove_new(self) -> Tuple[List[Path], bool]:
-        """Remove what the work created, unless a resumable checkpoint is there to continue from.
+    def remove_new(self, resume: bool = False) -> Tuple[List[Path], str]:
+        """Remove what the work created, unless a resumable checkpoint is there to continue from:
+        one this run wrote, or the one it resumed (``resume``).
 
-        Returns ``(kept checkpoints, whether anything was removed)``.
+        Returns ``(kept checkpoints, the sentence saying what happened to the files)``.
         """
-        kept = [o.path for o in self.outputs if o.resumable and not o.folder and o.path.exists()]
+        kept = [
+            o.path for o in self.outputs
+            if o.resumable and not o.folder and o.path.is_file() and (resume or self.written(o))
+        ]
         if kept:
-            return kept, False  # the run's files belong together: resume needs the best model beside its state
-        removed = []
+            if all(_readable_checkpoint(p) for p in kept):
+                # The run's files belong together: resume needs the best model beside its state.
+                return kept, (
+                    f"The checkpoint {', '.join(map(str, kept))} is kept: run the same command with --resume "
+                    "to continue."
+                )
+            kept = [p for p in kept if self.files.get(p) is not None]  # the user's files, damaged or not
+            if kept:
+                return kept, f"{', '.join(map(str, kept))} is left as it was (it cannot be resumed from)."
+        removed: List[Path] = []
+        replaced: List[Path] = []
         for out in self.outputs:
             if out.folder:
                 if out.path.is_dir():
                     removed += [out.path / n for n in set(os.listdir(out.path)) - self.folder_entries[out.path]]
                 continue
-            if self.files.get(out.path) is None and out.path.exists():
-                removed.append(out.path)
-            if out.path.parent.is_dir():  # a temporary file of an interrupted atomic write
+            for path in out.file_paths():
+                before = self.files.get(path)
+                if before is None and os.path.lexists(path):
+                    removed.append(path)
+                elif before is not None and _mtime(path) != before:
+                    replaced.append(path)
+            if out.path.parent.is_dir():  # the temporary folder or file of an interrupted write
                 removed += list(out.path.parent.glob(f".{out.path.name}.*"))
         for path in removed:
             _remove(path)
         self.remove_created_dirs()
-        return [], bool(removed)
+        new = [p for p in removed if not p.name.startswith(".")]
+        if replaced:
+            return [], (
+                f"{', '.join(map(str, replaced))} had already been replaced by this run (--overwrite) and is kept"
+                + ("; the other files it wrote were removed." if new else ".")
+            )
+        if new:
+            return [], "What this run had written was removed."
+        return [], "Nothing was written."
 
     def remove_created_dirs(self) -> None:
         for folder in sorted(self.created_dirs, key=lambda p: len(p.parts), reverse=True):
@@ -311,6 +496,24 @@ class _Snapshot:
                 folder.rmdir()  # only if empty: never a folder holding someone's files
             except OSError:
                 pass
+
+
+def _mtime(path: Path) -> Optional[int]:
+    try:
+        return os.lstat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _readable_checkpoint(path: Path) -> bool:
+    """True when ``path`` is a complete LWI file (header readable, tensors within the file)."""
+    from lwi.names import read_header_metadata
+
+    try:
+        read_header_metadata(path)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _remove(path: Path) -> None:
@@ -323,6 +526,176 @@ def _remove(path: Path) -> None:
         pass
 
 
+# -- the one way a file is written ---------------------------------------------------------------
+class _Staged:
+    """A file (and its companions) written into a private temporary folder beside its target,
+    waiting to be renamed into place."""
+
+    def __init__(self, path: Path, folder: Path, option: str):
+        self.path, self.folder, self.option = path, folder, option
+
+    def commit(self) -> None:
+        """Rename the written files into place, companions first and the named file last (a reader
+        that finds the header finds its data), then remove stale companions of an earlier version."""
+        produced = sorted(os.listdir(self.folder), key=lambda name: name == self.path.name)
+        if self.path.name not in produced:
+            raise LWIError(f"{self.option} {self.path} was not written (the writer produced no such file).")
+        for name in produced:
+            target = self.path.with_name(name)
+            _refuse_non_regular(target, self.option)  # checked again: the folder may have changed meanwhile
+            os.replace(self.folder / name, target)  # replaces a symlink itself, never what it points to
+        for stale in companions(self.path):
+            if stale.name not in produced and os.path.lexists(stale) and not stale.is_dir():
+                stale.unlink()  # the data file of the version just replaced (.raw after a .zraw)
+        self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class _Transaction:
+    """The files written inside :func:`writing` with ``all_or_nothing``: renamed into place together
+    when the whole command succeeded, discarded when it failed."""
+
+    def __init__(self) -> None:
+        self.staged: Dict[Path, _Staged] = {}
+
+    def add(self, staged: _Staged) -> None:
+        earlier = self.staged.pop(Path(os.path.abspath(staged.path)), None)
+        if earlier is not None:
+            earlier.discard()
+        self.staged[Path(os.path.abspath(staged.path))] = staged
+
+    def commit(self) -> None:
+        for staged in self.staged.values():
+            staged.commit()
+        self.staged.clear()
+
+    def discard(self) -> None:
+        for staged in self.staged.values():
+            staged.discard()
+        self.staged.clear()
+
+
+_TRANSACTION: contextvars.ContextVar[Optional[_Transaction]] = contextvars.ContextVar("lwi_outputs", default=None)
+
+
+def write_file(path: PathLike, write: Callable[[Path], Any], option: str = "output") -> Path:
+    """The one way LWI writes a file: ``write(temporary_path)`` writes it (any format, including one
+    with companion files such as ``.mhd`` + ``.raw``) into a private temporary folder beside ``path``,
+    whose files are then renamed into place.
+
+    * A symlink at ``path`` is replaced, never written through; a device, pipe or socket is refused.
+    * A failure (disk full, file too large, an error of the writer) removes the temporary folder and
+      leaves whatever was at ``path`` as it was; an OS error becomes one sentence naming the file.
+    * Inside :func:`together` (or :func:`writing` with ``all_or_nothing=True``) the rename waits until
+      the block succeeded.
+
+    New outputs (issues 24, 25) write through this and declare themselves as :class:`Output`.
+
+    Args:
+        path: the file to write.
+        write: called with the temporary file's path (same name, in the temporary folder).
+        option: the option naming the file, for messages.
+    """
+    path = Path(path)
+    _refuse_non_regular(path, option)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # ".<name>.XXXX": the temporary-file pattern a failed run's cleanup removes (_Snapshot.remove_new).
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)))
+    staged = _Staged(path, folder, option)
+    try:
+        write(folder / path.name)
+        for name in os.listdir(folder):
+            follow_umask(folder / name)
+    except BaseException as exc:
+        staged.discard()
+        if isinstance(exc, OSError):
+            raise LWIError(_write_failure(path, exc)) from None
+        raise
+    transaction = _TRANSACTION.get()
+    if transaction is not None:
+        transaction.add(staged)
+        return path
+    try:
+        staged.commit()
+    except OSError as exc:
+        staged.discard()
+        raise LWIError(_write_failure(path, exc)) from None
+    return path
+
+
+def _write_failure(path: Path, exc: OSError) -> str:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    earlier = "the earlier file is unchanged" if os.path.lexists(path) else "nothing was left there"
+    return f"Could not write {path} ({reason[:1].lower() + reason[1:]}); {earlier}."
+
+
+@contextmanager
+def together() -> Iterator[None]:
+    """The files :func:`write_file` writes inside this block are put in place together when the block
+    succeeds, and discarded when it fails (an earlier version of each stays as it was). Inside an
+    enclosing block (or ``writing(..., all_or_nothing=True)``) they join that one."""
+    if _TRANSACTION.get() is not None:
+        yield
+        return
+    transaction = _Transaction()
+    token = _TRANSACTION.set(transaction)
+    try:
+        yield
+    except BaseException:
+        _TRANSACTION.reset(token)
+        transaction.discard()
+        raise
+    _TRANSACTION.reset(token)
+    try:
+        transaction.commit()
+    except BaseException:
+        transaction.discard()
+        raise
+
+
+def write_failure_reason(folder: PathLike, words: str) -> str:
+    """Why a writer that reports no OS error (ITK) failed: a full disk or the file-size limit when
+    that is the case, else the writer's own ``words``."""
+    try:
+        if shutil.disk_usage(str(_existing_ancestor(Path(folder)))).free < SPACE_MARGIN_BYTES:
+            return "no space left on device"
+    except OSError:
+        pass
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            return f"{words}; files are limited to {_mb(limit)} here (ulimit -f)"
+    except (ImportError, OSError, ValueError):
+        pass
+    return words
+
+
+def write_text(path: PathLike, text: str, option: str = "output") -> Path:
+    """Write a text file (UTF-8) through :func:`write_file`."""
+    return write_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), option)
+
+
+def open_append(path: PathLike) -> Any:
+    """Open a log or results file for appending, refusing a symlink or a non-regular file there (a
+    planted link must not redirect the lines into another file)."""
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(str(path), flags, 0o666)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise LWIError(f"{path} is a symlink; LWI appends only to regular files, so remove it.") from None
+        raise LWIError(_write_failure(path, exc)) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LWIError(f"{path} is not a regular file; LWI appends only to regular files, so remove it.")
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
 class Failed(LWIError):
     """A failure during writing, whose message already says what was removed or kept."""
 
@@ -331,43 +704,46 @@ class Failed(LWIError):
 def writing(
     outputs: Sequence[Output],
     *,
+    inputs: Sequence[Input] = (),
     overwrite: bool = False,
     resume: bool = False,
     lock: bool = False,
+    all_or_nothing: bool = False,
 ) -> Iterator[None]:
-    """Check ``outputs`` (see :func:`check_outputs`), lock the first one when ``lock``, run the body,
-    and on any failure or interruption remove what the body created, or keep the resumable
-    checkpoints and say so.
+    """Check ``outputs`` against ``inputs`` and the disk (see :func:`check_outputs`), lock the first
+    one when ``lock``, run the body, and on any failure or interruption remove what the body created,
+    or keep the resumable checkpoints and say so.
+
+    ``all_or_nothing``: the files the body writes with :func:`write_file` appear only when the whole
+    body succeeded (an earlier output replaced with ``--overwrite`` stays as it was when a later one
+    fails); for commands without resumable checkpoints.
 
     The error that ended the body is re-raised, with the cleanup sentence added to its message.
     """
     snapshot = _Snapshot(outputs)
     held: Optional[Lock] = None
     try:
+        check_collisions(inputs, outputs)  # first: the lock file must not be made for a refused run either
         if lock and outputs:  # one lock per run, on its main output
             held = Lock(outputs[0].path)
             try:
                 held.acquire()
             except OSError:  # an unwritable folder: check_outputs says so in a sentence
                 held = None
-        check_outputs(outputs, overwrite=overwrite, resume=resume)
+        check_outputs(outputs, overwrite=overwrite, resume=resume, inputs=inputs)
     except BaseException:
         if held is not None:
             held.release()
         snapshot.remove_created_dirs()
         raise
     try:
-        yield
+        with together() if all_or_nothing else nullcontext():
+            yield
     except BaseException as exc:
         if held is not None:
             held.release()
-        kept, removed = snapshot.remove_new()
-        if kept:
-            note = f"The checkpoint {', '.join(map(str, kept))} is kept: run the same command with --resume to continue."
-        elif removed:
-            note = "What this run had written was removed."
-        else:
-            note = "Nothing was written."
+        kept, note = snapshot.remove_new(resume)
+        removed = note != "Nothing was written."
         if isinstance(exc, KeyboardInterrupt):
             raise KeyboardInterrupt(note) from None
         if isinstance(exc, OSError):

@@ -158,11 +158,11 @@ def write_preview(preview: Dict[str, Any], out_dir: Union[str, Path]) -> Dict[st
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     for name, filename in FILES.items():
-        write_sitk_atomic(preview["images"][name], out / filename)
+        write_sitk_atomic(preview["images"][name], out / filename, option="--out-dir")
         files[name] = filename
     info = dict(preview["info"], files=files)
-    tmp = out / f".{INFO_FILE}.tmp"
-    tmp.write_text(json.dumps(info, indent=1))
-    tmp.replace(out / INFO_FILE)
+    from lwi.outputs import write_text
+
+    write_text(out / INFO_FILE, json.dumps(info, indent=1), "--out-dir")
     return info
 

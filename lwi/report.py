@@ -16,7 +16,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -391,7 +390,7 @@ def plot_learning_curve(plt, config, results, path: Path) -> None:
     axes[0][0].set_ylabel("test Dice (mean ± SD over seeds)")
     axes[0][0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
 
 
@@ -413,7 +412,7 @@ def plot_scatter(plt, config, results, a: str, b: str, path: Path) -> None:
     ax.set_title(f"{a} vs {b} per test case (above the line: {a} better)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
 
 
@@ -452,7 +451,7 @@ def plot_training_curves(plt, config, results, path: Path) -> None:
     axes[0][0].set_ylabel("DiceCE loss")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
 
 
@@ -478,10 +477,16 @@ def write_plots(out: Path, config, results) -> Optional[List[Tuple[str, str]]]:
     return plots
 
 
+def _save_figure(fig: Any, path: Path) -> None:
+    from lwi.outputs import write_file
+
+    write_file(path, lambda tmp: fig.savefig(tmp, dpi=100), "--out")
+
+
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from lwi.outputs import write_text
+
+    write_text(path, text, "--out")
 
 
 def write_report(out: Any, progress: Any = None) -> Dict[str, Any]:

@@ -112,13 +112,45 @@ def obj(fields: Fields) -> Check:
     return check
 
 
-ROI = listing(whole(1), 3)
+def bounded(depth: int = 3) -> Check:
+    """An architecture parameter: numbers, text, or short lists or objects of them (``norm: ["GROUP",
+    {"num_groups": 8}]``), nested at most ``depth`` deep and within sane bounds (a
+    hand-made header must not make the network's constructor allocate without limit)."""
+
+    def check(value: Any, where: str) -> None:
+        if isinstance(value, bool) or value is None:
+            return
+        if isinstance(value, int):
+            if abs(value) > MAX_PARAMETER:
+                raise SchemaError(where, f"must be at most {MAX_PARAMETER}, not {value}")
+        elif isinstance(value, float):
+            number(-MAX_PARAMETER, MAX_PARAMETER)(value, where)
+        elif isinstance(value, str):
+            if len(value) > 200:
+                raise SchemaError(where, "is text longer than 200 characters")
+        elif isinstance(value, (list, dict)) and depth > 0:
+            if len(value) > 64:
+                raise SchemaError(where, f"has {len(value)} entries, more than 64")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, entry in items:
+                bounded(depth - 1)(entry, f"{where}.{key}" if isinstance(value, dict) else f"{where}[{key}]")
+        else:
+            raise SchemaError(where, f"must be a number, text, or a short list or object, not {type(value).__name__}")
+
+    return check
+
+
+#: Bounds of the architecture fields: far above any network LWI trains, far below what exhausts memory.
+MAX_PARAMETER = 65536
+MAX_CHANNELS = 1024
+MAX_ROI = 1024
+ROI = listing(whole(1, MAX_ROI), 3)
 ARCHITECTURE = obj({
     "arch": (text(), True),
-    "in_channels": (whole(1), True),
-    "out_channels": (whole(1), True),
+    "in_channels": (whole(1, MAX_CHANNELS), True),
+    "out_channels": (whole(1, MAX_CHANNELS), True),
     "roi_size": (ROI, True),
-    "params": (mapping(), False),
+    "params": (mapping(bounded()), False),
 })
 PREPROCESSING = obj({
     "orientation": (text(), False),
@@ -180,6 +212,27 @@ SCHEMAS: Dict[str, Fields] = {
 }
 
 
+def check_label_table(labels: Any, out_channels: int) -> None:
+    """A model's labels: each on its own output channel (values unique, from 1 to ``out_channels - 1``;
+    0 is the background), each with its own non-empty name (results are reported by name)."""
+    seen_values: Dict[int, int] = {}
+    seen_names: Dict[str, int] = {}
+    for i, entry in enumerate(labels):
+        value, name = entry["value"], entry["name"].strip()
+        where = f"labels[{i}]"
+        if value == 0:
+            raise SchemaError(f"{where}.value", "is 0, the background, which is not a label")
+        if value >= out_channels:
+            raise SchemaError(f"{where}.value", f"is {value}, but the network has channels 0 to {out_channels - 1} only")
+        if value in seen_values:
+            raise SchemaError(f"{where}.value", f"is {value}, the value of labels[{seen_values[value]}] too")
+        if not name:
+            raise SchemaError(f"{where}.name", "is empty")
+        if name.lower() in seen_names:
+            raise SchemaError(f"{where}.name", f"'{name}' is the name of labels[{seen_names[name.lower()]}] too")
+        seen_values[value], seen_names[name.lower()] = i, i
+
+
 def check_header(path: Union[str, Path], metadata: Any) -> Dict[str, Any]:
     """Check an LWI header; raise :class:`LWIError` naming ``path`` and the first bad field.
 
@@ -194,6 +247,8 @@ def check_header(path: Union[str, Path], metadata: Any) -> Dict[str, Any]:
         fields.update(SCHEMAS.get(str(metadata.get("format")), {}))
     try:
         obj(fields)(metadata, "")
+        if str(metadata.get("format")) == MODEL_FORMAT and "labels" in fields:
+            check_label_table(metadata["labels"], metadata["architecture"]["out_channels"])
     except SchemaError as exc:
         raise LWIError(
             f"{path} has a damaged LWI header: the field '{exc.where}' {exc.problem}; "

@@ -204,7 +204,7 @@ class Worker:
 
     def segment(self, request_id: Any, request: Dict[str, Any]) -> None:
         from lwi.inference import segment_file
-        from lwi.outputs import Output, writing
+        from lwi.outputs import Input, Output, check_collisions, writing
 
         for field in ("model", "input", "output"):
             value = request.get(field)
@@ -218,8 +218,9 @@ class Worker:
             options = segment_options.check_values(request.get("options"))
         except ValueError as exc:
             raise LWIError(str(exc)) from None
-        if os.path.realpath(request["output"]) == os.path.realpath(request["input"]):
-            raise LWIError(f"The output {request['output']} would overwrite the input image.")
+        # The output may be neither the image nor the model (resolved: links, hard links, ..).
+        check_collisions([Input(request["input"], "input"), Input(request["model"], "model")],
+                         [Output(request["output"], "output")])
         progress = _RequestProgress(self, request_id)
         t0 = time.monotonic()
         segmenter, load_seconds, reused = self.segmenter_for(request["model"], request.get("device"), options, progress)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -26,18 +27,30 @@ def lwi(*args: str, cwd: Optional[Path] = None, timeout: float = 300) -> subproc
     )
 
 
+def file_state(path: Path) -> str:
+    """What is at ``path``: a folder, a symlink and its target, a device/pipe/socket (never read: a
+    pipe would block) with its inode, or a regular file's sha256 and inode (a replaced file differs)."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        return f"link -> {os.readlink(path)}"
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    if not stat.S_ISREG(st.st_mode):
+        return f"special {stat.S_IFMT(st.st_mode)} inode {st.st_ino}"
+    return f"{hashlib.sha256(path.read_bytes()).hexdigest()} inode {st.st_ino}"
+
+
 def snapshot(*roots: Path) -> Dict[str, str]:
-    """``{path: sha256}`` of every file (and ``{path: "dir"}`` of every folder) under ``roots``."""
+    """``{path: state}`` of everything under ``roots`` (see :func:`file_state`), links not followed."""
     found: Dict[str, str] = {}
     for root in roots:
         root = Path(root)
-        if root.is_file():
-            found[str(root)] = hashlib.sha256(root.read_bytes()).hexdigest()
+        if not os.path.lexists(root):
             continue
-        if not root.is_dir():
-            continue
-        for path in sorted(root.rglob("*")):
-            found[str(path)] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+        found[str(root)] = file_state(root)
+        if root.is_dir() and not root.is_symlink():
+            for path in sorted(root.rglob("*")):
+                found[str(path)] = file_state(path)
     return found
 
 

@@ -174,7 +174,7 @@ def test_bad_export_requests_are_refused_with_one_sentence(make_bundle, tmp_path
     assert json.loads((bundle / "configs" / "inference.json").read_text())["network_def"]["out_channels"] == 3
     message = _refusal(_lwi("export", "--model", str(model), "--format", "monai-bundle", "--out", str(tmp_path / "models"),
                             "--overwrite"))
-    assert "holds the model" in message and model.is_file()
+    assert "replaced as a whole" in message and "--model reads" in message and model.is_file()
     not_a_model = tmp_path / "notes.txt"
     not_a_model.write_text("hello")
     message = _refusal(_lwi("export", "--model", str(not_a_model), "--format", "monai-bundle", "--out", str(tmp_path / "b")))

@@ -36,11 +36,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lwi.bundle import bundle_labels, read_bundle_metadata
-    from lwi.data.dataset import load_dataset
+    from lwi.data.dataset import dataset_files, load_dataset
     from lwi.errors import LWIError
     from lwi.evaluation import compare_labels, evaluate_dataset, format_table, subset_means, write_json
     from lwi.io import estimate_voxels
-    from lwi.outputs import Output, writing
+    from lwi.outputs import Input, Output, inputs_of, writing
     from lwi.progress import Progress
 
     progress = Progress(args.progress)
@@ -56,8 +56,12 @@ def run(args: argparse.Namespace) -> int:
         outputs.append(Output(Path(args.json), "--json"))
     if args.predictions:
         voxels = sum(estimate_voxels(case.image) for case in dataset.cases)
-        outputs.append(Output(Path(args.predictions), "--predictions", folder=True, estimate=2 * voxels))
-    with writing(outputs, overwrite=args.overwrite):
+        outputs.append(Output(
+            Path(args.predictions), "--predictions", folder=True, estimate=2 * voxels,
+            files=tuple(f"{case.name}.seg.nrrd" for case in dataset.cases),
+        ))
+    inputs = [Input(Path(args.model), "--model")] + inputs_of("--data", dataset_files(args.data))
+    with writing(outputs, inputs=inputs, overwrite=args.overwrite, all_or_nothing=True):
         segmenter = make_segmenter(args, progress)
         results = evaluate_dataset(
             segmenter, dataset, progress, largest_component=args.largest_component, predictions_dir=args.predictions

@@ -54,11 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lwi.io import estimate_voxels
-    from lwi.outputs import Output, writing
+    from lwi.outputs import Input, Output, writing
+    from lwi.preview import FILES, INFO_FILE
 
     # Three float32 views in the image's geometry (a coarser --spacing only makes them smaller).
-    out = Output(args.out_dir, "--out-dir", folder=True, estimate=12 * estimate_voxels(args.input))
-    with writing([out], overwrite=args.overwrite):
+    out = Output(args.out_dir, "--out-dir", folder=True, estimate=12 * estimate_voxels(args.input),
+                 files=(*FILES.values(), INFO_FILE))
+    inputs = [Input(args.input, "--input")] + ([Input(args.model, "--model")] if args.model else [])
+    with writing([out], inputs=inputs, overwrite=args.overwrite, all_or_nothing=True):
         info, n = _preview(args)
     if args.json:
         from pathlib import Path

@@ -129,6 +129,15 @@ def make_segmenter(args: argparse.Namespace, progress):
     return Segmenter(**segmenter_options(args), device=args.device, progress=progress)
 
 
+def planned_inputs(args: argparse.Namespace, jobs) -> List[Any]:
+    """What ``lwi segment`` reads, as :class:`lwi.outputs.Input`: the model and every input image."""
+    from lwi.outputs import Input
+
+    return [Input(Path(args.model), "--model"), Input(Path(args.input), "--input")] + [
+        Input(job[0], "--input") for job in jobs
+    ]
+
+
 def planned_outputs(args: argparse.Namespace, jobs, channels: int) -> List[Any]:
     """The label maps (and probability maps, colour table) of ``jobs`` as :class:`lwi.outputs.Output`,
     with their sizes estimated from the input headers."""
@@ -176,16 +185,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         probs = Path(args.probabilities) if args.probabilities else None
         jobs = [(source, Path(args.output), probs, Path(args.uncertainty_path) if args.uncertainty_path else None)]
-    for image, *outputs in jobs:
-        clash = next((p for p in outputs if p is not None and p.resolve() == image.resolve()), None)
-        if clash is not None:
-            raise LWIError(f"The output {clash} would overwrite the input image.")
     _check_dicom_seg(args, jobs, metadata)
     channels = int(metadata["architecture"]["out_channels"])
-    # Every output checked (writable, not a folder, not replaced without --overwrite, space) before any
-    # work; an error or Ctrl-C removes what this run wrote. In a folder, images that fail are reported
-    # at the end and the others' label maps are kept.
-    with writing(planned_outputs(args, jobs, channels), overwrite=args.overwrite):
+    # Every output checked (not an input or another output, writable, not a folder, not replaced
+    # without --overwrite, space) before any work; an error or Ctrl-C removes what this run wrote, and
+    # one image's outputs appear together or not at all. In a folder, images that fail are reported at
+    # the end and the others' label maps are kept.
+    with writing(
+        planned_outputs(args, jobs, channels), inputs=planned_inputs(args, jobs), overwrite=args.overwrite,
+        all_or_nothing=not batch,
+    ):
         failure = _run_folder(args, jobs, progress) if batch else _run_one(args, jobs[0], progress)
     if failure:
         raise LWIError(failure)

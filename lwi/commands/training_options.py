@@ -110,7 +110,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         help="lwi: Step 1 then Step 2; scratch: Step 2 from random weights for the same total iterations; "
         "medcontext: one stage with a masked student and an EMA teacher, same total iterations; anatomask: "
         "teacher-guided masked-image pre-training then Step 2; auto (default): the plan chooses scratch for "
-        "short Step-2 budgets and lwi otherwise (lwi.plan.choose_strategy; docs/results.md); a given Step-1 "
+        "short Step-2 budgets and lwi otherwise (lwi/strategy_choice.py; docs/results.md); a given Step-1 "
         "budget or --unlabeled means lwi. The plan prints its choice; see docs/strategies.md",
     )
     parser.add_argument(
@@ -203,7 +203,9 @@ def run_command(
     # Checked (writable, not a folder, not replaced without --overwrite) and locked before any work;
     # a failed run removes what it wrote, unless a resumable checkpoint is there to continue from.
     # Rank 0 writes the files, so it alone checks, locks and cleans up.
-    outputs = writing(training_outputs(args), overwrite=args.overwrite, resume=args.resume, lock=True)
+    outputs = writing(
+        training_outputs(args), inputs=training_inputs(args), overwrite=args.overwrite, resume=args.resume, lock=True
+    )
     completed = False
     try:
         with outputs if distributed.is_main() else nullcontext():
@@ -216,6 +218,7 @@ def run_command(
                 resume=args.resume,
                 overwrite=args.overwrite,
                 progress=progress,
+                outputs_checked=True,  # just above, before the plan
                 **kwargs,
                 **settings,
             )
@@ -226,6 +229,28 @@ def run_command(
     finally:
         distributed.shutdown(completed)
     return finish(progress, result, done(result))
+
+
+def training_inputs(args: argparse.Namespace) -> List[Any]:
+    """What a training command reads, as :class:`lwi.outputs.Input`: the dataset's files, the
+    ``--unlabeled`` images, the ``--init`` checkpoint and the ``--from`` model (no output may be one
+    of them)."""
+    from pathlib import Path
+
+    from lwi.data.dataset import dataset_files, list_images
+    from lwi.outputs import Input, inputs_of
+
+    inputs = inputs_of("--data", dataset_files(args.data))
+    for folder in getattr(args, "unlabeled", None) or []:
+        try:
+            inputs += inputs_of("--unlabeled", list_images(folder))
+        except LWIError:
+            pass  # the run says what is wrong with the folder
+    if getattr(args, "init", None):
+        inputs.append(Input(Path(args.init), "--init"))
+    if getattr(args, "from_model", None):
+        inputs.append(Input(Path(args.from_model), "--from"))
+    return inputs
 
 
 def training_outputs(args: argparse.Namespace) -> List[Any]:

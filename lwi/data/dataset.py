@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -72,6 +72,18 @@ class Dataset:
     modality: str = "MR"
     validation: Optional[List[str]] = None
     name: str = ""
+    #: Declared label values that no label map contains (a model would never learn them).
+    unused_labels: List[int] = field(default_factory=list)
+
+    def unused_labels_note(self) -> Optional[str]:
+        """The warning for :attr:`unused_labels`, or None."""
+        if not self.unused_labels:
+            return None
+        shown = ", ".join(f"{v} ({self.labels.get(v, '?')})" for v in self.unused_labels)
+        return (
+            f"dataset.json declares label(s) {shown} that no label map of {self.root} contains: the model gets an "
+            "output for each but never learns it, and its Dice is reported as n/a."
+        )
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -140,11 +152,21 @@ def parse_labels(raw: object) -> Dict[int, str]:
         raise LWIError("dataset.json uses region-based labels (lists of values), which are not supported.")
     else:
         raise LWIError('dataset.json "labels" must map integer values to names or names to integer values.')
+    names: Dict[str, int] = {}
     for value, name in pairs:
         if value < 0:
             raise LWIError(f"dataset.json declares a negative label value {value}.")
         if value in labels:
             raise LWIError(f"dataset.json declares the label value {value} twice.")
+        if not isinstance(name, str) or not name.strip():
+            raise LWIError(f"dataset.json gives the label value {value} an empty name; name every label.")
+        if name.strip().lower() in names:
+            # Results are reported and compared by name: two labels of one name would merge there.
+            raise LWIError(
+                f"dataset.json names the label values {names[name.strip().lower()]} and {value} both "
+                f"'{name.strip()}'; give each label its own name."
+            )
+        names[name.strip().lower()] = value
         labels[value] = str(name)
     labels.setdefault(0, "background")
     return dict(sorted(labels.items()))
@@ -201,8 +223,12 @@ def load_dataset(data_dir: PathLike, require_labels: bool = True) -> Dataset:
     if problems:
         raise DatasetError(problems, header=f"The dataset {root} has problems")
 
+    unused: List[int] = []
     if declared is not None:
         labels = declared
+        if require_labels:
+            present = {v for vs in found_values.values() for v in vs}
+            unused = [v for v in labels if v != 0 and v not in present]
     else:
         values = sorted({v for vs in found_values.values() for v in vs} | {0})
         labels = {v: ("background" if v == 0 else f"label_{v}") for v in values}
@@ -213,6 +239,7 @@ def load_dataset(data_dir: PathLike, require_labels: bool = True) -> Dataset:
         modality=modality_from(meta),
         validation=validation,
         name=str(meta.get("name", root.name)),
+        unused_labels=unused,
     )
 
 
@@ -229,9 +256,27 @@ def read_dataset_json(root: PathLike) -> dict:
         meta = json.loads(json_path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         raise LWIError(f"{json_path} is not valid JSON ({exc}).") from None
+    except RecursionError:
+        raise LWIError(f"{json_path} is nested too deeply to be a dataset description.") from None
     if not isinstance(meta, dict):
         raise LWIError(f"{json_path} must hold a JSON object.")
     return meta
+
+
+def dataset_files(data_dir: PathLike) -> List[Path]:
+    """Every file of a dataset folder LWI reads (``dataset.json``, images, label maps), listed without
+    reading them: the inputs no output may be (:func:`lwi.outputs.check_collisions`). A folder that
+    cannot be listed yields what was found; :func:`load_dataset` reports its problems."""
+    root = Path(data_dir)
+    files = [root / "dataset.json"]
+    for labelled in (True, False):
+        try:
+            cases = list_cases(root, labelled, [])
+        except (LWIError, OSError):
+            continue
+        for case in cases:
+            files += [case.image] + ([case.label] if case.label is not None else [])
+    return list(dict.fromkeys(files))
 
 
 def list_cases(

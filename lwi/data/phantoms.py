@@ -154,6 +154,9 @@ def write_phantom_dataset(
     dataset does not contain. The folder holds ``dataset.json`` (modality CT, labels, training list),
     ``imagesTr/phantom_XXX.nii.gz`` and ``labelsTr/phantom_XXX.nii.gz``.
     """
+    from lwi.io import write_sitk_atomic
+    from lwi.outputs import write_text
+
     out = Path(out_dir)
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
@@ -161,8 +164,8 @@ def write_phantom_dataset(
     for i in range(n_cases):
         image, label = make_phantom(seed + i, shape=shape, spacing=spacing)
         name = f"phantom_{i:03d}.nii.gz"
-        sitk.WriteImage(image, str(out / "imagesTr" / name), True)
-        sitk.WriteImage(label, str(out / "labelsTr" / name), True)
+        write_sitk_atomic(image, out / "imagesTr" / name)
+        write_sitk_atomic(label, out / "labelsTr" / name)
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
     meta = {
         "name": "LWI phantoms",
@@ -175,5 +178,5 @@ def write_phantom_dataset(
         "training": training,
         "test": [],
     }
-    (out / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_text(out / "dataset.json", json.dumps(meta, indent=2) + "\n")
     return out

@@ -1,0 +1,317 @@
+"""Model files and label tables as untrusted input (issue 20, classes 4, 5 and 7).
+
+A model file's header is checked against the schema, sane bounds and the tensors the file actually
+holds before anything is allocated; label tables are refused or warned about as a user expects; the
+messages are true (an intact file too large for memory is not called corrupt, a truncated checkpoint
+is not offered to --resume). Refusals run as real ``python -m lwi`` subprocesses in parallel and pass
+:func:`hostile.assert_refused`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import pytest
+import torch
+from hostile import CATCH_ALL, assert_refused, lwi, snapshot, write
+from safetensors.torch import load_file, save_file
+
+from lwi.data.dataset import load_dataset
+from lwi.data.phantoms import PHANTOM_LABELS, make_phantom, write_phantom_dataset
+from lwi.errors import LWIError
+from lwi.names import read_header_metadata
+
+SHAPE = (24, 24, 16)
+NET = ["--arch", "segresnet", "--init-filters", "8", "--arch-param", "blocks_down=[1,1]", "--arch-param",
+       "blocks_up=[1]", "--roi", "16", "16", "16", "--device", "cpu", "--pretrain-epochs", "1", "--epochs", "1"]
+pytestmark = pytest.mark.timeout(900)
+
+
+@dataclass
+class Case:
+    args: List[object]
+    roots: List[Path]
+    expect: Tuple[str, ...] = ()
+    absent: Tuple[str, ...] = ()  # words the last line must not hold
+
+
+@dataclass
+class Kit:
+    root: Path
+    model: Path
+    image: Path
+    data: Path
+
+
+CASES: Dict[str, Callable[[Path, Kit], Case]] = {}
+
+
+def case(name: str):
+    def register(builder: Callable[[Path, Kit], Case]) -> Callable[[Path, Kit], Case]:
+        CASES[name] = builder
+        return builder
+
+    return register
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory, make_bundle) -> Kit:
+    root = tmp_path_factory.mktemp("kit")
+    image, _ = make_phantom(7, shape=SHAPE)
+    return Kit(root=root, model=make_bundle(root / "model.lwi.safetensors", PHANTOM_LABELS),
+               image=write(image, root / "ct.nii.gz"), data=write_phantom_dataset(root / "data", 3, shape=SHAPE))
+
+
+@pytest.fixture(scope="module")
+def outcomes(kit, tmp_path_factory):
+    shared = snapshot(kit.root)
+    prepared = {}
+    for name, builder in CASES.items():
+        made = builder(tmp_path_factory.mktemp(name.replace(" ", "_")[:40]), kit)
+        prepared[name] = (made, snapshot(*made.roots))
+    with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:
+        futures = {name: pool.submit(lwi, *made.args) for name, (made, _) in prepared.items()}
+        results = {name: future.result() for name, future in futures.items()}
+    return {"shared": shared, "cases": {n: (m, b, results[n]) for n, (m, b) in prepared.items()}}
+
+
+def _edited(kit: Kit, path: Path, edit: Callable[[dict], None], tensors: Optional[dict] = None) -> Path:
+    """The kit's model with its real tensors (or ``tensors``) and its metadata changed by ``edit``."""
+    meta = read_header_metadata(kit.model)
+    edit(meta)
+    save_file(tensors if tensors is not None else load_file(str(kit.model)), str(path), metadata={"lwi": json.dumps(meta)})
+    return path
+
+
+def _segment(kit: Kit, model: Path, root: Path) -> List[object]:
+    return ["segment", "--model", model, "--input", kit.image, "--output", root / "o.nii.gz", "--device", "cpu"]
+
+
+# -- 4: model metadata against the schema, bounds and the tensors in the file --------------------------
+@case("output channels that the weights do not have")
+def _(root, kit):
+    def edit(meta):
+        meta["architecture"]["out_channels"] = 9
+
+    model = _edited(kit, root / "m.lwi.safetensors", edit)
+    return Case(_segment(kit, model, root), [root], ("m.lwi.safetensors", "do not match", "9 output channels"))
+
+
+@case("a network far larger than its tensors")
+def _(root, kit):
+    def edit(meta):
+        meta["architecture"]["params"]["init_filters"] = 60000  # ~ 10^11 weights if allocated
+
+    model = _edited(kit, root / "m.lwi.safetensors", edit)
+    return Case(_segment(kit, model, root), [root], ("m.lwi.safetensors", "do not match"))
+
+
+@case("a network parameter beyond the bounds")
+def _(root, kit):
+    def edit(meta):
+        meta["architecture"]["params"]["init_filters"] = 10**12
+
+    model = _edited(kit, root / "m.lwi.safetensors", edit)
+    return Case(_segment(kit, model, root), [root], ("architecture.params.init_filters", "at most"))
+
+
+@case("two labels on one value")
+def _(root, kit):
+    def edit(meta):
+        meta["labels"][1]["value"] = meta["labels"][0]["value"]
+
+    model = _edited(kit, root / "m.lwi.safetensors", edit)
+    return Case(_segment(kit, model, root), [root], ("labels[1].value", "too"))
+
+
+@case("two labels of one name")
+def _(root, kit):
+    def edit(meta):
+        meta["labels"][1]["name"] = meta["labels"][0]["name"].upper()
+
+    model = _edited(kit, root / "m.lwi.safetensors", edit)
+    return Case(["info", model], [root], ("labels[1].name", "too"))
+
+
+@case("a label without a channel")
+def _(root, kit):
+    def edit(meta):
+        meta["labels"][0]["value"] = 40
+
+    model = _edited(kit, root / "m.lwi.safetensors", edit)
+    return Case(_segment(kit, model, root), [root], ("labels[0].value", "channels 0 to 4"))
+
+
+@case("a label with an empty name")
+def _(root, kit):
+    def edit(meta):
+        meta["labels"][2]["name"] = "  "
+
+    model = _edited(kit, root / "m.lwi.safetensors", edit)
+    return Case(_segment(kit, model, root), [root], ("labels[2].name", "empty"))
+
+
+@case("a header nested too deeply")
+def _(root, kit):
+    path = root / "m.lwi.safetensors"
+    body = ("[" * 200_000).encode()  # the safetensors header itself: 200000 nested lists
+    path.write_bytes(struct.pack("<Q", len(body)) + body)
+    return Case(_segment(kit, path, root), [root], ("m.lwi.safetensors", "nested too deeply"))
+
+
+@case("metadata nested too deeply")
+def _(root, kit):
+    path = root / "m.lwi.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"lwi": "[" * 200_000})
+    return Case(["info", path], [root], ("m.lwi.safetensors", "nested too deeply"))
+
+
+@case("a header claiming gigabytes")
+def _(root, kit):
+    path = root / "m.lwi.safetensors"
+    path.write_bytes(struct.pack("<Q", 2**40) + b"{}")
+    return Case(_segment(kit, path, root), [root], ("m.lwi.safetensors", "header claims"))
+
+
+@case("tensors beyond the end of the file")
+def _(root, kit):
+    path = root / "m.lwi.safetensors"
+    data = kit.model.read_bytes()
+    path.write_bytes(data[: len(data) - 4096])
+    return Case(_segment(kit, path, root), [root], ("m.lwi.safetensors", "truncated"), absent=("--resume",))
+
+
+@case("a model without colours")
+def _(root, kit):
+    def edit(meta):
+        for entry in meta["labels"]:
+            del entry["color"]
+
+    model = _edited(kit, root / "m.lwi.safetensors", edit)
+    # The schema makes colours optional: the model is used; the refusal here is the constant image.
+    blank = root / "blank.nii.gz"
+    import SimpleITK as sitk
+
+    write(sitk.Image(list(SHAPE), sitk.sitkFloat32), blank)
+    return Case(["segment", "--model", model, "--input", blank, "--output", root / "o.nii.gz", "--device", "cpu"],
+                [root], ("blank.nii.gz", "constant image"))
+
+
+# -- 5: label tables ------------------------------------------------------------------------------------
+def _dataset_with_labels(kit: Kit, root: Path, labels: dict) -> Path:
+    data = Path(shutil.copytree(kit.data, root / "data"))
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["labels"] = labels
+    (data / "dataset.json").write_text(json.dumps(meta))
+    return data
+
+
+@case("dataset labels with one name twice")
+def _(root, kit):
+    data = _dataset_with_labels(kit, root, {"0": "background", "1": "liver", "2": "Liver", "3": "kidney", "4": "vertebra"})
+    return Case(["train", "--data", data, "--out", root / "m.lwi.safetensors", *NET], [root],
+                ("dataset.json", "values 1 and 2", "own name"))
+
+
+@case("dataset label with an empty name")
+def _(root, kit):
+    data = _dataset_with_labels(kit, root, {"0": "background", "1": "liver", "2": "", "3": "kidney", "4": "vertebra"})
+    return Case(["evaluate", "--model", kit.model, "--data", data], [root], ("dataset.json", "label value 2", "empty"))
+
+
+@case("resume on a dataset with other labels")
+def _(root, kit):
+    data = _dataset_with_labels(kit, root, {"0": "background", "1": "liver", "2": "spleen", "3": "kidney",
+                                            "4": "vertebra", "5": "aorta"})
+    meta = read_header_metadata(kit.model)
+    state = {"format": "lwi-step2-state", "format_version": 1, "architecture": meta["architecture"],
+             "labels": {str(k): v for k, v in PHANTOM_LABELS.items()}, "preprocessing": meta["preprocessing"],
+             "settings": {"arch": "segresnet", "roi": [16, 16, 16], "epochs": 2,
+                          "arch_params": meta["architecture"]["params"]},
+             "training": {"stage": "finetune", "iteration": 1, "epochs": 2, "iterations_per_epoch": 1,
+                          "total_iterations": 2, "state": {}, "scheduler": {}}}
+    save_file(load_file(str(kit.model)), str(root / "m.last.lwi.safetensors"), metadata={"lwi": json.dumps(state)})
+    return Case(["train", "--strategy", "scratch", "--data", data, "--out", root / "m.lwi.safetensors", "--resume",
+                 "--device", "cpu"], [root], ("trained on the labels", "5 aorta", "dataset.json"))
+
+
+# -- 7: true messages ------------------------------------------------------------------------------------
+@case("resume from a truncated checkpoint")
+def _(root, kit):
+    data = kit.model.read_bytes()
+    (root / "m.last.lwi.safetensors").write_bytes(data[: len(data) // 2])
+    return Case(["train", "--strategy", "scratch", "--data", kit.data, "--out", root / "m.lwi.safetensors", "--resume",
+                 "--device", "cpu"], [root], ("m.last.lwi.safetensors", "truncated"),
+                absent=("run the same command with --resume",))
+
+
+@case("a dataset.json nested too deeply")
+def _(root, kit):
+    data = Path(shutil.copytree(kit.data, root / "data"))
+    (data / "dataset.json").write_text("[" * 200_000)
+    return Case(["train", "--data", data, "--out", root / "new" / "m.lwi.safetensors", *NET], [root],
+                ("dataset.json", "nested too deeply"))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_refused_with_a_true_sentence(outcomes, name):
+    made, before, proc = outcomes["cases"][name]
+    line = assert_refused(proc, before, made.roots, made.expect)
+    for text in made.absent:
+        assert text.lower() not in line.lower(), line
+
+
+def test_shared_inputs_are_untouched(outcomes, kit):
+    assert snapshot(kit.root) == outcomes["shared"]
+
+
+def test_an_intact_model_too_large_for_memory_is_called_too_large_not_corrupt(kit, tmp_path, make_bundle):
+    """A sparse file whose header and length agree, with terabytes of weights: refused before
+    allocating, with the memory it needs, and not called damaged."""
+    from lwi.architectures import build
+
+    meta = read_header_metadata(kit.model)
+    spec = dict(meta["architecture"])
+    spec["params"] = dict(spec["params"], init_filters=32768)
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in build(**spec).state_dict().items()}
+    meta["architecture"] = spec
+    header, offset = {"__metadata__": {"lwi": json.dumps(meta)}}, 0
+    for name, shape in shapes.items():
+        size = 4 * int(torch.Size(shape).numel())
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    body = json.dumps(header).encode()
+    path = tmp_path / "huge.lwi.safetensors"
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(body)) + body)
+        f.truncate(8 + len(body) + offset)  # sparse: no disk used
+    proc = lwi("segment", "--model", path, "--input", kit.image, "--output", tmp_path / "o.nii.gz", "--device", "cpu")
+    line = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and CATCH_ALL not in proc.stderr, proc.stderr[-1500:]
+    assert "too large for this computer's memory" in line and "intact" in line, line
+    assert "corrupt" not in line and "damaged" not in line and "truncated" not in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.lwi.safetensors"]
+
+
+def test_a_declared_label_in_no_case_is_warned_about(kit, tmp_path):
+    data = _dataset_with_labels(kit, tmp_path, {**{str(k): v for k, v in PHANTOM_LABELS.items()}, "5": "aorta"})
+    dataset = load_dataset(data)
+    assert dataset.unused_labels == [5]
+    assert "5 (aorta)" in dataset.unused_labels_note() and "never learns" in dataset.unused_labels_note()
+    assert load_dataset(kit.data).unused_labels_note() is None
+
+
+def test_dataset_labels_of_one_name_are_refused_by_the_reader(tmp_path):
+    from lwi.data.dataset import parse_labels
+
+    with pytest.raises(LWIError, match="own name"):
+        parse_labels({"0": "background", "1": "liver", "2": " liver "})
+    assert parse_labels({"background": 0, "liver": 1}) == {0: "background", 1: "liver"}
