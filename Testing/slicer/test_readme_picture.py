@@ -106,9 +106,12 @@ def test_the_picture_is_slicers_four_up_layout_with_the_segments(tmp_path, make_
     from lwi.bundle import read_bundle_metadata
 
     colours = [np.asarray(entry["color"]) / 255.0 for entry in read_bundle_metadata(model)["labels"]]
+    # Inside, Slicer's default fill: the colour blended over the (white, bright) image, not over black.
+    fill = slicer.vtkMRMLSegmentationDisplayNode().GetOpacity2DFill()
     for name in ("Red", "Green", "Yellow"):
         seen = [close(quadrants[name][BAR:], colour, 30).sum() for colour in colours]
-        assert min(seen) > 0, (name, seen)
+        filled = [close(quadrants[name][BAR:], fill * colour + (1 - fill), 12).sum() for colour in colours]
+        assert min(seen) > 0 and min(filled) > 100, (name, seen, filled)
     chroma = threed / np.maximum(threed.sum(axis=-1, keepdims=True), 1)  # shading changes brightness, not hue
     for colour in colours:
         shaded = (np.abs(chroma - colour / colour.sum()).max(axis=-1) < 0.03) & (threed.sum(axis=-1) > 60)
