@@ -53,8 +53,8 @@ def reloadPackage(name: str) -> List[str]:
     own dict, as ``importlib.reload`` does, so state a module keeps across reloads
     (``_worker = globals().get("_worker")``) survives; but ``importlib.reload`` would look the module
     up again, which fails for a package loaded from its location (a source checkout's LWICommon).
-    Only the files of the package's folder are executed: ``LWICommon.vocabulary`` registers the
-    core's own files under ``LWICommon._core_*``. Two rounds, so a submodule that imported names
+    Only the files of the package's folder are executed: ``LWICommon.vocabulary`` imports the
+    core's own files as ``LWICommon._core.*``, which are not. Two rounds, so a submodule that imported names
     from another one gets the new ones whatever the order. Returns the reloaded module names."""
     import sys
 

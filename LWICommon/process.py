@@ -48,17 +48,11 @@ def parse_line(line: str) -> Optional[Event]:
 
 
 def format_duration(seconds: Optional[float]) -> str:
-    """Short human duration: ``"45 s"``, ``"3 min 05 s"``, ``"2 h 07 min"``; ``""`` when unknown."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return ""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+    """Short human duration: ``"45 s"``, ``"3 min 05 s"``, ``"2 h 07 min"``; ``""`` when unknown
+    (the core's :func:`lwi.option_types.format_duration`, to the second)."""
+    from LWICommon.vocabulary import option_types
+
+    return option_types.format_duration(seconds, precise=True)
 
 
 def _number(value: Any) -> Optional[float]:

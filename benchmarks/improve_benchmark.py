@@ -16,7 +16,7 @@ Written to ``benchmarks/results/improve-cpu.json`` (per draw and arm: test Dice,
 Spearman rho). Iteration budgets, not time budgets (the CPU is shared). Models are kept in ``--work``
 and reused when the script is run again (``--fresh`` retrains).
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/improve_benchmark.py --data /work/shared/data/hippocampus-dev
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/improve_benchmark.py --shares 0.1 0.25
 
 This is a measurement, not a test: nothing is asserted.
 """
@@ -49,16 +49,18 @@ def main() -> int:
     parser.add_argument("--k", type=int, nargs=2, default=[5, 10], metavar=("PARENT", "NOW"))
     parser.add_argument("--test-cases", type=int, default=10)
     parser.add_argument("--parent-iterations", type=int, default=300)
-    parser.add_argument("--shares", type=float, nargs="+", default=[0.25, 0.5])
+    parser.add_argument("--shares", type=float, nargs="+", default=[0.1, 0.25])
     parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite the tables of docs/correction-loop.md")
     args = parser.parse_args()
 
     import record
     import torch
 
     from lwi.data.dataset import load_dataset
+    from lwi.data.split import draw_training_cases, hold_out
     from lwi.evaluation import evaluate_dataset
-    from lwi.experiment import draw_training_cases, hold_out, write_subset
+    from lwi.experiment import write_subset
     from lwi.improve import improve
     from lwi.inference import Segmenter
     from lwi.progress import Progress
@@ -139,10 +141,73 @@ def main() -> int:
     }
     path = record.write("improve", "cpu", figures)
     print(f"Written to {path}")
+    if not args.no_doc:
+        import render_tables
+
+        render_tables.main([])  # docs/correction-loop.md's tables
     for arm, s in summary.items():
         print(f"{arm:>16}: test Dice {s['mean_dice']:.4f} +- {s['sd_dice']:.4f}; Spearman(uncertainty, Dice) "
               f"{s['mean_spearman'] if s['mean_spearman'] is None else round(s['mean_spearman'], 3)}")
     return 0
+
+
+def tables(figures: Dict[str, Any], file_name: str) -> Dict[str, str]:
+    """The markdown of the two tables (``improve``, ``uncertainty``) that benchmarks/render_tables.py puts
+    in docs/correction-loop.md."""
+    s, draws = figures["summary"], figures["draws"]
+    budget = figures["parent_iterations"]
+    seeds = ", ".join(str(d["seed"]) for d in draws)
+    rows = ["| arm | iterations (cases) | mean test Dice ± SD | per draw | − retrain, same budget | − retrain, full budget |",
+            "| --- | --- | --- | --- | --- | --- |"]
+
+    def per_draw(arm: str) -> str:
+        return ", ".join(f"{d['arms'][arm]['mean_dice']:.3f}" for d in draws)
+
+    k0, k1 = figures["k"]
+    rows.append(f"| parent (scratch, K={k0}) | {budget} ({k0}) | {s['parent']['mean_dice']:.3f} ± {s['parent']['sd_dice']:.3f} "
+                f"| {per_draw('parent')} | | |")
+    rows.append(f"| retrain (scratch, K={k1}) | {budget} ({k1}) | {s['retrain-full']['mean_dice']:.3f} ± "
+                f"{s['retrain-full']['sd_dice']:.3f} | {per_draw('retrain-full')} | | |")
+    for share in figures["shares"]:
+        iterations = max(1, round(share * budget / 10)) * 10
+        for arm, what in ((f"improve-{share:g}", "improve the parent (--from)"), (f"retrain-{share:g}", "retrain (scratch)")):
+            same = full = ""
+            if arm.startswith("improve"):
+                same = ", ".join(f"{v:+.3f}" for v in s[arm]["minus_retrain_same_budget"])
+                full = ", ".join(f"{v:+.3f}" for v in s[arm]["minus_retrain_full_budget"])
+            rows.append(f"| {what}, K={k1} | {iterations} ({k1}) | {s[arm]['mean_dice']:.3f} ± {s[arm]['sd_dice']:.3f} "
+                        f"| {per_draw(arm)} | {same} | {full} |")
+    settings = figures["settings"]
+    where = (f"<sub>hippocampus-dev, {len(figures['test_cases'])} held-out test cases (lwi experiment's fixed draw), "
+             f"draws (seeds) {seeds}, {settings['arch']} {settings['arch_params']}, ROI {settings['roi']}, spacing "
+             f"{settings['spacing']} mm, batch {settings['batch_size']}, lr {settings['lr']}, no validation; iteration "
+             f"budgets, one thread per run (OMP_NUM_THREADS=1, nice 10) on the shared 2-core CPU "
+             f"(`benchmarks/results/{file_name}`).</sub>")
+    improve = "\n".join(rows) + "\n\n" + where + "\n"
+    urows = ["| model | Spearman ρ (uncertainty score, case mean Dice) per draw | mean ρ |", "| --- | --- | --- |"]
+    for arm in s:
+        rhos = [d["arms"][arm]["spearman_uncertainty_dice"] for d in draws]
+        shown = ", ".join("n/a" if r is None else f"{r:+.2f}" for r in rhos)
+        mean = s[arm]["mean_spearman"]
+        urows.append(f"| {arm} | {shown} | {'n/a' if mean is None else f'{mean:+.2f}'} |")
+    pooled = [(c["uncertainty"], _mean_dice(c)) for d in draws for a in d["arms"].values() for c in a["cases"]]
+    uncertainty = "\n".join(urows) + "\n\n" + (
+        f"<sub>Each ρ over the {len(figures['test_cases'])} test cases of one model (same runs as above; a negative ρ "
+        f"means less certain cases were segmented worse). Pooled over all {len(pooled)} (model, case) pairs: "
+        f"ρ = {_spearman(pooled):+.2f}.</sub>\n"
+    )
+    return {"improve": improve, "uncertainty": uncertainty}
+
+
+def _mean_dice(case: Dict[str, Any]) -> float:
+    values = [v for v in case["dice"].values() if v is not None]
+    return sum(values) / len(values) if values else 0.0
+
+
+def _spearman(pairs: List[Any]) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr([u for u, _ in pairs], [d for _, d in pairs])[0])
 
 
 if __name__ == "__main__":

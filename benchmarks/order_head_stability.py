@@ -66,7 +66,7 @@ def main() -> int:
         "N": n, "ln_N": math.log(n), "worst": max(max(r["order"]) for r in rows),
         "seconds": round(time.time() - start, 1), "rows": rows,
     }
-    # One record (machine, versions, command, date) holding every label's curves; the README's table
+    # One record (machine, versions, command, date) holding every label's curves; the results table (docs/results.md)
     # is rendered from it (benchmarks/render_tables.py).
     record.write("order-heads", "cpu", data)
     if args.plot:

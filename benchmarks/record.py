@@ -3,7 +3,7 @@
 Each file holds the figures plus what is needed to judge them: the machine (CPU, cores, memory, GPU,
 load average before and after the run: the CPU machines here are shared), the versions of Python,
 torch, MONAI, SimpleITK and lwi, the command line and the date. ``render_tables.py`` turns the files
-into the README's tables, so no figure there is typed by hand.
+into the tables of docs/performance.md and docs/results.md, so no figure there is typed by hand.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Render the README's benchmark tables from the JSON files in ``benchmarks/results/``.
+"""Render the benchmark tables of the README (and of docs/*.md) from the JSON files in ``benchmarks/results/``.
 
-The README marks each table's place with ``<!-- results:NAME -->`` ... ``<!-- /results:NAME -->``,
+The README (or a docs/ page) marks each table's place with ``<!-- results:NAME -->`` ... ``<!-- /results:NAME -->``,
 where NAME is a result file's name without ``.json`` (``train-cpu``, ``folder-cpu``, ...). Everything
 between the two markers is replaced by the table of that file, or by a line saying the figures are
 still to be measured (and with which command) when the file does not exist yet.
@@ -21,6 +21,8 @@ from typing import Any, Callable, Dict, List
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+#: The pages with tables: the README, then the docs/ pages (a table there is as much the file's as one in the README).
+PAGES = [README] + sorted((ROOT / "docs").glob("*.md"))
 MARKER = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
 # How to produce each result file (shown while it is missing).
@@ -35,6 +37,7 @@ COMMANDS = {
     "ct-lowres-cpu": "python benchmarks/cli_benchmark.py --input CT --name ct-lowres -- --spacing-scale 2 --device cpu",
     "warm-cuda": "benchmarks/run_all_gpu.sh",
     "order-heads-cpu": "python benchmarks/order_head_stability.py --label after --plot",
+    "improve-cpu": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/improve_benchmark.py --shares 0.1 0.25",
 }
 
 
@@ -116,19 +119,49 @@ def _cli(r: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\n" + _footer(r)
 
 
+def _median(value: Any) -> Any:
+    """A figure's median (result files before medians hold the single value)."""
+    return value.get("median") if isinstance(value, dict) else value
+
+
+def _spread(value: Any, digits: int = 1, unit: str = "") -> str:
+    """``median (min-max)`` of a figure (the value alone in files before medians)."""
+    if not isinstance(value, dict):
+        return _f(value, digits) + unit
+    if value.get("median") is None:
+        return "n/a"
+    return f"{_f(value['median'], digits)}{unit} ({_f(value['min'], digits)}-{_f(value['max'], digits)})"
+
+
 def _segment(r: Dict[str, Any]) -> str:
     f = r["figures"]
-    names = list(f["results"])
-    base = f["results"]["tutorial"]
-    head = f"| {f['description']} | " + " | ".join(names) + " |"
+    results = f["results"]
+    names = list(results)
+    base = results["tutorial"]
+    ratios = f.get("ratios", {})
+    medians = "median (min-max) of " + str(f.get("repeat")) + " rounds, " if ratios else ""
+    head = f"| {f['description']}; {medians}tutorial / ours in brackets | " + " | ".join(names) + " |"
     lines = [head, "| --- |" + " --- |" * len(names)]
+
+    def ratio(n: str, key: str) -> str:
+        if n == "tutorial":
+            return "1.00x"
+        if n in ratios:  # round by round: two runs back to back share the machine's load
+            return _spread(ratios[n][key], 2, "x")
+        steps = key == "network"
+        b = base["steps"][key] if steps else base[key]
+        o = results[n]["steps"][key] if steps else results[n][key]
+        return f"{_f(_median(b) / _median(o))}x"
+
     lines.append("| total time, file to label file (s) | " + " | ".join(
-        f"{_f(f['results'][n]['seconds'], 1)} ({_f(base['seconds'] / f['results'][n]['seconds'])}x)" for n in names) + " |")
+        f"{_spread(results[n]['seconds'])} [{ratio(n, 'seconds')}]" for n in names) + " |")
     for step in ("read + preprocess", "network", "back to input grid", "write"):
-        lines.append(f"| {step} (s) | " + " | ".join(_f(f["results"][n]["steps"].get(step), 1) for n in names) + " |")
-    lines.append("| peak process memory (GB) | " + " | ".join(_f(f["results"][n]["rss_gb"]) for n in names) + " |")
-    if any(f["results"][n].get("gpu_gb") for n in names):
-        lines.append("| peak GPU memory (GB) | " + " | ".join(_f(f["results"][n].get("gpu_gb")) for n in names) + " |")
+        cells = [_spread(results[n]["steps"].get(step)) + (f" [{ratio(n, 'network')}]" if step == "network" else "")
+                 for n in names]
+        lines.append(f"| {step} (s) | " + " | ".join(cells) + " |")
+    lines.append("| peak process memory (GB) | " + " | ".join(_spread(results[n]["rss_gb"], 2) for n in names) + " |")
+    if any(_median(results[n].get("gpu_gb")) for n in names):
+        lines.append("| peak GPU memory (GB) | " + " | ".join(_spread(results[n].get("gpu_gb"), 2) for n in names) + " |")
     for name, agree in f.get("agreement", {}).items():
         lines.append(f"| agreement {name} | mean Dice {agree['mean_dice']:.4f}, "
                      f"{100 * agree['identical_voxels']:.2f}% identical voxels |" + " |" * (len(names) - 1))
@@ -154,7 +187,20 @@ def _order_heads(r: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\n" + _footer(r)
 
 
+def _improve(r: Dict[str, Any]) -> str:
+    import importlib.util
+
+    # The benchmark defines its tables (one place); loaded by path, as the tests load this file.
+    spec = importlib.util.spec_from_file_location("improve_benchmark", Path(__file__).with_name("improve_benchmark.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    made = module.tables(r["figures"], r["_file"])
+    return (made["improve"] + "\nThe uncertainty score against Dice, on the same models and test cases:\n\n"
+            + made["uncertainty"] + "\n" + _footer(r))
+
+
 RENDERERS: Dict[str, Callable[[Dict[str, Any]], str]] = {
+    "improve": _improve,
     "train-ddp": _train_ddp, "train": _train, "folder": _folder, "ct-lowres": _cli, "cli": _cli,
     "segment": _segment, "warm": _warm, "order-heads": _order_heads,
 }
@@ -177,17 +223,19 @@ def rendered_readme(text: str) -> str:
 
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
+    parser.add_argument("--check", action="store_true", help="only check that the README and docs/ pages are up to date")
     args = parser.parse_args(argv)
-    text = README.read_text()
-    new = rendered_readme(text)
-    if args.check:
+    for page in PAGES:
+        text = page.read_text()
+        new = rendered_readme(text)
+        if args.check:
+            if new != text:
+                print(f"{page.name}'s benchmark tables differ from benchmarks/results/; run benchmarks/render_tables.py")
+                return 1
+            continue
         if new != text:
-            print("README.md's benchmark tables differ from benchmarks/results/; run benchmarks/render_tables.py")
-            return 1
-        return 0
-    README.write_text(new)
-    print(f"{len(MARKER.findall(text))} tables rendered into README.md")
+            page.write_text(new)
+        print(f"{len(MARKER.findall(text))} tables rendered into {page.relative_to(ROOT)}")
     return 0
 
 

@@ -1,10 +1,17 @@
 """Benchmark: ``lwi`` segmentation against a MONAI tutorial-style pipeline, same weights, side by side.
 
 Both pipelines read the same CT file from disk and write a label file. Each runs in a fresh process
-(so the peak memory is its own) after a warm-up call of the network; with ``--repeat N`` they alternate
-N times and the fastest run of each counts (shared machines are noisy). Printed: wall time, peak GPU
-memory, peak process memory (RSS), the tutorial/ours ratios, and the agreement of the two label maps
-(Dice per label, share of identical voxels).
+(so the peak memory is its own) after a warm-up call of the network. ``--repeat N`` rounds alternate
+the pipelines, and the order within a round rotates (neither always runs first, on a warmer or cooler
+machine); every figure is the median over the rounds with its spread (min-max), and the tutorial/ours
+ratios are also taken round by round (two runs back to back share the machine's load). Printed: wall
+time and its steps, peak GPU memory, peak process memory (RSS), the ratios, and the agreement of the
+two label maps (Dice per label, share of identical voxels). Measure on an idle machine: the spread
+shows how much the load moved the figures.
+
+Both run the same network step: MONAI's ``sliding_window_inference`` on the same float32 tensor
+layout, window batch, Gaussian blending and CPU thread count (the physical cores; torch's default
+is the logical CPUs, which differ only with hyper-threading), no autocast on the CPU.
 
 - ours: :class:`lwi.inference.Segmenter`: preprocessing on the device, float16 autocast on CUDA,
   argmax on the device, nearest-neighbour inversion of the labels, light-compressed ``.seg.nrrd``.
@@ -266,6 +273,46 @@ def _child(which: str, args: argparse.Namespace, workdir: Path, output: Path, no
     return json.loads(result.read_text())
 
 
+STEPS = ("read + preprocess", "network", "back to input grid", "write")
+
+
+def _stats(values: List[float]) -> Dict[str, Any]:
+    """``{"median", "min", "max"}`` of ``values`` (None where there are none)."""
+    import statistics
+
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return {"median": None, "min": None, "max": None}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One pipeline's runs: median, min and max of the time, memory and each step, and every run."""
+    return {
+        "seconds": _stats([r["seconds"] for r in runs]),
+        "gpu_gb": _stats([r["gpu_gb"] for r in runs]),
+        "rss_gb": _stats([r["rss_gb"] for r in runs]),
+        "steps": {step: _stats([r["steps"].get(step) for r in runs]) for step in STEPS},
+        "device": runs[0]["device"],
+        "runs": runs,
+    }
+
+
+def paired_ratios(base: List[Dict[str, Any]], other: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """``base / other`` round by round (two runs of a round ran back to back), for the whole time
+    and the network step: median, min and max."""
+    return {
+        "seconds": _stats([b["seconds"] / o["seconds"] for b, o in zip(base, other)]),
+        "network": _stats([b["steps"]["network"] / o["steps"]["network"] for b, o in zip(base, other)]),
+    }
+
+
+def _spread(stats: Dict[str, Any], unit: str = "") -> str:
+    if stats["median"] is None:
+        return "n/a"
+    return f"{stats['median']:.2f}{unit} ({stats['min']:.2f}-{stats['max']:.2f})"
+
+
 def _agreement(a_path: Path, b_path: Path, labels: List[int]) -> Dict[str, Any]:
     import numpy as np
     import SimpleITK as sitk
@@ -309,7 +356,9 @@ def main(argv: Any = None) -> int:
     parser.add_argument("--sw-batch", type=int, default=None, help="windows per batch (default: the model's, 4)")
     parser.add_argument("--model", default=None, help="a model bundle to use instead of the default model")
     parser.add_argument("--input", default=None, help="an image to use instead of a synthetic CT")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per pipeline, alternating; the fastest counts")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="rounds, each running every pipeline once in a rotating order; medians and spread count "
+                        "(default: 5)")
     parser.add_argument("--keep", default=None, help="keep the input and outputs in this folder")
     # Internal: one pipeline in a fresh process.
     parser.add_argument("--worker", choices=("ours", "tutorial"), help=argparse.SUPPRESS)
@@ -362,29 +411,28 @@ def main(argv: Any = None) -> int:
         "ours-fp32": workdir / "ours-fp32.seg.nrrd",
         "tutorial": workdir / f"{Path(args.input).name.split('.')[0]}_seg.nii.gz",  # SaveImaged's name
     }
-    results: Dict[str, Dict[str, Any]] = {}
-    for run in range(max(1, args.repeat)):
-        for name in names:
-            print(f"  running {name} ({run + 1}/{max(1, args.repeat)}) ...", flush=True)
+    runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in names}
+    rounds = max(1, args.repeat)
+    for run in range(rounds):
+        for name in names[run % len(names):] + names[: run % len(names)]:  # the order rotates
+            print(f"  running {name} ({run + 1}/{rounds}) ...", flush=True)
             which = "tutorial" if name == "tutorial" else "ours"
-            got = _child(which, args, workdir, outputs[name], no_amp=name == "ours-fp32")
-            if name not in results or got["seconds"] < results[name]["seconds"]:
-                results[name] = got
+            runs[name].append(_child(which, args, workdir, outputs[name], no_amp=name == "ours-fp32"))
+    results = {name: summarise(runs[name]) for name in names}
+    ratios = {n: paired_ratios(runs["tutorial"], runs[n]) for n in names if n != "tutorial"}
 
-    base = results["tutorial"]
-    width = 14
+    width = 24
     print()
-    print(f"{'':<26}" + "".join(f"{n:>{width}}" for n in names))
+    print(f"{'median (min-max)':<26}" + "".join(f"{n:>{width}}" for n in names))
     rows = [("time (s)", "seconds"), ("peak GPU memory (GB)", "gpu_gb"), ("peak process RSS (GB)", "rss_gb")]
     for title, key in rows:
         if key == "gpu_gb" and not cuda:
             continue
-        print(f"{title:<26}" + "".join(f"{results[n][key]:>{width}.2f}" for n in names))
-    for step in ("read + preprocess", "network", "back to input grid", "write"):
-        print(f"{'  ' + step + ' (s)':<26}" + "".join(f"{results[n]['steps'].get(step, 0.0):>{width}.2f}" for n in names))
-    memory_key = "gpu_gb" if cuda else "rss_gb"
-    for title, key in (("tutorial / ours: time", "seconds"), ("tutorial / ours: memory", memory_key)):
-        print(f"{title:<26}" + "".join(f"{base[key] / results[n][key]:>{width - 1}.2f}x" for n in names))
+        print(f"{title:<26}" + "".join(f"{_spread(results[n][key]):>{width}}" for n in names))
+    for step in STEPS:
+        print(f"{'  ' + step + ' (s)':<26}" + "".join(f"{_spread(results[n]['steps'].get(step)):>{width}}" for n in names))
+    for key, title in (("seconds", "tutorial / ours: time"), ("network", "tutorial / ours: network")):
+        print(f"{title:<26}" + "".join(f"{_spread(ratios[n][key], 'x'):>{width}}" for n in ratios))
     print()
     agreements: Dict[str, Any] = {}
     for n in names:
@@ -401,8 +449,9 @@ def main(argv: Any = None) -> int:
     record.write("segment", str(device), {
         "description": f"{' x '.join(map(str, size.GetSize()))} {'CT' if args.model else 'synthetic CT'}, {what}, "
                        f"network grid {grid} mm, {where}",
-        "repeat": args.repeat,
+        "repeat": rounds,
         "results": results,
+        "ratios": ratios,
         "agreement": agreements,
     })
     if not args.keep:

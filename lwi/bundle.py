@@ -28,7 +28,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from lwi import __version__
 from lwi.errors import LWIError
 from lwi.labels import LabelInfo, label_table, table_from_dicts
-from lwi.names import ANATOMASK_FORMAT, FORMAT_VERSION, MODEL_FORMAT, STEP1_FORMAT, STEP2_STATE_FORMAT
+from lwi.names import (
+    ANATOMASK_FORMAT,
+    FORMAT_VERSION,
+    MODEL_FORMAT,
+    STEP1_FORMAT,
+    STEP2_STATE_FORMAT,
+    check_format,
+)
 
 INFERENCE_DEFAULTS: Dict[str, Any] = {"overlap": 0.5, "sw_batch_size": 4, "blend": "gaussian"}
 
@@ -113,35 +120,11 @@ def save_bundle(
 
 
 def _check_metadata(path: Union[str, Path], metadata: Any, allow_step1: bool = False) -> Dict[str, Any]:
-    """Raise a clear :class:`LWIError` unless ``metadata`` is that of an LWI model (or, with
-    ``allow_step1``, any LWI training file: a Step-1 checkpoint or a resumable Step-2 state)."""
-    if not isinstance(metadata, dict) or "format" not in metadata:
-        raise LWIError(f"{path} is not an LWI model (its metadata has no format field).")
-    fmt = metadata["format"]
-    if fmt == STEP1_FORMAT and not allow_step1:
-        raise LWIError(
-            f"{path} is a Step-1 checkpoint, not a segmentation model; fine-tune it first "
-            f"(lwi finetune --data DIR --init {path} --out MODEL)."
-        )
-    if fmt == STEP2_STATE_FORMAT and not allow_step1:
-        raise LWIError(
-            f"{path} is the resumable state of a fine-tuning run, not a segmentation model; "
-            "use the model file written beside it (the same name without '.last')."
-        )
-    if fmt == ANATOMASK_FORMAT and not allow_step1:
-        raise LWIError(
-            f"{path} is an AnatoMask pre-training checkpoint, not a segmentation model; use the model "
-            "`lwi train --strategy anatomask` wrote next to it."
-        )
-    if fmt not in (MODEL_FORMAT, STEP1_FORMAT, STEP2_STATE_FORMAT, ANATOMASK_FORMAT):
-        raise LWIError(f"{path} is not an LWI model (format {fmt!r}).")
-    version = metadata.get("format_version", 1)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise LWIError(
-            f"{path} was written by a newer LWI (format version {version}; this LWI {__version__} reads "
-            f"up to {FORMAT_VERSION}); update LWI to use it."
-        )
-    return metadata
+    """:func:`lwi.names.check_format` (the rule the Slicer modules apply too), as an :class:`LWIError`."""
+    try:
+        return check_format(path, metadata, allow_checkpoints=allow_step1)
+    except ValueError as exc:
+        raise LWIError(str(exc)) from None
 
 
 def _read_metadata(path: Union[str, Path]) -> Dict[str, Any]:

@@ -29,7 +29,8 @@ dict is the network's with a ``net.`` prefix, which is dropped. The bundle needs
 What differs from ``lwi segment`` (measured in ``Testing/core/test_monai_bundle.py``): MONAI reads the
 image with its own reader (nibabel for NIfTI) where LWI uses SimpleITK; voxels within half a voxel outside
 the cropped network grid are extrapolated by MONAI's inverse resampling where LWI gives the border value;
-no float16 autocast (LWI uses it on CUDA); no ``--largest-component``.
+no float16 autocast (LWI uses it on CUDA); no ``--largest-component`` or ``--mirror`` (opt-in options of
+``lwi segment``: the bundle repeats its defaults).
 """
 
 from __future__ import annotations

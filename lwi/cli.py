@@ -84,11 +84,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _report_error(args: argparse.Namespace, message: str) -> None:
-    from lwi import distributed
-
-    message = distributed.failure_message(message)  # under torchrun: the first rank to fail reports
-    if message is None:
-        return
+    # Under torchrun the first rank to fail reports (lwi.distributed); not imported (torch) for other runs.
+    distributed = sys.modules.get("lwi.distributed")
+    if distributed is not None:
+        message = distributed.failure_message(message)
+        if message is None:
+            return
     print(f"lwi {args.command}: error: {message}", file=sys.stderr)
     if getattr(args, "progress", None) == "json":
         import json

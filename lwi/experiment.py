@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import random
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from lwi.data.split import draw_training_cases, hold_out
 from lwi.errors import LWIError
 from lwi.evaluation import write_json
 from lwi.experiment_files import CONFIG, RESULTS, read_results
@@ -50,7 +50,6 @@ MODEL = "model.lwi.safetensors"
 # Everything an experiment writes into its folder: --overwrite removes these and nothing else.
 OUTPUTS = (CONFIG, RESULTS, "splits", "runs", "report.md", "report.html", "plots")
 CONFIG_VERSION = 1
-TEST_DRAW_SEED = 0  # the held-out test cases (test_cases=N) are the same for every seed and K
 CURVE_POINTS = 200  # training-curve points kept per run and stage in results.jsonl
 
 
@@ -69,22 +68,6 @@ class RunSpec:
     @property
     def id(self) -> str:
         return f"{self.draw}-{self.strategy}"
-
-
-def draw_training_cases(pool: Sequence[str], k: int, seed: int) -> List[str]:
-    """The K case names of draw ``seed``: the first K of the pool shuffled by ``seed`` (nested in K)."""
-    if k > len(pool):
-        raise LWIError(f"K={k} is more than the {len(pool)} cases available for training.")
-    order = sorted(pool)
-    random.Random(seed).shuffle(order)
-    return sorted(order[:k])
-
-
-def hold_out(names: Sequence[str], n: int) -> List[str]:
-    """``n`` test cases drawn once (fixed seed) from ``names``."""
-    if not 1 <= n < len(names):
-        raise LWIError(f"--test-cases must be between 1 and {len(names) - 1} for {len(names)} cases, got {n}.")
-    return sorted(random.Random(TEST_DRAW_SEED).sample(sorted(names), n))
 
 
 def write_subset(folder: Path, dataset: Any, names: Sequence[str], title: str) -> Path:
@@ -110,7 +93,7 @@ def check_unlabeled_test(unlabeled: Optional[Sequence[PathLike]], test_cases: Se
     """Refuse ``--unlabeled`` images that are test cases (same name, file or content): Step 1 would
     see the images the comparison is scored on, favouring the strategies with a Step 1."""
     from lwi.data.dataset import Case, case_name, list_images
-    from lwi.strategies.run import same_images
+    from lwi.data.split import same_images
 
     images = [Case(name=case_name(p), image=Path(p), label=None) for folder in unlabeled or [] for p in list_images(folder)]
     clash = sorted(c.name for c in same_images(images, test_cases)) if images else []

@@ -28,8 +28,7 @@ STRATEGY_DESCRIPTIONS: Dict[str, str] = {
     "anatomask": "AnatoMask: teacher-guided masked-image pre-training, then fine-tuning from the encoder.",
 }
 STRATEGY_NAMES: Tuple[str, ...] = tuple(STRATEGY_DESCRIPTIONS)
-#: Not a strategy but a choice of one: the plan picks lwi or scratch from the budget (lwi/plan.py,
-#: ``choose_strategy``); models, provenance and ``lwi experiment`` only ever name the one it picked.
+#: Not a strategy but a choice of one: lwi or scratch from the budget (lwi/strategy_choice.py); models, provenance and ``lwi experiment`` only ever name the one it picked.
 AUTO_STRATEGY = "auto"
 #: What ``lwi train`` and the GUI offer: a strategy, or "auto".
 STRATEGY_CHOICES: Tuple[str, ...] = (AUTO_STRATEGY,) + STRATEGY_NAMES
@@ -154,6 +153,40 @@ def read_header_metadata(path: PathLike) -> Dict[str, Any]:
     weights). A safetensors file starts with an 8-byte little-endian header length, then a JSON header
     whose ``__metadata__[METADATA_KEY]`` is the JSON string written by ``lwi.checkpoint.save``."""
     return read_header(path)[0]
+
+
+def check_format(path: PathLike, metadata: Any, allow_checkpoints: bool = False) -> Dict[str, Any]:
+    """``metadata`` (:func:`read_header_metadata`) if it is that of an LWI segmentation model (with
+    ``allow_checkpoints``: of any LWI training file) of a format version this LWI reads; else
+    ValueError with one sentence saying what the file is and what to use instead. The core
+    (:mod:`lwi.bundle`) and the Slicer modules' model list apply this one rule."""
+    if not isinstance(metadata, dict) or "format" not in metadata:
+        raise ValueError(f"{path} is not an LWI model (its metadata has no format field).")
+    fmt = metadata["format"]
+    if fmt == STEP1_FORMAT and not allow_checkpoints:
+        raise ValueError(
+            f"{path} is a Step-1 checkpoint, not a segmentation model; fine-tune it first "
+            f"(lwi finetune --data DIR --init {path} --out MODEL)."
+        )
+    if fmt == STEP2_STATE_FORMAT and not allow_checkpoints:
+        raise ValueError(
+            f"{path} is the resumable state of a fine-tuning run, not a segmentation model; "
+            "use the model file written beside it (the same name without '.last')."
+        )
+    if fmt == ANATOMASK_FORMAT and not allow_checkpoints:
+        raise ValueError(
+            f"{path} is an AnatoMask pre-training checkpoint, not a segmentation model; use the model "
+            "`lwi train --strategy anatomask` wrote next to it."
+        )
+    if fmt not in (MODEL_FORMAT, STEP1_FORMAT, STEP2_STATE_FORMAT, ANATOMASK_FORMAT):
+        raise ValueError(f"{path} is not an LWI model (format {fmt!r}).")
+    version = metadata.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written by a newer LWI (format version {version}; this LWI reads up to "
+            f"{FORMAT_VERSION}); update LWI to use it."
+        )
+    return metadata
 
 
 #: Input rule (lwi.data.checks): the largest ratio of a voxel's longest to its shortest side accepted.

@@ -1,36 +1,13 @@
 """The training plan: every default of ``lwi train`` derived from the data, the device and a time budget.
 
 One source of defaults for the command line and the LWI Training panel (which asks ``lwi plan`` in a
-subprocess). The rules, each stated where it is applied and printed as a reason with the plan:
-
-* **Spacing**: the median spacing of the cases (nnU-Net). For anisotropic data (the coarsest axis more
-  than 3x the finest, and the volumes more than 3x shorter along it in voxels) the coarse axis gets the
-  10th percentile of its spacings instead, as nnU-Net's rule does, so thin-slice cases are not
-  thrown away. For CT whose median is finer than the paper's 1.5 x 1.5 x 2.0 mm, the paper's
-  spacing: a crop then covers the context the method was designed for.
-* **ROI**: the median cropped volume at the target spacing (so small organs' crops hold the whole
-  image), at least the structures' 95th-percentile extent, rounded up to what the network takes (each
-  axis a multiple of its down-sampling and of Step 1's mask cube; at least two sub-volumes along depth),
-  capped per device (CPU: time, GPU: memory) and shrunk until the estimated training memory fits.
-* **Network**: SegResNet on every device (16 filters on a GPU, 8 on a CPU). The paper's UNETR is the
-  most data-hungry of the four networks and costs far more per iteration; SegResNet is the strong CNN
-  baseline, and on a CPU the only one that trains in minutes. Learning rate: the paper's 1e-4, but
-  1e-3 for SegResNet (at 1e-4 a label can stay near Dice 0 for a whole short run; see the README).
-* **Crops**: centred on a voxel of one label, chosen uniformly among the labels a case has, half of
-  the time (nnU-Net's per-class oversampling), so a small structure is not starved by a large one.
-* **Budget in iterations**, never in epochs that grow with the number of cases: Step 2 gets
-  :data:`GPU_STEP2_ITERATIONS` on a GPU (MONAI's UNETR BTCV tutorial trains 25,000 iterations; nnU-Net
-  250,000 for any dataset size; the paper 90,000), Step 1 :data:`STEP1_SHARE` of Step 2's count (the
-  paper's 800 : 5000 epochs). With a time budget (``--time``; on a CPU :data:`CPU_DEFAULT_SECONDS` when
-  none is given) both counts come from a timing probe of the planned networks on this machine.
-* **Strategy** (``--strategy auto``, the default): :func:`choose_strategy` picks ``scratch`` when
-  the Step-2 budget is below :data:`LWI_MIN_STEP2_ITERATIONS` (a short CPU plan or ``--time``, a small
-  ``--iterations``) and ``lwi`` otherwise (measured level or ahead from there; the paper's long budgets). The budget it looks at is the
-  one the plan would give ``lwi``; for ``scratch`` the plan is then made again without Step 1 (all of
-  the time or iterations to Step 2), so the plan shown is exactly what runs.
-* **Augmentation**: flips along every axis in Step 2, only in-plane in Step 1 (a flip along depth would
-  reverse the order Step 1 learns), 90-degree rotations in the axial plane when the ROI is square
-  there, intensity scale and shift.
+subprocess). Each rule is stated where it is applied and printed as a reason with the plan; the rules
+together, with their sources (nnU-Net, MONAI's tutorials, the paper), are in docs/plan.md:
+:func:`target_spacing` (median, nnU-Net's anisotropy rule, the paper's CT spacing), :func:`choose_roi`
+(the median cropped volume, the structures' extent, the network's divisors, the device), the network
+and learning rate (:data:`ARCH_DEFAULTS`, :data:`LEARNING_RATES`), the budget in iterations
+(:data:`GPU_STEP2_ITERATIONS`, :data:`STEP1_SHARE`, or a time budget through a timing probe), the
+strategy (:func:`lwi.strategy_choice.resolve_strategy`) and the augmentation.
 """
 
 from __future__ import annotations
@@ -44,7 +21,8 @@ import numpy as np
 
 from lwi.errors import LWIError
 from lwi.names import AUTO_STRATEGY
-from lwi.segment_options import format_duration
+from lwi.option_types import format_duration
+from lwi.strategy_choice import resolve_strategy
 from lwi.training_options import PLANNED
 
 #: Step 1's iterations as a share of Step 2's: the paper's 800 Step-1 and 5000 Step-2 epochs.
@@ -52,16 +30,8 @@ STEP1_SHARE = 800 / 5000
 #: Step-2 iterations on a GPU without a time budget (MONAI's UNETR BTCV tutorial: max_iterations 25000).
 GPU_STEP2_ITERATIONS = 25000
 #: Below this many Step-2 iterations the plan warns that the model may be under-trained (auto's
-#: choice of strategy has its own, measured threshold: :data:`LWI_MIN_STEP2_ITERATIONS`).
+#: choice of strategy has its own, measured threshold: :mod:`lwi.strategy_choice`).
 MIN_STEP2_ITERATIONS = 2000
-#: From this many Step-2 iterations (next to Step 1) ``--strategy auto`` trains lwi, below it scratch.
-#: Measured with ``lwi experiment`` on the hippocampus development set (K = 5, 3 draws, SegResNet 8
-#: filters, ROI 24x32x24 at 1.5 mm, Step 1 = 27% of the total, CPU; README "When does Step 1 pay"):
-#: lwi - scratch mean test Dice -0.064 at 220 Step-2 iterations (300 in all), +0.003 at 440 (600),
-#: +0.011 at 880 (1200; lwi higher on every draw). 440 is the smallest budget at which lwi was not worse.
-LWI_MIN_STEP2_ITERATIONS = 440
-#: The strategies ``--strategy auto`` chooses between.
-AUTO_CHOICES = ("lwi", "scratch")
 #: The time budget on a CPU when none is given.
 CPU_DEFAULT_SECONDS = 30 * 60
 #: nnU-Net's anisotropy threshold.
@@ -76,7 +46,7 @@ ARCH_DEFAULTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     "cuda": ("segresnet", {"init_filters": 16}),
 }
 #: AdamW learning rate per network: the paper's 1e-4 for the transformers; 1e-3 for SegResNet, whose
-#: small CNN learns far too slowly at 1e-4 on a few cases (README: one hippocampus label stayed near 0).
+#: small CNN learns far too slowly at 1e-4 on a few cases (docs/results.md: one hippocampus label stayed near 0).
 LEARNING_RATES = {"segresnet": 1e-3}
 PAPER_LR = 1e-4
 BATCH_SIZE = 2  # the paper's Table 5, and nnU-Net's minimum
@@ -250,39 +220,6 @@ def budget_settings(
     return out
 
 
-def choose_strategy(
-    step2_iterations: int, step1_given: Optional[int] = None, unlabeled: bool = False
-) -> Tuple[str, str]:
-    """What ``--strategy auto`` trains (one of :data:`AUTO_CHOICES`), and why.
-
-    ``step2_iterations``: the Step-2 budget the plan gives ``lwi`` (from the time budget, the GPU's
-    fixed count, or the user's ``--iterations``/``--epochs``); ``step1_given``: the user's Step-1
-    budget in iterations or epochs (None: not given); ``unlabeled``: extra unlabelled images given.
-
-    Evidence (:data:`LWI_MIN_STEP2_ITERATIONS`; README, "When does Step 1 pay for its iterations?"):
-    on the hippocampus development set lwi was worse than scratch for the same number of optimiser
-    steps at a few hundred iterations (Step 1 takes iterations that scratch spends on segmentation),
-    level with it from 440 Step-2 iterations, and ahead at 880. The paper's gain is for long budgets
-    (thousands of iterations on a GPU).
-    A Step-1 budget or unlabelled images the user gives ask for Step 1 and are never dropped.
-    """
-    if step1_given is not None and int(step1_given) == 0:
-        return "scratch", "no Step 1 asked for (a Step-1 budget of 0)"
-    if step1_given:
-        return "lwi", "a Step-1 budget was given"
-    if unlabeled:
-        return "lwi", "unlabelled images were given, and only Step 1 uses them"
-    if step2_iterations < LWI_MIN_STEP2_ITERATIONS:
-        return "scratch", (
-            f"a Step-2 budget of {step2_iterations} iterations (next to Step 1) is below {LWI_MIN_STEP2_ITERATIONS}: "
-            "at such budgets LWI's Step 1 did not pay for its iterations on the hippocampus development set (README)"
-        )
-    return "lwi", (
-        f"a Step-2 budget of {step2_iterations} iterations (next to Step 1), at least {LWI_MIN_STEP2_ITERATIONS}: "
-        "from there LWI was level with or ahead of scratch on the hippocampus development set (README)"
-    )
-
-
 def runs_step1(strategy: str, given: Mapping[str, Any]) -> bool:
     """Whether a plan for ``strategy`` gives Step 1 iterations: every strategy but scratch, and scratch
     when a Step-1 budget is given (its single stage then matches lwi's total); never with a Step-1
@@ -374,7 +311,7 @@ def make_plan(
 ) -> Plan:
     """The plan for ``dataset`` on ``device``; ``given`` are the options the user set (never changed).
 
-    ``strategy`` ``"auto"`` is resolved here (:func:`choose_strategy`; ``unlabeled``: extra unlabelled
+    ``strategy`` ``"auto"`` is resolved here (:func:`lwi.strategy_choice.resolve_strategy`; ``unlabeled``: extra unlabelled
     images are given) and the plan is that of the strategy chosen; :attr:`Plan.strategy` is always a
     strategy's name.
 
@@ -476,14 +413,13 @@ def make_plan(
         return epochs, i1, epochs["epochs"] * ipe
 
     epochs, i1, i2 = schedule(with_step1)
-    if requested == AUTO_STRATEGY:
-        step1_given = _first(given.get("pretrain_iterations"), given.get("pretrain_epochs"))
-        chosen, reasons["strategy"] = choose_strategy(i2, step1_given, unlabeled)
-        if runs_step1(chosen, given) != with_step1:  # scratch: the whole budget to Step 2
-            with_step1 = not with_step1
-            epochs, i1, i2 = schedule(with_step1)
-    else:
-        chosen, reasons["strategy"] = requested, "given"
+    step1_given = _first(given.get("pretrain_iterations"), given.get("pretrain_epochs"))
+    chosen, reasons["strategy"] = resolve_strategy(
+        requested, step2_iterations=i2, step1_given=step1_given, unlabeled=unlabeled
+    )
+    if runs_step1(chosen, given) != with_step1:  # auto chose scratch: the whole budget to Step 2
+        with_step1 = not with_step1
+        epochs, i1, i2 = schedule(with_step1)
     settings: Dict[str, Any] = {
         "arch": arch, "arch_params": params, "roi": list(roi), "batch_size": batch, "spacing": list(spacing),
         "cube_size": cube, "lr": LEARNING_RATES.get(arch, PAPER_LR), **epochs,
@@ -554,7 +490,7 @@ def plan_options(
     """``(training options, plan)``: the user's ``given`` options (Settings fields, plus ``iterations``
     and ``pretrain_iterations``) completed by the plan for the dataset folder ``data``."""
     from lwi.data.dataset import load_dataset
-    from lwi.strategies.run import split_cases
+    from lwi.data.split import split_cases
 
     dataset = load_dataset(data, require_labels=True)
     seed = int(given.get("seed") or 0)

@@ -48,7 +48,7 @@ DEVIATIONS: List[Tuple[str, str, str, str]] = [
      "a depth flip reverses the block order Step 1 predicts, so the code trains on contradictory targets"),
     ("lr / network / ROI / spacing / budget", "the plan's (SegResNet on a CPU, iterations by time)",
      "UNETR, 96^3, 1.5 x 1.5 x 2.0 mm, 14,400 + 90,000 iterations",
-     "a few cases on a CPU or one GPU in minutes to hours; UNETR learns poorly at CPU budgets (README: SegResNet vs UNETR at equal time)"),
+     "a few cases on a CPU or one GPU in minutes to hours; UNETR learns poorly at CPU budgets (docs/plan.md: SegResNet vs UNETR at equal time)"),
     ("schedule", "warmup-cosine stepped every iteration", "the code steps it once per 100 epochs",
      "the code's schedule keeps Step 1's learning rate below 1.4e-5; the project follows the paper's text"),
     ("val_fraction", "0.2 (lwi train)", "0 (all 18 training cases)",

@@ -15,8 +15,9 @@ import argparse
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from lwi.names import ARCHITECTURE_NAMES, MODALITIES
-from lwi.segment_options import FRACTION, POSITIVE, POSITIVE_NUMBER, duration, number, whole
+# Relative: the Slicer modules load these standard-library files as a package of their own (LWICommon.vocabulary).
+from .names import ARCHITECTURE_NAMES, MODALITIES
+from .option_types import FRACTION, POSITIVE, POSITIVE_NUMBER, duration, number, whole
 
 #: The smallest ROI axis anywhere (the CLI, the Python API, the panel): the paper's 16^3 mask cube.
 ROI_MINIMUM = 16

@@ -17,10 +17,11 @@ from LWICommon.vocabulary import names
 
 
 def read_bundle_metadata(path: str) -> Dict[str, Any]:
-    """A model bundle's metadata, from the safetensors header only.
+    """A model bundle's metadata, from the safetensors header only, checked by the core's rule
+    (:func:`lwi.names.check_format`: a model, of a format version this LWI reads).
 
-    Raises ValueError with one clear sentence for a missing, truncated or foreign file, or a Step-1
-    checkpoint (which cannot segment).
+    Raises ValueError with one clear sentence for a missing, truncated or foreign file, a training
+    checkpoint (which cannot segment) or a model from a newer LWI.
     """
     try:
         metadata = names.read_header_metadata(path)
@@ -28,11 +29,7 @@ def read_bundle_metadata(path: str) -> Dict[str, Any]:
         raise ValueError(f"The model file {path} does not exist.") from None
     except ValueError:
         raise ValueError(f"{path} is not an LWI model file (unreadable or another format).") from None
-    if metadata.get("format") != names.MODEL_FORMAT:
-        if metadata.get("format") == names.STEP1_FORMAT:
-            raise ValueError(f"{path} is a Step-1 checkpoint, not a segmentation model; fine-tune it first.")
-        raise ValueError(f"{path} is not an LWI segmentation model.")
-    return metadata
+    return names.check_format(path, metadata)
 
 
 def _mean(values: Iterable[Any]) -> Optional[float]:

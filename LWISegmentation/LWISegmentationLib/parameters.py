@@ -21,6 +21,7 @@ class LWISegmentationParameterNode:
     modelPath: the model bundle (``.lwi.safetensors``).
     device: where the network runs.
     show3D: show the result in the 3D view.
+    showUncertainty: also show the uncertainty map over the volume and the result's score.
     numSubvolumes: preview: N axial sub-volumes (0: as the model).
     maskRatio: preview: fraction of masked cubes.
     cubeSize: preview: mask cube edge in voxels.
@@ -33,6 +34,7 @@ class LWISegmentationParameterNode:
     modelPath: pathlib.Path
     device: Annotated[str, Choice(DEVICES)] = "auto"
     show3D: bool = True
+    showUncertainty: bool = False
     numSubvolumes: Annotated[int, WithinRange(0, 64)] = 0
     maskRatio: Annotated[float, WithinRange(0.0, 0.95)] = 0.4
     cubeSize: Annotated[int, WithinRange(1, 128)] = 16

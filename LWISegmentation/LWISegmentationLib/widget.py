@@ -57,6 +57,8 @@ class LWISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.previewButton.connect("clicked(bool)", self.onPreviewButton)
         self.ui.newDrawButton.connect("clicked(bool)", self.onNewDrawButton)
         self.ui.addToTrainingSetButton.connect("clicked(bool)", self.onAddToTrainingSetButton)
+        self.ui.uncertaintyOpacitySlider.connect("valueChanged(double)", self.onUncertaintyOpacity)
+        self.ui.rankButton.connect("clicked(bool)", self.onRankButton)
         self.ui.modelComboBox.connect("activated(int)", self.onModelChosen)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
         self.initializeParameterNode()
@@ -205,6 +207,7 @@ class LWISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 outputSegmentation=p.outputSegmentation,
                 show3D=p.show3D,
                 onImported=self._onImported,
+                uncertainty=bool(p.showUncertainty),
             )
             self.task.log("Running: " + self.logic.lastCommand)
             self.task.start(job)
@@ -218,9 +221,34 @@ class LWISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.correctedSegmentation = segmentationNode
         result = self.logic.lastResult or {}
+        score = self.logic.uncertaintyScore(segmentationNode)
+        self.ui.uncertaintyLabel.text = "" if score is None else f"{segmentationNode.GetName()}: uncertainty {score:.3f}"
+        if score is not None:
+            self.logic.setUncertaintyOpacity(self.ui.uncertaintyOpacitySlider.value)
         if result.get("seconds") is not None:
             reused = " (model already loaded)" if result.get("reused_model") else ""
             self.task.log(f"Segmented on {result.get('device')} in {result['seconds']:.1f} s{reused}.")
+
+    # -- uncertainty ----------------------------------------------------------------------
+    def onUncertaintyOpacity(self, value: float) -> None:
+        self.logic.setUncertaintyOpacity(value)
+
+    def onRankButton(self) -> None:
+        """Segment the chosen folder's volumes and list them least certain first (blocks)."""
+        p = self._parameterNode
+        folder = self.ui.rankFolderButton.directory
+        try:
+            if not p or not str(p.modelPath) or not folder or not self.logic.setupDependencies(askConfirmation=True):
+                return
+            ranked = self.logic.rankFolder(folder, str(p.modelPath), device=p.device)
+            self.task.log("Ran: " + self.logic.lastCommand)
+            self.task.log("Least certain first (correct these first): " + ", ".join(
+                f"{name} {score:.3f}" if score is not None else f"{name} n/a" for name, score in ranked
+            ))
+            self.ui.uncertaintyLabel.text = f"Least certain: {ranked[0][0]}" if ranked else "No volume in the folder."
+        except Exception as e:
+            slicer.util.errorDisplay(f"Ranking the folder failed: {e}")
+            logging.exception("LWISegmentation: ranking failed")
 
     # -- preview --------------------------------------------------------------------------
     def onPreviewButton(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from LWICommon import cli_args
 from LWICommon.vocabulary import names, records
+from LWICommon.vocabulary import training_options as table
 
 #: The names the panel offers: exactly the core's (lwi/names.py, the registries' keys); "auto" lets the
 #: core's plan choose the network, and the strategy (lwi or scratch, from the budget).
@@ -33,6 +34,16 @@ DEVICES: Tuple[str, ...] = names.DEVICE_CHOICES
 #: What the Step-1 preview uses for an "auto" network and ROI when no current plan is known (its
 #: status then says so, see :func:`preview_note`); spacing "auto" then keeps the image's own.
 PREVIEW_STAND_INS: Dict[str, Any] = {"arch": "segresnet", "roi": (64, 64, 64)}
+
+
+#: The panel's field for each key of the option table (lwi/training_options.py) it sets.
+FIELDS: Dict[str, str] = {
+    "arch": "architecture", "pretrain_epochs": "pretrain_epochs", "epochs": "epochs", "roi": "roi", "spacing": "spacing",
+    "modality": "intensity", "lr": "learning_rate", "batch_size": "batch_size", "mask_ratio": "mask_ratio",
+    "cube_size": "cube_size", "seed": "seed", "time": "time_budget",
+}
+#: The keys whose spin box shows 0 as :data:`AUTO_TEXT`: 0 there leaves the value to the plan.
+AUTO_AT_ZERO = ("pretrain_epochs", "epochs", "lr", "batch_size", "cube_size")
 
 
 @dataclass
@@ -57,55 +68,44 @@ class TrainingSettings:
     from_model: str = ""  # a finished model to improve with the cases (lwi train --from)
 
     def problems(self) -> List[str]:
-        """What keeps these settings from being used (empty when fine), one sentence each."""
-        found = []
-        if self.architecture not in ARCHITECTURES:
-            found.append(f"Unknown network '{self.architecture}'.")
-        if self.strategy not in STRATEGIES:
-            found.append(f"Unknown strategy '{self.strategy}'.")
-        if self.roi is not None and (len(self.roi) != 3 or min(self.roi) < 16):
-            found.append("The ROI needs three sizes of at least 16 voxels.")
-        if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
-            found.append("The target spacing needs three positive values (mm).")
-        if self.intensity not in INTENSITY_PRESETS:
-            found.append(f"Unknown intensity preset '{self.intensity}'.")
-        if (self.pretrain_epochs is not None and self.pretrain_epochs < 0) or (self.epochs is not None and self.epochs < 1):
-            found.append("Step 2 needs at least one epoch (Step 1 at least 0).")
-        if not 0.0 <= self.mask_ratio < 1.0:
-            found.append("The mask ratio must be at least 0 and below 1.")
-        cube = self.cube_size if self.cube_size is not None else 16
-        if cube < 1 or (self.roi is not None and any(r % cube for r in self.roi)):
-            found.append(f"The mask cube size ({cube}) must divide the ROI {list(self.roi or [])}.")
-        if (self.learning_rate is not None and self.learning_rate <= 0) or (self.batch_size is not None and self.batch_size < 1):
-            found.append("The learning rate must be positive and the batch size at least 1.")
-        if self.time_budget.strip() and not re.fullmatch(r"\s*(\d+(\.\d+)?\s*[hms]?\s*)+", self.time_budget.strip().lower()):
-            found.append(f"Cannot read the time budget '{self.time_budget}': use e.g. 20m, 1h30m or 90s.")
+        """What keeps these settings from being used (empty when fine), one sentence each: the option
+        table's range checks (``lwi/training_options.py``, those of ``lwi train`` and the Python API),
+        plus what only the panel asks (a strategy, a model name, a mask cube that divides the ROI)."""
+        found = [] if self.strategy in STRATEGIES else [f"Unknown strategy '{self.strategy}'."]
+        given = self._given()
+        found += table.problems(given)
+        cube, roi = given.get("cube_size") or 16, given.get("roi")
+        if not found and roi is not None and any(int(r) % int(cube) for r in roi):
+            found.append(f"The mask cube size ({cube}) must divide the ROI {list(roi)}.")
         if not self.model_name.strip():
             found.append("Name the model.")
         return found
 
+    def _given(self) -> Dict[str, Any]:
+        """The panel's values under the option table's keys, left out where the plan decides ("auto",
+        empty, or 0 in a spin box)."""
+        given = {}
+        for key, name in FIELDS.items():
+            value = getattr(self, name)
+            value = value.strip() if isinstance(value, str) else value
+            if value is None or value in ("auto", "") or (key in AUTO_AT_ZERO and value == 0):
+                continue
+            given[key] = value
+        return given
+
     def train_options(self) -> Dict[str, Any]:
         """``lwi train`` options (for :func:`LWICommon.cli_args.train_command`), without data, out,
-        strategy and device."""
-        options: Dict[str, Any] = {
-            "arch": None if self.architecture == "auto" else self.architecture,
-            "pretrain_epochs": _int_or_none(self.pretrain_epochs),
-            "epochs": _int_or_none(self.epochs),
-            "roi": [int(r) for r in self.roi] if self.roi else None,
-            "spacing": [float(s) for s in self.spacing] if self.spacing else None,
-            "modality": None if self.intensity == "auto" else self.intensity,
-            "lr": float(self.learning_rate) if self.learning_rate else None,
-            "batch_size": _int_or_none(self.batch_size),
-            "mask_ratio": float(self.mask_ratio),
-            "cube_size": _int_or_none(self.cube_size),
-            "seed": int(self.seed),
-            "time": self.time_budget.strip() or None,
-        }
+        strategy and device: the given values, checked and parsed by the option table (the time budget
+        as typed); improving (``from_model``), without what the parent decides (:data:`IMPROVE_KEEPS`)."""
+        given = self._given()
+        options = {k: list(v) if isinstance(v, tuple) else v for k, v in table.check_values(given).items()}
+        if "time" in given:
+            options["time"] = given["time"]
         if self.from_model:  # improving: the parent's network, preprocessing and no Step 1 (lwi.improve)
             for key in IMPROVE_KEEPS:
                 options.pop(key, None)
             options["from"] = self.from_model
-        return {k: v for k, v in options.items() if v is not None}
+        return options
 
     def preview_options(self, plan: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
         """``lwi preview`` options that show what Step 1 will see with these settings: the ``auto``
@@ -152,11 +152,6 @@ def preview_note(settings: TrainingSettings, plan: Optional[Mapping[str, Any]] =
         "No current plan: this preview stands in " + ", ".join(shown) + " for the 'auto' settings, which "
         "Train's plan may set otherwise. Show plan, then preview again, to see what Train will use."
     )
-
-
-def _int_or_none(value: Optional[int]) -> Optional[int]:
-    """Spin boxes show 0 as "auto (plan)": 0 and None both mean the plan decides."""
-    return int(value) if value else None
 
 
 def run_options(settings: TrainingSettings) -> Dict[str, Any]:

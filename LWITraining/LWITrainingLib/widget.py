@@ -73,6 +73,7 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.previewButton.connect("clicked(bool)", self.onPreview)
         self.ui.planButton.connect("clicked(bool)", self.onPlanButton)
         self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
+        self.ui.improveButton.connect("clicked(bool)", self.onImproveButton)
         self.ui.resumeButton.connect("clicked(bool)", self.onResumeButton)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
         self.initializeParameterNode()
@@ -172,6 +173,7 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if running:
             return  # the Train button is Cancel while running
         ready = bool(p and included and name)
+        self._showImprovement(bool(p and included))
         self.ui.trainButton.enabled = ready
         self.ui.trainButton.toolTip = (
             f"Train on {included} case(s)." if ready else "Add training cases and name the model."
@@ -309,6 +311,68 @@ class LWITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onResumeButton(self) -> None:
         self._start(resume=True)
+
+    def _parentModel(self) -> Optional[str]:
+        """The model "Improve" starts from: the one trained last here, else LWI Segmentation's."""
+        path = self.logic.lastModelPath
+        if not path:
+            try:
+                path = self.logic.segmentationLogic().selectedModelPath
+            except Exception:  # LWI Segmentation not loaded: only this session's model can be improved
+                path = None
+        return str(path) if path and os.path.isfile(str(path)) else None
+
+    def _showImprovement(self, haveCases: bool) -> None:
+        """The Improve button's text, and the parent model with the cases added since."""
+        parent = self._parentModel() if haveCases else None
+        if parent is None:
+            self.ui.improveButton.enabled = False
+            self.ui.improveInfoLabel.text = ""
+            return
+        try:
+            info = self.logic.improvementInfo(parent, self.logic.trainingSet)
+        except Exception as e:  # a cases problem or a file that is no model: said, not raised
+            self.ui.improveButton.enabled = False
+            self.ui.improveInfoLabel.text = str(e)
+            return
+        added = info.get("added") or []
+        trained = info.get("trained_on")
+        self.ui.improveButton.text = f"Improve {info['parent']} with the new cases"
+        self.ui.improveButton.enabled = True
+        self.ui.improveInfoLabel.text = (
+            f"Parent model: {info['parent']}"
+            + (f" (trained on {len(trained)} case(s))" if trained is not None else " (its training cases are not recorded)")
+            + f"; cases added since: {', '.join(added) if added else 'none'}."
+        )
+
+    def onImproveButton(self) -> None:
+        if self.task.running:
+            self.task.cancel()
+            return
+        try:
+            if not self.logic.setupDependencies(askConfirmation=True):
+                return
+            p = self._parameterNode
+            parent = self._parentModel()
+            parentName = self.logic.improvementInfo(parent)["parent"]
+            name = p.modelName.strip()
+            if not name or name == parentName:  # never replace the parent
+                name = f"{parentName}-improved"
+            conflict = self.logic.trainConflict(name, self._modelsFolder())
+            if conflict and not slicer.util.confirmOkCancelDisplay(
+                f"Improving replaces what is there: {conflict}. Replace it? (Cancel, then change the model name.)"
+            ):
+                return
+            runner = self.logic.improve(
+                self.logic.trainingSet, parent, name, settings=self._settings(), replace=bool(conflict),
+                modelsFolder=self._modelsFolder(), start=False, onEvent=self._onEvent,
+            )
+            self.task.log("Running: " + self.logic.lastCommand)
+            self.ui.stageLabel.text = "Starting..."
+            self.task.start(runner, onDone=self._onDone)
+        except Exception as e:
+            slicer.util.errorDisplay(f"Improving the model could not start: {e}")
+            logging.exception("LWITraining failed to start improving")
 
     def _start(self, resume: bool) -> None:
         try:

@@ -16,16 +16,21 @@ def _render_tables():
     return module
 
 
-def test_readme_tables_match_the_result_files():
+def test_the_tables_match_the_result_files():
+    """Every table of the README and docs/ (docs/performance.md, docs/results.md, ...) is its file's."""
     render = _render_tables()
-    text = (REPO / "README.md").read_text()
-    assert render.rendered_readme(text) == text, "run python benchmarks/render_tables.py"
-    names = [m.group("name") for m in render.MARKER.finditer(text)]
+    names = []
+    for page in render.PAGES:
+        page_text = page.read_text()
+        assert render.rendered_readme(page_text) == page_text, f"run python benchmarks/render_tables.py ({page.name})"
+        names += [m.group("name") for m in render.MARKER.finditer(page_text)]
     assert {"train-cpu", "train-cuda", "folder-cpu", "ct-lowres-cpu", "segment-cuda", "train-ddp-cuda"} <= set(names)
+    performance = (REPO / "docs" / "performance.md").read_text()
+    assert "<!-- results:train-cpu -->" in performance and "<!-- results:segment-cpu -->" in performance
     for path in (REPO / "benchmarks" / "results").glob("*.json"):
         record = json.loads(path.read_text())
         assert {"machine", "versions", "command", "figures", "date"} <= set(record), path.name
-        assert path.stem in names, f"{path.name} is in no README table"
+        assert path.stem in names, f"{path.name} is in no README or docs/ table"
 
 
 def test_a_missing_result_says_how_to_measure_it(tmp_path, monkeypatch):

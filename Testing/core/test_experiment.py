@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from lwi.data.phantoms import write_phantom_dataset
-from lwi.experiment import draw_training_cases, hold_out, read_results
+from lwi.data.split import draw_training_cases, hold_out
+from lwi.experiment import read_results
 from lwi.report import case_mean
 from lwi.statistics import paired_comparison
 

@@ -190,7 +190,7 @@ def _held_out(path: Path):
 
 def test_finetune_validates_on_the_cases_step1_held_out_whatever_its_seed(data, step1, tmp_path):
     from lwi.data.dataset import load_dataset
-    from lwi.strategies.run import split_cases
+    from lwi.data.split import split_cases
 
     held = _held_out(step1)
     assert len(held) == 1
@@ -233,11 +233,11 @@ def test_scratch_with_no_step1_budget_trains_exactly_the_step2_budget(data, tmp_
 
 def test_train_without_a_strategy_follows_the_plans_rule_and_resumes_what_it_started(data, step1, tmp_path):
     """The Python API's default strategy is auto, as lwi train's: a short Step 2 is trained from scratch
-    (lwi.plan.choose_strategy), a given Step-1 budget means lwi; resuming reads the strategy from the files."""
+    (lwi.strategy_choice.choose_strategy), a given Step-1 budget means lwi; resuming reads the strategy from the files."""
     import shutil
 
     from lwi.strategies import get_strategy
-    from lwi.strategies.api import resumed_strategy
+    from lwi.strategy_choice import resumed_strategy
 
     short = tmp_path / "short.lwi.safetensors"
     result = train(data, short, epochs=2, iterations_per_epoch=1, **SMALL)

@@ -161,6 +161,17 @@ def test_bad_export_requests_are_refused_with_one_sentence(make_bundle, tmp_path
     (existing / "configs").mkdir(parents=True)
     message = _refusal(_lwi("export", "--model", str(model), "--format", "monai-bundle", "--out", str(existing)))
     assert "already exists" in message and "--overwrite" in message
+    (existing / "notes.txt").write_text("mine")  # a folder of the user's files is never replaced
+    message = _refusal(_lwi("export", "--model", str(model), "--format", "monai-bundle", "--out", str(existing),
+                            "--overwrite"))
+    assert "no MONAI Bundle" in message and (existing / "notes.txt").read_text() == "mine"
+    from lwi.cli import main  # an earlier bundle is replaced with --overwrite
+
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "inference.json").write_text("{}")
+    assert main(["export", "--model", str(model), "--format", "monai-bundle", "--out", str(bundle), "--overwrite"]) == 0
+    assert json.loads((bundle / "configs" / "inference.json").read_text())["network_def"]["out_channels"] == 3
     message = _refusal(_lwi("export", "--model", str(model), "--format", "monai-bundle", "--out", str(tmp_path / "models"),
                             "--overwrite"))
     assert "replaced as a whole" in message and "--model reads" in message and model.is_file()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from lwi import plan as plans
+from lwi import strategy_choice as choice
 from lwi.data.fingerprint import Fingerprint, fingerprint
 from lwi.errors import LWIError
 from lwi.probe import _build_on_meta, memory_estimator
@@ -167,7 +168,7 @@ def test_plan_keeps_what_the_user_gave_and_fills_the_rest():
 def test_duration():
     from argparse import ArgumentTypeError
 
-    from lwi.segment_options import duration
+    from lwi.option_types import duration
 
     assert duration("20m") == 1200
     assert duration("1h30m") == 5400
@@ -293,21 +294,21 @@ def _plan(given=None, **kwargs):
 
 
 def test_the_strategy_rule():
-    few, many = plans.LWI_MIN_STEP2_ITERATIONS - 1, plans.LWI_MIN_STEP2_ITERATIONS
-    assert plans.choose_strategy(few)[0] == "scratch" and "hippocampus" in plans.choose_strategy(few)[1]
-    assert plans.choose_strategy(many)[0] == "lwi" and "hippocampus" in plans.choose_strategy(many)[1]
+    few, many = choice.LWI_MIN_STEP2_ITERATIONS - 1, choice.LWI_MIN_STEP2_ITERATIONS
+    assert choice.choose_strategy(few)[0] == "scratch" and "hippocampus" in choice.choose_strategy(few)[1]
+    assert choice.choose_strategy(many)[0] == "lwi" and "hippocampus" in choice.choose_strategy(many)[1]
     # What the user gives that asks for (or against) Step 1 is never overruled by the budget.
-    assert plans.choose_strategy(few, step1_given=40)[0] == "lwi"
-    assert plans.choose_strategy(many, step1_given=0)[0] == "scratch"
-    assert plans.choose_strategy(few, unlabeled=True)[0] == "lwi"
-    assert set(plans.AUTO_CHOICES) == {"lwi", "scratch"}
+    assert choice.choose_strategy(few, step1_given=40)[0] == "lwi"
+    assert choice.choose_strategy(many, step1_given=0)[0] == "scratch"
+    assert choice.choose_strategy(few, unlabeled=True)[0] == "lwi"
+    assert set(choice.AUTO_CHOICES) == {"lwi", "scratch"}
 
 
 def test_auto_on_a_small_cpu_budget_is_scratch_with_the_whole_budget_in_step2(fake_probe):
     budget = 200.0
     lwi = _plan(device="cpu", time_budget=budget, strategy="lwi")
     assert lwi.strategy == "lwi" and lwi.reasons["strategy"] == "given"  # an explicit strategy stays
-    assert 0 < lwi.step2_iterations < plans.LWI_MIN_STEP2_ITERATIONS and lwi.step1_iterations > 0
+    assert 0 < lwi.step2_iterations < choice.LWI_MIN_STEP2_ITERATIONS and lwi.step1_iterations > 0
 
     auto = _plan(device="cpu", time_budget=budget)  # the default: auto
     assert auto.strategy == "scratch" and "hippocampus" in auto.reasons["strategy"]
@@ -345,8 +346,8 @@ def test_auto_with_the_gpu_budget_or_many_given_iterations_is_lwi(monkeypatch, f
     assert abs(gpu.step1_iterations - plans.STEP1_SHARE * plans.GPU_STEP2_ITERATIONS) <= gpu.settings["iterations_per_epoch"]
     assert gpu.lines()[1].startswith("  strategy: lwi  [")
 
-    many = _plan({"iterations": plans.LWI_MIN_STEP2_ITERATIONS}, device="cpu")
-    assert many.strategy == "lwi" and many.step2_iterations == plans.LWI_MIN_STEP2_ITERATIONS and many.step1_iterations > 0
+    many = _plan({"iterations": choice.LWI_MIN_STEP2_ITERATIONS}, device="cpu")
+    assert many.strategy == "lwi" and many.step2_iterations == choice.LWI_MIN_STEP2_ITERATIONS and many.step1_iterations > 0
     few = _plan({"iterations": 300}, device="cpu")
     assert few.strategy == "scratch" and (few.step1_iterations, few.step2_iterations) == (0, 300)
     # A Step-1 budget asks for Step 1, and a Step-1 budget of 0 for none, whatever the Step-2 budget.

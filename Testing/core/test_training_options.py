@@ -1,6 +1,6 @@
 """The training option table (lwi/training_options.py): it names every Settings field, and the training
-commands' parsers and Settings (the Python API) accept and refuse the same values (the panel's side
-is Testing/slicer/test_training_settings_plots.py)."""
+commands' parsers, Settings (the Python API) and the LWI Training panel's settings accept and refuse
+the same values."""
 
 from __future__ import annotations
 
@@ -66,6 +66,17 @@ def cli_accepts(command, option, value):
         return False
 
 
+def panel_accepts(option, value):
+    """Whether the LWI Training panel's settings with ``value`` for ``option`` can be used (None: the
+    panel does not set it, or shows ``value`` as "auto")."""
+    from LWITrainingLib.training_settings import AUTO_AT_ZERO, FIELDS, TrainingSettings
+
+    if option.key not in FIELDS or (option.key in AUTO_AT_ZERO and value == 0):
+        return None
+    value = str(value) if option.key == "time" else value
+    return not TrainingSettings(**{FIELDS[option.key]: value}).problems()
+
+
 def test_every_settings_field_has_one_row():
     fields = {f.name for f in dataclasses.fields(Settings)}
     assert fields == set(table.SETTING_KEYS) | {"arch_params"}
@@ -88,7 +99,7 @@ def test_the_python_api_refuses_a_zero_batch_as_the_cli_does(value):
 
 
 @pytest.mark.parametrize("option", [o for o in table.TRAINING_OPTIONS if o.flag and o.type is not bool], ids=lambda o: o.key)
-def test_cli_and_settings_accept_and_refuse_the_same_values(option):
+def test_cli_settings_and_panel_accept_and_refuse_the_same_values(option):
     commands = [c for c in COMMANDS if option.flag in flags_of(c)]
     assert commands, f"{option.flag} is in no training command"
     for value in candidates(option):
@@ -100,6 +111,7 @@ def test_cli_and_settings_accept_and_refuse_the_same_values(option):
             if command == "pretrain" and option.key == "epochs" or command == "experiment" and option.key == "seed":
                 continue  # pretrain's --epochs are Step 1's; experiment takes --seeds
             assert cli_accepts(command, option, value) == expected, (command, option.flag, value)
+        assert panel_accepts(option, value) in (None, expected), ("panel", option.key, value)
 
 
 def test_refusals_name_the_option_and_its_flag():

@@ -86,6 +86,12 @@ TARGETS = [
     "LWITrainingLib.training_logic",
     "LWICommon.gui",
     "LWICommon.slicer_setup",
+    "LWISegmentationLib.parameters",
+    "LWISegmentationLib.logic",
+    "LWISegmentationLib.widget",
+    "LWITrainingLib.parameters",
+    "LWITrainingLib.logic",
+    "LWITrainingLib.widget",
 ]
 
 

@@ -51,7 +51,7 @@ def _volumes():
 
 def test_reload_executes_every_package_file_again_and_keeps_the_session_state(slicer_modules):
     """Both module files imported, then what their Reload does: every LWI package again from its
-    files (the core's name tables, registered as LWICommon._core_*, are not the package's files),
+    files (the core's name tables, registered as LWICommon._core.*, are not the package's files),
     the running worker and the console poller kept."""
     from LWICommon import jobs
     from LWICommon.gui import reloadPackage
@@ -61,7 +61,7 @@ def test_reload_executes_every_package_file_again_and_keeps_the_session_state(sl
     segmentation_logic._worker = worker = object()  # a worker the old widget must still find to stop
     try:
         reloaded = [reloadPackage(name) for name in PACKAGES]
-        assert "LWICommon.vocabulary" in reloaded[0] and "LWICommon._core_names" not in reloaded[0]
+        assert "LWICommon.vocabulary" in reloaded[0] and "LWICommon._core.names" not in reloaded[0]
         assert "LWISegmentationLib.widget" in reloaded[1] and "LWITrainingLib.training_logic" in reloaded[2]
         assert sys.modules["LWICommon.jobs"].poller is poller
         assert sys.modules["LWISegmentationLib.segmentation_logic"]._worker is worker

@@ -811,3 +811,24 @@ def test_train_asks_before_replacing_and_clear_stops_a_running_plan(slicer_env, 
     widget.planTask.start(runner)
     widget.onClearCases()
     assert runner.cancelled and not widget.planTask.running and not _alive(runner.proc.pid)
+
+
+def test_the_improve_button_names_the_parent_and_the_cases_added_since(slicer_env, tmp_path, make_bundle):
+    """Issue 24: next to Train, "Improve <model> with the new cases" once a finished model and cases are
+    there; the line under it names the parent and the cases it has not trained on."""
+    from lwi.data.phantoms import PHANTOM_LABELS, write_phantom_dataset
+
+    widget = _training_panel(slicer_env)
+    logic = widget.logic
+    assert not widget.ui.improveButton.enabled  # no model, no cases
+    parent = make_bundle(tmp_path / "organs.lwi.safetensors", PHANTOM_LABELS,
+                         provenance={"training_cases": ["phantom_000", "phantom_001"], "held_out": []})
+    logic.segmentationLogic = slicer_env.seg.LWISegmentationLogic
+    logic.lastModelPath = str(parent)
+    logic.addCases(logic.collectCasesFromFolder(str(write_phantom_dataset(tmp_path / "cases", 3, shape=(16, 16, 8)))))
+    widget._updateButtons()
+    assert widget.ui.improveButton.enabled
+    assert widget.ui.improveButton.text == "Improve organs with the new cases"
+    assert widget.ui.improveInfoLabel.text == (
+        "Parent model: organs (trained on 2 case(s)); cases added since: phantom_002."
+    )

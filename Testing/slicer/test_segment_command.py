@@ -23,6 +23,7 @@ GUI_OPTIONS = {
     "largest_component": True,
     "compress": False,
     "uncertainty_path": "uncertainty.nrrd",
+    "mirror": True,
 }
 
 

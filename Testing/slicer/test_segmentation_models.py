@@ -75,3 +75,15 @@ def test_foreign_and_step1_files_are_refused_with_a_sentence(tmp_path):
     step1 = save_checkpoint(tmp_path / "s.lwi.safetensors", {"w": torch.zeros(1)}, {"format": "lwi-step1"})
     with pytest.raises(ValueError, match="Step-1 checkpoint"):
         models.read_bundle_metadata(str(step1))
+
+
+def test_a_model_from_a_newer_lwi_is_marked_unusable_in_the_list(folder, tmp_path):
+    """The list applies the core's rule (lwi.names.check_format): a newer format is refused here with the
+    same sentence as in the worker, not listed as usable."""
+    from lwi.checkpoint import read_metadata
+
+    meta = {**read_metadata(folder / f"liver{MODEL_SUFFIX}"), "format_version": 99}
+    newer = save_checkpoint(tmp_path / f"newer{MODEL_SUFFIX}", {"w": torch.zeros(1)}, meta)
+    with pytest.raises(ValueError, match="newer LWI"):
+        models.read_bundle_metadata(str(newer))
+    assert "newer LWI" in models.model_entry(str(newer)).error

@@ -186,7 +186,7 @@ def _with_validation(folder: Path, listed) -> Path:
 def _held_out(folder) -> set:
     """The cases ``lwi train --data folder`` holds out for validation: the core's own split."""
     from lwi.data.dataset import load_dataset
-    from lwi.strategies.run import split_cases
+    from lwi.data.split import split_cases
 
     return {c.name for c in split_cases(load_dataset(folder), seed=0, val_fraction=0.2)[1]}
 

@@ -41,7 +41,7 @@ def test_default_settings_leave_the_plan_to_the_core():
     assert "--resume" not in args and "--overwrite" not in args
     s.time_budget = "20m"
     assert _value(training_settings.train_args(s, "/d", "/o", python="/py"), "--time") == ["20m"]
-    assert any("time budget" in p for p in TrainingSettings(time_budget="soon").problems())
+    assert any("--time" in p for p in TrainingSettings(time_budget="soon").problems())
 
 
 @pytest.mark.slow
@@ -59,7 +59,7 @@ def test_the_panel_shows_the_plan_lwi_plan_gives_and_leaves_auto_settings_to_it(
     # Everything "auto" but the device, and a budget below the planning overhead: Step 2 gets the
     # plan's floor (2 iterations) whatever the timing probe measures, so the two plans can be compared
     # exactly; without --time the CPU default (30 min) gives far more. So small a budget makes the
-    # "auto" strategy scratch (lwi/plan.py, choose_strategy).
+    # "auto" strategy scratch (lwi/strategy_choice.py).
     settings = TrainingSettings(device="cpu", time_budget="1s")
     started = time.monotonic()
     runner = logic.plan(cases, settings)
@@ -228,7 +228,7 @@ def test_settings_round_trip_and_problems():
     assert TrainingSettings.from_dict(s.to_dict()) == s
     assert TrainingSettings.from_dict({"epochs": 5, "unknown": 1}).epochs == 5
     assert any("cube" in p for p in TrainingSettings(roi=(96, 96, 40)).problems())
-    assert any("mask ratio" in p for p in TrainingSettings(mask_ratio=1.0).problems())
+    assert any("mask_ratio (--mask-ratio)" in p for p in TrainingSettings(mask_ratio=1.0).problems())
     assert any("Name" in p for p in TrainingSettings(model_name=" ").problems())
     assert any("strategy" in p for p in TrainingSettings(strategy="magic").problems())
 

@@ -1,6 +1,6 @@
 """Options shared by several sub-commands, defined once so they read the same everywhere.
 
-Every numeric option is parsed by a range type (:func:`lwi.segment_options.whole`, ``number``), so a value out of range is refused
+Every numeric option is parsed by a range type (:func:`lwi.option_types.whole`, ``number``), so a value out of range is refused
 before any work with a sentence naming the option and the allowed range (argparse adds the option's
 name: ``argument --sw-batch-size: must be a whole number of at least 1, not 0.``), never quietly replaced.
 """
@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-from lwi import segment_options
 from lwi.names import ARCHITECTURE_NAMES, DEFAULT_ARCHITECTURE, DEVICE_CHOICES, MAX_ANISOTROPY
 
-# The range types live with the segmentation option table (standard library only, so the worker and
-# the Slicer modules check values with them too); every other command's numeric options use them here.
-POSITIVE, FRACTION, POSITIVE_NUMBER = segment_options.POSITIVE, segment_options.FRACTION, segment_options.POSITIVE_NUMBER
-whole, number = segment_options.whole, segment_options.number
-
+# The range types (lwi.option_types), re-exported for the commands' own options.
+from lwi.option_types import FRACTION, POSITIVE, POSITIVE_NUMBER, number, whole  # noqa: F401
 
 #: The input rules (lwi.data.checks, lwi.io), shown after --help of every command that reads images.
 INPUT_RULES = (

@@ -110,7 +110,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         help="lwi: Step 1 then Step 2; scratch: Step 2 from random weights for the same total iterations; "
         "medcontext: one stage with a masked student and an EMA teacher, same total iterations; anatomask: "
         "teacher-guided masked-image pre-training then Step 2; auto (default): the plan chooses scratch for "
-        "short Step-2 budgets and lwi otherwise (lwi.plan.choose_strategy; docs/results.md); a given Step-1 "
+        "short Step-2 budgets and lwi otherwise (lwi/strategy_choice.py; docs/results.md); a given Step-1 "
         "budget or --unlabeled means lwi. The plan prints its choice; see docs/strategies.md",
     )
     parser.add_argument(
@@ -218,6 +218,7 @@ def run_command(
                 resume=args.resume,
                 overwrite=args.overwrite,
                 progress=progress,
+                outputs_checked=True,  # just above, before the plan
                 **kwargs,
                 **settings,
             )

@@ -39,7 +39,7 @@ def get_strategy(name: str) -> Any:
     module = STRATEGIES.get(str(name).lower())
     if str(name).lower() == AUTO_STRATEGY:
         raise LWIError(
-            "'auto' is not a strategy but the plan's choice of one (lwi/plan.py, choose_strategy); "
+            "'auto' is not a strategy but the plan's choice of one (lwi/strategy_choice.py); "
             f"name one of: {', '.join(STRATEGIES)}."
         )
     if module is None:
@@ -50,7 +50,7 @@ def get_strategy(name: str) -> Any:
 def strategy_outputs(name: str, out: Path) -> List[Path]:
     """The files training with ``name`` may write for the model ``out`` (the model first); for
     ``auto``, those of every strategy it may choose (checked before the plan has chosen)."""
-    from lwi.plan import AUTO_CHOICES
+    from lwi.strategy_choice import AUTO_CHOICES
 
     names = AUTO_CHOICES if str(name).lower() == AUTO_STRATEGY else (name,)
     paths: List[Path] = []

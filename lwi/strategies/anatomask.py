@@ -43,6 +43,7 @@ from lwi.errors import LWIError
 from lwi.names import ANATOMASK_FORMAT, ANATOMASK_INFIX, LAST_INFIX, STRATEGY_DESCRIPTIONS, derived_path
 from lwi.strategies.run import pretrain_first, public_summary
 from lwi.strategies.settings import epoch_iterations, make_trainer, step1_epochs, step1_iterations
+from lwi.strategies.step2 import Step2Recipe, run_step2
 
 NAME = "anatomask"
 DESCRIPTION = STRATEGY_DESCRIPTIONS[NAME]
@@ -230,19 +231,19 @@ def train(run: Any, out: Path, resume: bool = False) -> Dict[str, Any]:
 
     s = run.settings
     pre_path = derived_path(out, ANATOMASK_INFIX)
-    last, i1, validation, step2_started = pretrain_first(
+    last, i1, step2_started = pretrain_first(
         run, out, pre_path, run_pretraining, "AnatoMask pre-training", resume
     )
     tensors, meta = checkpoint.load(pre_path)
     if meta.get("format") != FORMAT:
         raise LWIError(f"{pre_path} is not an AnatoMask pre-training checkpoint.")
-    summary = run.step2(
+    summary = run_step2(
+        run,
         out,
         last,
-        validation_cases=validation,
         resume=step2_started,
         init=(model_tensors(tensors), pre_path.name),
-        encoder_only=s.anatomask_transfer == "encoder",
+        recipe=Step2Recipe(encoder_only=s.anatomask_transfer == "encoder"),
         provenance={
             "strategy": NAME,
             "strategy_settings": settings_of(s),

@@ -16,14 +16,13 @@ from lwi.names import (
     DEFAULT_STRATEGY,
     LAST_INFIX,
     STEP1_FORMAT,
-    STEP1_INFIX,
     STEP2_STATE_FORMAT,
     derived_path,
 )
 from lwi.progress import Progress
 from lwi.strategies.run import PathLike, Run, check_outputs, public_summary, resumed_settings
 from lwi.strategies.step1 import run_step1
-from lwi.strategies.step2 import load_step1
+from lwi.strategies.step2 import load_step1, run_step2
 from lwi.training_options import FINETUNE_INHERITS
 
 
@@ -37,6 +36,7 @@ def pretrain(
     overwrite: bool = False,
     progress: Optional[Progress] = None,
     on_epoch_end: Any = None,
+    outputs_checked: bool = False,
     **options: Any,
 ) -> Dict[str, Any]:
     """LWI Step 1 on the images of ``data`` (labels not needed) plus ``unlabeled`` image folders.
@@ -54,7 +54,7 @@ def pretrain(
         unlabeled=unlabeled, require_labels=False,
     )
     settings = run.settings
-    check_outputs(run, None, [out], overwrite, resume)
+    check_outputs(run, None, [out], overwrite, resume, checked=outputs_checked)
     if run.held_cases:
         progress.log(run.split_message.replace("for validation", "for Step 2's validation (not used in Step 1)"))
     summary = run_step1(
@@ -81,6 +81,7 @@ def finetune(
     overwrite: bool = False,
     progress: Optional[Progress] = None,
     on_epoch_end: Any = None,
+    outputs_checked: bool = False,
     **options: Any,
 ) -> Dict[str, Any]:
     """LWI Step 2: fine-tune the Step-1 checkpoint ``init`` on the labelled cases of ``data``.
@@ -115,7 +116,7 @@ def finetune(
         device=device, progress=progress, require_labels=True, held_out=held_out,
     )
     settings = run.settings
-    check_outputs(run, out, [last], overwrite, resume)
+    check_outputs(run, out, [last], overwrite, resume, checked=outputs_checked)
     progress.log(run.split_message)
     train_cache = run.train_cache()
     channels = int(train_cache.full_case(0)[0].shape[0])
@@ -124,10 +125,10 @@ def finetune(
         raise LWIError(
             f"{init} was pre-trained on images with {pretrained_channels} channel(s); these have {channels}."
         )
-    summary = run.step2(
+    summary = run_step2(
+        run,
         out,
         last,
-        validation_cases=run.validation_pairs(),
         resume=resume,
         init=(tensors, Path(init).name),
         provenance=lwi_strategy.provenance(
@@ -150,6 +151,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: Optional[Progress] = None,
+    outputs_checked: bool = False,
     **options: Any,
 ) -> Dict[str, Any]:
     """Train a segmentation model on ``data`` with ``strategy`` and write its bundle to ``out``.
@@ -158,32 +160,32 @@ def train(
     Files: ``out`` (best model), ``out`` with a ``.last`` infix (resumable), and for ``lwi`` the
     Step-1 checkpoint with a ``.step1`` infix. ``resume=True`` continues an interrupted run with its
     stored settings (only the numbers of epochs and reporting intervals may change).
-    ``strategy="auto"``: the plan's rule (:func:`lwi.plan.choose_strategy`) on these settings' Step-2
+    ``strategy="auto"``: :func:`lwi.strategy_choice.resolve_strategy` on these settings' Step-2
     iterations (``lwi train`` resolves it in its plan and passes the name); resuming, the strategy of
     the interrupted run's files.
+    ``outputs_checked``: the caller (``lwi train``) checked and locked the files before any work.
     Returns a summary (paths, iterations, validation Dice per label).
     """
     from lwi.strategies import get_strategy
+    from lwi.strategy_choice import resolve_strategy
 
     progress = progress or Progress("none")
     out = Path(out)
-    auto = str(strategy).lower() == AUTO_STRATEGY
-    if auto and resume:
-        strategy = resumed_strategy(out)
-    module = None if auto and not resume else get_strategy(strategy)
     stored = None
-    if resume:
+    if resume:  # auto: the interrupted run's strategy, whose files hold the settings
+        strategy = resolve_strategy(strategy, out=out, resume=True)[0]
         stored = resumed_settings(
-            [p for p in module.outputs(out) if p != out],
+            [p for p in get_strategy(strategy).outputs(out) if p != out],
             (STEP1_FORMAT, STEP2_STATE_FORMAT, ANATOMASK_FORMAT),
-            f"Nothing to resume: no checkpoint of a {module.NAME} run next to {out}.",
+            f"Nothing to resume: no checkpoint of a {strategy} run next to {out}.",
         )
     run = Run.from_options(
         data, options, stored, device=device, progress=progress, unlabeled=unlabeled, require_labels=True
     )
-    if module is None:
-        module = get_strategy(auto_strategy(run, options))
-    check_outputs(run, out, [p for p in module.outputs(out) if p != out], overwrite, resume)
+    if str(strategy).lower() == AUTO_STRATEGY:  # without a plan (lwi train plans and passes a name)
+        strategy = auto_strategy(run, options)
+    module = get_strategy(strategy)
+    check_outputs(run, out, [p for p in module.outputs(out) if p != out], overwrite, resume, checked=outputs_checked)
     progress.log(run.split_message)
     started = time.monotonic()
     try:
@@ -198,33 +200,19 @@ def train(
 
 
 def auto_strategy(run: Run, options: Dict[str, Any]) -> str:
-    """``auto`` for a run without a plan (the Python API): :func:`lwi.plan.choose_strategy` on the
-    settings' Step-2 iterations, the Step-1 epochs if ``options`` give them, and the unlabelled images.
-    Scratch chosen so then trains the Step-2 budget alone, as the plan's scratch does."""
-    from lwi.plan import choose_strategy
+    """``auto`` for a new run without a plan (the Python API): :func:`lwi.strategy_choice.resolve_strategy`
+    on the settings' Step-2 iterations, the Step-1 epochs if ``options`` give them, and the unlabelled
+    images. Scratch chosen so then trains the Step-2 budget alone, as the plan's scratch does."""
     from lwi.strategies.settings import step2_iterations
+    from lwi.strategy_choice import resolve_strategy
 
     _, i2 = step2_iterations(run.settings, len(run.train_cases))
     given = options.get("pretrain_epochs")
-    name, why = choose_strategy(i2, None if given is None else int(given), bool(run.unlabeled))
+    name, why = resolve_strategy(
+        AUTO_STRATEGY, step2_iterations=i2, step1_given=None if given is None else int(given), unlabeled=bool(run.unlabeled)
+    )
     if name == "scratch" and given is None:
         run.settings.pretrain_epochs = 0  # as the plan: no Step-1 budget to match, Step 2's is the whole budget
         run.settings.pretrain_iterations = None
     run.progress.log(f"Strategy {name} ({why}).")
     return name
-
-
-def resumed_strategy(out: Path) -> str:
-    """The strategy of the interrupted run that wrote ``out``'s checkpoints: the one its last
-    fine-tuning state records, else ``lwi`` when only its Step-1 checkpoint is there."""
-    from lwi import checkpoint
-
-    last, step1 = derived_path(out, LAST_INFIX), derived_path(out, STEP1_INFIX)
-    if last.exists():
-        name = (checkpoint.read_metadata(last).get("provenance") or {}).get("strategy")
-        if name:
-            return str(name)
-        raise LWIError(f"{last} does not say which strategy made it; resume with --strategy NAME.")
-    if step1.exists():
-        return "lwi"
-    raise LWIError(f"Nothing to resume: no checkpoint of a training run next to {out}.")

@@ -11,7 +11,7 @@ from lwi.names import LAST_INFIX, STEP1_INFIX, STRATEGY_DESCRIPTIONS, derived_pa
 from lwi.strategies.run import Run, pretrain_first, public_summary
 from lwi.strategies.settings import step1_iterations
 from lwi.strategies.step1 import run_step1
-from lwi.strategies.step2 import load_step1
+from lwi.strategies.step2 import load_step1, run_step2
 
 NAME = "lwi"
 DESCRIPTION = STRATEGY_DESCRIPTIONS[NAME]
@@ -41,12 +41,12 @@ def train(run: Run, out: Path, resume: bool = False) -> Dict[str, Any]:
     if step1_iterations(s, run.n_step1_images) < 1:
         raise LWIError("The lwi strategy needs Step 1 (pretrain epochs at least 1); use --strategy scratch without it.")
     step1_path = derived_path(out, STEP1_INFIX)
-    last, i1, validation, step2_started = pretrain_first(run, out, step1_path, run_step1, "Step 1", resume)
+    last, i1, step2_started = pretrain_first(run, out, step1_path, run_step1, "Step 1", resume)
     tensors, _ = load_step1(step1_path)
-    summary = run.step2(
+    summary = run_step2(
+        run,
         out,
         last,
-        validation_cases=validation,
         resume=step2_started,
         init=(tensors, step1_path.name),
         provenance=provenance(run, s.pretrain_epochs, i1, unlabeled_images=len(run.unlabeled)),

@@ -43,7 +43,7 @@ from lwi.errors import LWIError
 from lwi.names import STRATEGY_DESCRIPTIONS
 from lwi.strategies import scratch
 from lwi.strategies.settings import epoch_iterations
-from lwi.strategies.step2 import supervised_loss
+from lwi.strategies.step2 import Step2Recipe, supervised_loss
 
 NAME = "medcontext"
 DESCRIPTION = STRATEGY_DESCRIPTIONS[NAME]
@@ -250,8 +250,10 @@ def train(run: Any, out: Path, resume: bool = False) -> Dict[str, Any]:
         out,
         resume,
         {"strategy": NAME, "strategy_settings": settings_of(s)},
-        make_model=lambda adapter: MedContextModel(adapter, patch_size=s.mim_patch_size),
-        step=step,
-        export=lambda model: model.student,
-        after_step=after_step,
+        Step2Recipe(
+            make_model=lambda adapter: MedContextModel(adapter, patch_size=s.mim_patch_size),
+            step=step,
+            export=lambda model: model.student,
+            after_step=after_step,
+        ),
     )

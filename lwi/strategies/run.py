@@ -3,18 +3,16 @@ preprocessing and case caches (:class:`Run`), and what every run does the same w
 replace earlier results or read the run to resume (:func:`resumed_settings`) and summarise the
 result (:func:`public_summary`).
 
-Held-out cases: the ``validation`` list of dataset.json, else an automatic split by ``seed``
-(``val_fraction`` of the cases, at least one) when there are 3 or more cases; with 1 or 2 cases
-everything is trained on and the last model is the result. The held-out cases are also left out
-of Step 1, so validation Dice is measured on images the network has never seen.
+The held-out cases (:mod:`lwi.data.split`) are also left out of Step 1, so validation Dice is
+measured on images the network has never seen.
 """
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from lwi.data.split import check_unlabeled, distinct_unlabeled, split_by_names, split_cases
 from lwi.errors import LWIError
 from lwi.names import LAST_INFIX, derived_path
 from lwi.progress import Progress
@@ -23,38 +21,19 @@ from lwi.strategies.settings import Settings, make_settings, step1_iterations, s
 PathLike = Union[str, Path]
 
 
-def split_cases(dataset: Any, seed: int, val_fraction: float) -> Tuple[List[Any], List[Any], str]:
-    """``(training cases, held-out cases, a sentence saying how)`` (see the module docstring)."""
-    cases = list(dataset.cases)
-    if dataset.validation:
-        train, held = dataset.split()
-        if not train:
-            raise LWIError("Every case is listed under 'validation' in dataset.json; nothing is left to train on.")
-        return train, held, f"Validating on the {len(held)} case(s) listed in dataset.json."
-    if len(cases) <= 2 or val_fraction <= 0:
-        why = "only 1 or 2 cases" if len(cases) <= 2 else "no validation split asked for"
-        return cases, [], (
-            f"Training on all {len(cases)} case(s) without validation ({why}); the result is the last model."
-        )
-    n_held = min(len(cases) - 1, max(1, round(val_fraction * len(cases))))
-    names = sorted(c.name for c in cases)
-    held_names = set(random.Random(seed).sample(names, n_held))
-    train = [c for c in cases if c.name not in held_names]
-    held = [c for c in cases if c.name in held_names]
-    return train, held, (
-        f"Holding out {len(held)} of {len(cases)} cases for validation ({', '.join(sorted(held_names))}); "
-        "add a 'validation' list to dataset.json to choose them."
-    )
-
-
 def check_outputs(
-    run: Run, model: Optional[Path], checkpoints: Sequence[Path], overwrite: bool, resume: bool = False
+    run: Run, model: Optional[Path], checkpoints: Sequence[Path], overwrite: bool, resume: bool = False,
+    checked: bool = False,
 ) -> None:
     """A run's files checked before any work (:func:`lwi.outputs.check_outputs`): the ``model``
     bundle (if any) and resumable ``checkpoints`` are not folders, are writable, are not replaced
-    without ``overwrite`` (``resume`` continues them), and there is room for each."""
+    without ``overwrite`` (``resume`` continues them), and there is room for each.
+
+    ``checked``: the command already checked and locked them before planning
+    (:func:`lwi.commands.training_options.run_command`); only the room, known once the network is, is
+    checked here."""
     from lwi import distributed
-    from lwi.outputs import Output
+    from lwi.outputs import Output, check_space
     from lwi.outputs import check_outputs as check
 
     if not distributed.is_main():
@@ -62,87 +41,11 @@ def check_outputs(
     estimate = 3 * run.weight_bytes()  # weights + AdamW's two moments: the largest file of a run
     outputs = [Output(model, "--out", estimate=estimate)] if model is not None else []
     outputs += [Output(p, "--out", resumable=True, estimate=estimate) for p in checkpoints]
-    check(outputs, overwrite, resume)
-
-
-def split_by_names(dataset: Any, held_names: Sequence[str]) -> Tuple[List[Any], List[Any], str]:
-    """The split a Step-1 checkpoint recorded (``held_names``), refused when this dataset differs:
-    a held-out case missing, or dataset.json's validation list naming other cases."""
-    names = {c.name for c in dataset.cases}
-    held_names = sorted(str(n) for n in held_names)
-    missing = [n for n in held_names if n not in names]
-    if missing:
-        raise LWIError(
-            f"Step 1 held out {', '.join(missing)} for validation, but this dataset has no such case: the data "
-            "changed since Step 1. Fine-tune on the dataset Step 1 used, or run Step 1 again on this one."
-        )
-    if dataset.validation is not None and sorted(dataset.validation) != held_names:
-        raise LWIError(
-            f"dataset.json lists {', '.join(sorted(dataset.validation))} for validation, but Step 1 held out "
-            f"{', '.join(held_names) or 'no case'} (it trained on the others): the data changed since Step 1. "
-            "Use the same validation list, or run Step 1 again."
-        )
-    held = [c for c in dataset.cases if c.name in held_names]
-    train = [c for c in dataset.cases if c.name not in held_names]
-    if not held:
-        return train, [], f"Training on all {len(train)} case(s) without validation, as Step 1 did."
-    return train, held, f"Validating on the {len(held)} case(s) Step 1 held out ({', '.join(held_names)})."
-
-
-def image_digest(path: PathLike) -> str:
-    """SHA-256 of an image file's bytes (a DICOM series folder: of its files' bytes in name order), so
-    the same image under another name or path is recognised."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def same_images(images: Sequence[Any], cases: Sequence[Any]) -> List[Any]:
-    """The cases of ``images`` that are one of ``cases``: the same name, file or content."""
-    names = {c.name for c in cases}
-    files = {Path(c.image).resolve() for c in cases}
-    digests = None
-    found = []
-    for image in images:
-        if image.name in names or Path(image.image).resolve() in files:
-            found.append(image)
-            continue
-        if digests is None:  # hashing only when names and paths did not already decide
-            digests = {image_digest(c.image) for c in cases}
-        if image_digest(image.image) in digests:
-            found.append(image)
-    return found
-
-
-def distinct_unlabeled(unlabeled: Sequence[Any], train: Sequence[Any]) -> Tuple[List[Any], int]:
-    """``unlabeled`` without the training cases' own images and without repeats (same file or
-    content): each image enters Step 1 once. Returns (kept, number dropped)."""
-    repeated = {id(c) for c in same_images(unlabeled, train)} if unlabeled else set()
-    kept, seen = [], set()
-    for image in unlabeled:
-        key = image_digest(image.image)
-        if id(image) in repeated or key in seen:
-            continue
-        seen.add(key)
-        kept.append(image)
-    return kept, len(unlabeled) - len(kept)
-
-
-def check_unlabeled(unlabeled: Sequence[Any], held: Sequence[Any]) -> None:
-    """Refuse extra Step-1 images that are held-out validation cases (by name, file or content)."""
-    clash = sorted(c.name for c in same_images(unlabeled, held)) if held else []
-    if clash:
-        raise LWIError(
-            f"The unlabelled image(s) {', '.join(clash)} are held-out validation cases: Step 1 would see the images "
-            "validation is scored on. Remove them from the --unlabeled folder (or give --unlabeled a folder without them)."
-        )
+    if checked:
+        folder = next(p for p in outputs[0].path.resolve().parents if p.is_dir())
+        check_space(folder, estimate * len(outputs))
+    else:
+        check(outputs, overwrite, resume)
 
 
 def preprocess_config(dataset: Any, settings: Settings, stored: Optional[Mapping[str, Any]] = None) -> Any:
@@ -298,28 +201,6 @@ class Run:
                 pairs[i] = cache.full_case(j)
         return pairs
 
-    def step2(
-        self, out: Path, last: Path, *, validation_cases: Sequence[Tuple[Any, Any]], resume: bool, **options: Any
-    ) -> Dict[str, Any]:
-        """:func:`run_step2` on this run's training cache, labels, settings, preprocessing, device and
-        progress; ``options`` are run_step2's other keyword arguments."""
-        from lwi.strategies.step2 import run_step2
-
-        return run_step2(
-            train_cache=self.train_cache(),
-            n_train=len(self.train_cases),
-            validation_cases=validation_cases,
-            labels=self.labels,
-            settings=self.settings,
-            preprocessing=self.config,
-            device=self.device,
-            out=out,
-            last=last,
-            progress=self.progress,
-            resume=resume,
-            **options,
-        )
-
     def pretraining_metadata(self) -> Dict[str, Any]:
         """What a pre-training checkpoint records of this run: its preprocessing and its data."""
         return {"preprocessing": self.config.to_dict(), "data": {**self.describe_split(), "unlabeled": len(self.unlabeled)}}
@@ -343,18 +224,18 @@ def public_summary(summary: Mapping[str, Any]) -> Dict[str, Any]:
 
 def pretrain_first(
     run: Run, out: Path, pre_path: Path, pretrain: Callable[..., Any], title: str, resume: bool
-) -> Tuple[Path, int, List[Tuple[Any, Any]], bool]:
+) -> Tuple[Path, int, bool]:
     """The first stage of a two-stage strategy (``lwi``'s Step 1, AnatoMask's pre-training):
     ``pretrain`` (called with :func:`lwi.strategies.step1.run_step1`'s keywords) writes ``pre_path``
     unless a resumed run is past it. Everything is preprocessed first: errors surface before hours
     of pre-training, and the whole-run fraction (planned over both stages) then only counts
-    iterations. Returns Step 2's last-state path, the pre-training iterations, the validation
-    pairs and whether Step 2 resumes."""
+    iterations. Returns Step 2's last-state path, the pre-training iterations and whether Step 2
+    resumes."""
     s = run.settings
     last = derived_path(out, LAST_INFIX)
     i1 = step1_iterations(s, run.n_step1_images)
     _, i2 = step2_iterations(s, len(run.train_cases))
-    cache, _, validation = run.step1_cache(), run.train_cache(), run.validation_pairs()
+    cache, _, _ = run.step1_cache(), run.train_cache(), run.validation_pairs()  # all preprocessed first
     run.progress.plan(i1 + i2)
     step2_started = resume and last.exists()
     if step2_started or (resume and pretraining_complete(pre_path, i1)):
@@ -364,7 +245,7 @@ def pretrain_first(
             cache=cache, n_images=run.n_step1_images, settings=s, device=run.device, out=pre_path,
             progress=run.progress, resume=resume and pre_path.exists(), metadata=run.pretraining_metadata(),
         )
-    return last, i1, validation, step2_started
+    return last, i1, step2_started
 
 
 def pretraining_complete(path: Path, iterations: int) -> bool:

@@ -9,6 +9,7 @@ from typing import Any, Dict, List
 from lwi.names import LAST_INFIX, STRATEGY_DESCRIPTIONS, derived_path
 from lwi.strategies.run import Run, public_summary
 from lwi.strategies.settings import matched_iterations
+from lwi.strategies.step2 import Step2Recipe, run_step2
 
 NAME = "scratch"
 DESCRIPTION = STRATEGY_DESCRIPTIONS[NAME]
@@ -24,22 +25,23 @@ def train(run: Run, out: Path, resume: bool = False) -> Dict[str, Any]:
 
 
 def train_matched(
-    run: Run, out: Path, resume: bool, strategy: Dict[str, Any], **step2_options: Any
+    run: Run, out: Path, resume: bool, strategy: Dict[str, Any], recipe: Step2Recipe = Step2Recipe()
 ) -> Dict[str, Any]:
     """One Step-2 stage for as many iterations as ``lwi`` would take in total (Step 1 + Step 2),
     shared by the strategies that train a single stage (``medcontext`` passes its model and step
-    in ``step2_options``); ``strategy`` opens the provenance (name, strategy settings)."""
+    in ``recipe``); ``strategy`` opens the provenance (name, strategy settings)."""
     s = run.settings
     last = derived_path(out, LAST_INFIX)
     i1, i2, epochs = matched_iterations(s, run.n_step1_images, len(run.train_cases))
     total = i1 + i2
-    _, validation = run.train_cache(), run.validation_pairs()  # preprocessed before the progress starts
+    run.train_cache(), run.validation_pairs()  # preprocessed before the progress starts
     run.progress.plan(total)
-    summary = run.step2(
+    summary = run_step2(
+        run,
         out,
         last,
-        validation_cases=validation,
         resume=resume and last.exists(),
+        recipe=recipe,
         epochs=epochs,
         max_iterations=total,
         stage="train",
@@ -50,7 +52,6 @@ def train_matched(
             "seed": s.seed,
             "matched_iterations": {"pretrain": i1, "finetune": i2},
         },
-        **step2_options,
     )
     summary["iterations"] = {"train": summary["iterations"]}
     return public_summary(summary)

@@ -8,6 +8,7 @@ recipe (model, loss, exported network, a hook after each step: MedContext). Writ
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -113,19 +114,30 @@ def start_at_label_prior(adapter: Any, frequencies: Sequence[float]) -> Optional
     return [float(p) for p in prior]
 
 
+@dataclass(frozen=True)
+class Step2Recipe:
+    """What a strategy may change in Step 2 (MONAI's engine with handlers, as plain functions); the
+    default is DiceCE on the adapter. ``make_model(adapter) -> module`` wraps the initialised adapter
+    into what is trained and checkpointed (its ``forward`` gives the segmentation logits, which
+    validation uses); ``step(model, (images, targets), generator) -> {"total", ...}`` is the loss;
+    ``export(model) -> adapter`` is the network written to the bundle; ``after_step(trainer)`` runs
+    after every optimiser step (an EMA teacher's update); ``encoder_only``: of pre-trained weights
+    (``init``) only the encoder's are loaded."""
+
+    make_model: Optional[Callable[[Any], Any]] = None
+    step: Optional[Callable[..., Dict[str, Any]]] = None
+    export: Optional[Callable[[Any], Any]] = None
+    after_step: Optional[Callable[[Any], None]] = None
+    encoder_only: bool = False
+
+
 def run_step2(
-    *,
-    train_cache: Any,
-    n_train: int,
-    validation_cases: Sequence[Tuple[Any, Any]],
-    labels: Mapping[int, str],
-    settings: Settings,
-    preprocessing: Any,
-    device: Any,
+    run: Any,
     out: Path,
     last: Path,
-    progress: Progress,
+    *,
     resume: bool,
+    recipe: Step2Recipe = Step2Recipe(),
     init: Optional[Tuple[Mapping[str, Any], str]] = None,
     start: Optional[Tuple[Mapping[str, Any], str]] = None,
     epochs: Optional[int] = None,
@@ -135,23 +147,12 @@ def run_step2(
     progress_offset: int = 0,
     stage: str = "finetune",
     on_epoch_end: Any = None,
-    encoder_only: bool = False,
-    make_model: Optional[Callable[[Any], Any]] = None,
-    step: Optional[Callable[..., Dict[str, Any]]] = None,
-    export: Optional[Callable[[Any], Any]] = None,
-    after_step: Optional[Callable[[Any], None]] = None,
 ) -> Dict[str, Any]:
-    """Supervised training of a segmentation network: from pre-trained weights (``init`` =
-    (tensors, name); ``encoder_only`` keeps only the encoder's), from a finished model's whole
+    """Supervised training of ``run``'s segmentation network (a :class:`lwi.strategies.run.Run`: its
+    training cases, validation cases, labels, settings, preprocessing, device and progress), with
+    ``recipe``: from pre-trained weights (``init`` = (tensors, name)), from a finished model's whole
     network (``start`` = (bundle tensors, name): improving it, :mod:`lwi.improve`) or from random
-    initialisation. Best model -> ``out`` (bundle), last -> ``last``.
-
-    The recipe is DiceCE on the adapter unless a strategy replaces parts of it:
-    ``make_model(adapter) -> module`` wraps the initialised adapter into what is trained and
-    checkpointed (its ``forward`` gives the segmentation logits, which validation uses);
-    ``step(model, (images, targets), generator) -> {"total", ...}`` is the loss;
-    ``export(model) -> adapter`` is the network written to the bundle; ``after_step(trainer)`` runs
-    after every optimiser step (an EMA teacher's update)."""
+    initialisation. Best model -> ``out`` (bundle), last -> ``last``."""
     import torch
 
     from lwi import distributed
@@ -159,10 +160,13 @@ def run_step2(
     from lwi.engine import Validator
     from lwi.label_watch import LabelWatch, TrainingDice
 
+    train_cache, n_train, labels, settings = run.train_cache(), len(run.train_cases), run.labels, run.settings
+    validation_cases, preprocessing, device, progress = run.validation_pairs(), run.config, run.device, run.progress
+    make_model, step, export, after_step = recipe.make_model, recipe.step, recipe.export, recipe.after_step
     image, _ = train_cache.full_case(0)
     out_channels = max(int(v) for v in labels) + 1
     adapter, transfer = build_step2_model(
-        settings, int(image.shape[0]), out_channels, init, progress, encoder_only=encoder_only
+        settings, int(image.shape[0]), out_channels, init, progress, encoder_only=recipe.encoder_only
     )
     priors = None
     if start is not None:  # every weight, output layer included: the model goes on from where it was
