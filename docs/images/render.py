@@ -69,6 +69,7 @@ def _manager_group(factory_class, application_logic, managers, renderer):
 
 
 def _window(size):
+    """An offscreen render window of ``size`` with one renderer and an interactor."""
     window = vtk.vtkRenderWindow()
     window.SetOffScreenRendering(1)
     window.SetSize(*size)
@@ -122,6 +123,7 @@ class SliceView:
         self.image.GetMapper().SetInputConnection(self.logic.GetImageDataConnection())
 
     def grab(self) -> np.ndarray:
+        """The view as drawn now, [rows, cols, 3] uint8."""
         return _grab(self.window)
 
 
@@ -158,6 +160,7 @@ class ThreeDView:
         camera_node.ResetClippingRange()
 
     def grab(self) -> np.ndarray:
+        """The view as drawn now, [rows, cols, 3] uint8."""
         return _grab(self.window)
 
 
