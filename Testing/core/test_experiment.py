@@ -204,7 +204,9 @@ def test_separate_test_folder_cases_are_never_drawn_and_overwrite_removes_only_o
     assert len(draw.cases) == 2 and all(c.image.parent == data / "imagesTr" for c in draw.cases)
     with pytest.raises(Exception, match="--resume"):
         Experiment(out).check_folder(resume=False, overwrite=False)
-    Experiment(out).check_folder(resume=False, overwrite=True)
+    Experiment(out).check_folder(resume=False, overwrite=True)  # only checks: nothing goes before the work
+    assert (out / "experiment.json").is_file()
+    Experiment(out).remove_earlier()
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
