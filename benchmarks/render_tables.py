@@ -38,6 +38,8 @@ COMMANDS = {
     "warm-cuda": "benchmarks/run_all_gpu.sh",
     "order-heads-cpu": "python benchmarks/order_head_stability.py --label after --plot",
     "improve-cpu": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/improve_benchmark.py --shares 0.1 0.25",
+    "mechanisms-anatomask-cpu": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/mechanisms.py --data DATA --part anatomask",
+    "small-data-cpu": "benchmarks/small_data.sh DATA OUT && python benchmarks/small_data_compare.py OUT",
 }
 
 
@@ -199,8 +201,40 @@ def _improve(r: Dict[str, Any]) -> str:
             + made["uncertainty"] + "\n" + _footer(r))
 
 
+def _mechanisms(r: Dict[str, Any]) -> str:
+    f, lines = r["figures"], []
+    if f.get("anatomask"):
+        lines += ["| schedule | EMA decay | teacher's initial weights left | teacher loss, first -> last report | "
+                  "teacher / student loss on random masks | student loss, guided / random masks |",
+                  "|---|---|---|---|---|---|"]
+        for a in f["anatomask"]:
+            lines.append(
+                f"| {a['schedule']} | {a['ema_decay'][0]:g} -> {a['ema_decay'][1]:.4g} | {a['teacher_initial_share']:.2g} | "
+                f"{_f(a['teacher_loss_first_report'], 3)} -> {_f(a['teacher_loss_last_report'], 3)} | "
+                f"{_f(a['teacher_random'], 3)} / {_f(a['student_random'], 3)} | "
+                f"{_f(a['student_guided'], 3)} / {_f(a['student_random'], 3)} = {_f(a['guided_over_random'], 3)} |")
+    for m in f.get("medcontext") or []:
+        lines.append(
+            f"- **MedContext, `--consistency-mode {m['mode']}`** ({m['iterations']} iterations, {m['reports']} progress "
+            f"reports): realised gradient share of the consistency term, mean {m['consistency_share_mean']:.3g} "
+            f"(min {m['consistency_share_min']:.3g}, max {m['consistency_share_max']:.3g}); last loss {_f(m['last_loss'], 3)}.")
+    return "\n".join(lines) + "\n\n" + _footer(r)
+
+
+def _small_data(r: Dict[str, Any]) -> str:
+    lines = ["| comparison (A - B) | K | draws | mean A | mean B | A - B per draw | mean [95% t CI] | paired t p | sign-flip p |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c in (r["figures"].get("validation") or []) + (r["figures"].get("mirror") or []):
+        per_draw = ", ".join(f"{d:+.3f}" for d in c["draw_differences"])
+        low, high = c["difference_ci"]
+        lines.append(f"| {c['difference']} | {c['k']} | {c['n_draws']} | {_f(c['mean_a'], 3)} | {_f(c['mean_b'], 3)} | "
+                     f"{per_draw} | {c['mean_difference']:+.3f} [{low:+.3f}, {high:+.3f}] | {c['t_p']:.2g} | "
+                     f"{c['sign_flip_p']:.2g} |")
+    return "\n".join(lines) + "\n\n" + _footer(r)
+
+
 RENDERERS: Dict[str, Callable[[Dict[str, Any]], str]] = {
-    "improve": _improve,
+    "improve": _improve, "mechanisms": _mechanisms, "small-data": _small_data,
     "train-ddp": _train_ddp, "train": _train, "folder": _folder, "ct-lowres": _cli, "cli": _cli,
     "segment": _segment, "warm": _warm, "order-heads": _order_heads,
 }
