@@ -27,7 +27,7 @@ from torch import nn
 
 from lwi import checkpoint, distributed, interrupt
 from lwi.devices import resolve_device
-from lwi.errors import LWIError
+from lwi.errors import LWIError, NotResumable
 from lwi.progress import Progress
 
 TRAIN_STATE = "train_state"  # key prefix of optimizer/RNG tensors in a checkpoint ("/" never occurs in module keys)
@@ -250,9 +250,9 @@ class Trainer:
         tensors, meta = checkpoint.load(path)
         training = meta.get("training")
         if not isinstance(training, dict) or "state" not in training:
-            raise LWIError(f"{path} holds no training state to resume from.")
+            raise NotResumable(path, f"{path} holds no training state to resume from.")
         if training.get("stage") != self.stage:
-            raise LWIError(f"{path} is a checkpoint of the {training.get('stage')!r} stage, not of {self.stage!r}.")
+            raise NotResumable(path, f"{path} is a checkpoint of the {training.get('stage')!r} stage, not of {self.stage!r}.")
         if int(training["iteration"]) > self.total_iterations:
             raise LWIError(
                 f"{path} is already at iteration {training['iteration']}, beyond the {self.total_iterations} "
@@ -261,12 +261,36 @@ class Trainer:
         try:
             self.model.load_state_dict(model_tensors(tensors), strict=True)
         except RuntimeError as exc:
-            raise LWIError(
+            raise NotResumable(
+                path,
                 f"{path} was written for another network or settings and cannot be resumed here "
                 f"({str(exc).splitlines()[0]})."
             ) from None
+        try:
+            self._load_training_state(training, tensors)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise NotResumable(
+                path,
+                f"{path} holds a damaged or foreign training state (optimizer, schedule or random-number state: "
+                f"{reason.rstrip('.')}) and cannot be resumed; start afresh with --overwrite or another --out",
+            ) from None
+        self.iteration = int(training["iteration"])
+        self.best = training.get("best")
+        self.last_validation = training.get("last_validation")
+        return meta
+
+    def _load_training_state(self, training: Dict[str, Any], tensors: Dict[str, torch.Tensor]) -> None:
+        """Restore optimizer, scaler, schedule and random-number states from a checkpoint; any error
+        here means a damaged or hand-made state (see :meth:`load_checkpoint`)."""
         state = checkpoint.unflatten_state(training["state"], tensors)
         self.optimizer.load_state_dict(state["optimizer"])
+        # torch accepts moments of any shape here and fails only at the next step: check them now.
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                for name, value in self.optimizer.state.get(param, {}).items():
+                    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                        raise ValueError(f"{name} of shape {tuple(value.shape)} for a parameter of {tuple(param.shape)}")
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.scheduler.load_state_dict(training["scheduler"])
@@ -285,10 +309,6 @@ class Trainer:
         torch.set_rng_state(tensors[f"{TRAIN_STATE}/rng/torch"])
         if self.device.type == "cuda" and f"{TRAIN_STATE}/rng/cuda" in tensors:
             torch.cuda.set_rng_state(tensors[f"{TRAIN_STATE}/rng/cuda"], self.device)
-        self.iteration = iteration
-        self.best = training.get("best")
-        self.last_validation = training.get("last_validation")
-        return meta
 
     # -- the loop ---------------------------------------------------------------------------
     def _autocast(self):

@@ -17,3 +17,12 @@ class DatasetError(LWIError):
         lines = [f"{header} ({len(self.problems)}); nothing was written:"]
         lines += [f"  - {p.rstrip('.')}." for p in self.problems]  # each problem one sentence
         super().__init__("\n".join(lines))
+
+
+class NotResumable(LWIError):
+    """A checkpoint that is readable but cannot be resumed from (damaged or foreign training state, another
+    network or stage): a failed run keeps it as it was and does not advise ``--resume`` from it."""
+
+    def __init__(self, path: object, message: str):
+        self.path = path
+        super().__init__(message)

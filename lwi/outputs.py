@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-from lwi.errors import LWIError
+from lwi.errors import LWIError, NotResumable
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -442,9 +442,10 @@ class _Snapshot:
         now = _mtime(out.path)
         return now is not None and now != self.files.get(out.path)
 
-    def remove_new(self, resume: bool = False) -> Tuple[List[Path], str]:
+    def remove_new(self, resume: bool = False, not_resumable: Optional[Path] = None) -> Tuple[List[Path], str]:
         """Remove what the work created, unless a resumable checkpoint is there to continue from:
-        one this run wrote, or the one it resumed (``resume``).
+        one this run wrote, or the one it resumed (``resume``). ``not_resumable``: a checkpoint the
+        run found it cannot resume (kept as it was, never offered to ``--resume``).
 
         Returns ``(kept checkpoints, the sentence saying what happened to the files)``.
         """
@@ -453,7 +454,8 @@ class _Snapshot:
             if o.resumable and not o.folder and o.path.is_file() and (resume or self.written(o))
         ]
         if kept:
-            if all(_readable_checkpoint(p) for p in kept):
+            unresumable = not_resumable is not None and any(same_file(p, not_resumable) for p in kept)
+            if not unresumable and all(_readable_checkpoint(p) for p in kept):
                 # The run's files belong together: resume needs the best model beside its state.
                 return kept, (
                     f"The checkpoint {', '.join(map(str, kept))} is kept: run the same command with --resume "
@@ -742,7 +744,7 @@ def writing(
     except BaseException as exc:
         if held is not None:
             held.release()
-        kept, note = snapshot.remove_new(resume)
+        kept, note = snapshot.remove_new(resume, Path(exc.path) if isinstance(exc, NotResumable) else None)
         removed = note != "Nothing was written."
         if isinstance(exc, KeyboardInterrupt):
             raise KeyboardInterrupt(note) from None

@@ -252,6 +252,65 @@ def _(root, kit):
                 absent=("run the same command with --resume",))
 
 
+def _schedule() -> dict:
+    """A real schedule state (the trainer's class), so only the optimizer state is damaged."""
+    from monai.optimizers import WarmupCosineSchedule
+
+    optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+    return WarmupCosineSchedule(optimizer, warmup_steps=1, t_total=2).state_dict()
+
+
+def _resumable(kit: Kit, root: Path, state: object) -> Path:
+    """A Step-2 checkpoint next to ``root/m.lwi.safetensors`` for the kit's dataset and model, whose
+    training state (optimizer and scaler skeleton) is ``state``."""
+    meta = read_header_metadata(kit.model)
+    labels = {str(k): v for k, v in load_dataset(kit.data).labels.items()}
+    checkpoint = {"format": "lwi-step2-state", "format_version": 1, "architecture": meta["architecture"],
+                  "labels": labels, "preprocessing": meta["preprocessing"],
+                  "settings": {"arch": "segresnet", "roi": [16, 16, 16], "epochs": 2,
+                               "arch_params": meta["architecture"]["params"]},
+                  "training": {"stage": "train", "iteration": 1, "epochs": 2, "iterations_per_epoch": 1,
+                               "total_iterations": 2, "state": state, "scheduler": _schedule()}}
+    path = root / "m.last.lwi.safetensors"
+    tensors = dict(load_file(str(kit.model)), **{"train_state/rng/torch": torch.get_rng_state()})
+    save_file(tensors, str(path), metadata={"lwi": json.dumps(checkpoint)})
+    return path
+
+
+def _resume(kit: Kit, root: Path) -> List[object]:
+    return ["train", "--strategy", "scratch", "--data", kit.data, "--out", root / "m.lwi.safetensors", "--resume",
+            "--device", "cpu"]
+
+
+_DAMAGED_OPTIMIZER = {
+    "no optimizer": {"__dict__": [["scaler", False, {"__dict__": []}]]},
+    "a tensor the file lacks": {"__dict__": [["optimizer", False, {"__dict__": [
+        ["state", False, {"__dict__": [[0, True, {"__dict__": [["exp_avg", False, {"__tensor__": "gone"}]]}]]}],
+        ["param_groups", False, [{"__dict__": [["params", False, [0]]]}]]]}]]},
+    "other parameter groups": {"__dict__": [["optimizer", False, {"__dict__": [
+        ["state", False, {"__dict__": []}], ["param_groups", False, [{"__dict__": [["params", False, [0]]]}]]]}]]},
+    "moments of another shape": {"__dict__": [["optimizer", False, {"__dict__": [
+        ["state", False, {"__dict__": [[0, True, {"__dict__": [["step", False, 1.0],
+                                                               ["exp_avg", False, {"__tensor__": "train_state/rng/torch"}],
+                                                               ["exp_avg_sq", False, {"__tensor__": "train_state/rng/torch"}]]}]]}],
+        ["param_groups", False, "GROUPS"]]}]]},
+    "not a dict": [1, 2, 3],
+}
+
+for _name, _state in _DAMAGED_OPTIMIZER.items():
+    @case(f"resume from a damaged optimizer state: {_name}")
+    def _(root, kit, _state=_state):
+        if '"GROUPS"' in json.dumps(_state):  # the real parameter groups, so only the moments are wrong
+            count = len(load_file(str(kit.model)))
+            groups = [{"__dict__": [["params", False, list(range(count))], ["lr", False, 1e-4],
+                                    ["betas", False, [0.9, 0.999]], ["eps", False, 1e-8],
+                                    ["weight_decay", False, 1e-5], ["amsgrad", False, False]]}]
+            _state = json.loads(json.dumps(_state).replace('"GROUPS"', json.dumps(groups)))
+        _resumable(kit, root, _state)
+        return Case(_resume(kit, root), [root], ("m.last.lwi.safetensors", "training state"),
+                    absent=("--resume",))
+
+
 @case("a dataset.json nested too deeply")
 def _(root, kit):
     data = Path(shutil.copytree(kit.data, root / "data"))
