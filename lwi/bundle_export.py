@@ -35,6 +35,7 @@ no float16 autocast (LWI uses it on CUDA); no ``--largest-component`` or ``--mir
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -289,7 +290,8 @@ def export_monai_bundle(model_path: PathLike, out: PathLike) -> Dict[str, str]:
     scripted, how = torchscript(net, window, expected)
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    old: Optional[Path] = None
+    out.parent.mkdir(parents=True, exist_ok=True)  # the command removes it again if the export fails
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (staging / "configs").mkdir()
@@ -298,7 +300,11 @@ def export_monai_bundle(model_path: PathLike, out: PathLike) -> Dict[str, str]:
         _write_json(staging / "configs" / "inference.json", config)
         meta = metadata_json(metadata)
         _write_json(staging / "configs" / "metadata.json", meta)
-        torch.save(state, staging / "models" / "model.pt")
+        # Serialised in memory, then written: a failed write is an OSError naming the file (torch's
+        # writer reports a full disk or a file-size limit as an internal RuntimeError).
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        (staging / "models" / "model.pt").write_bytes(buffer.getvalue())
         if scripted is not None:
             # As MONAI's ckpt_export: metadata and inference config inside the TorchScript file (extra/),
             # where MONAI Deploy's MonaiBundleInferenceOperator reads them.
@@ -306,21 +312,37 @@ def export_monai_bundle(model_path: PathLike, out: PathLike) -> Dict[str, str]:
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch >= 2.9 points to torch.export
+                buffer = io.BytesIO()
                 save_net_with_metadata(
-                    scripted, str(staging / "models" / "model.ts"), include_config_vals=False,
+                    scripted, buffer, include_config_vals=False,
                     meta_values=meta, more_extra_files={"inference.json": json.dumps(config).encode()},
                 )
+            (staging / "models" / "model.ts").write_bytes(buffer.getvalue())
         (staging / "docs" / "README.md").write_text(_readme(Path(model_path).name, how), encoding="utf-8")
         for path in staging.rglob("*"):
             if path.is_file():
                 follow_umask(path)
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's folder is private; a bundle is meant to be shared
-        if out.exists():  # --overwrite was checked by the command: replace the old bundle
-            shutil.rmtree(out)
-        os.replace(staging, out)
+        # --overwrite was checked by the command: the old bundle is moved aside, and back if the new
+        # one cannot be put in place, so a failure leaves it as it was.
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent)) if out.exists() else None
+        if old is not None:
+            os.replace(out, old / out.name)
+        try:
+            os.replace(staging, out)
+        except BaseException:
+            if old is not None:
+                os.replace(old / out.name, out)
+            raise
+    except OSError as exc:
+        if exc.filename is None:  # a failed write() names no file: name the bundle
+            raise OSError(exc.errno, exc.strerror or str(exc), str(out)) from None
+        raise
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     return {"torchscript": how}
 
 

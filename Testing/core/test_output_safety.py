@@ -376,3 +376,24 @@ def test_all_or_nothing_puts_files_in_place_only_when_the_command_succeeds(tmp_p
         write_text(b, "new b")
         assert a.read_text() == "earlier a"  # not yet
     assert a.read_text() == "new a" and b.read_text() == "new b"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="RLIMIT_FSIZE is POSIX")
+def test_an_export_failing_late_removes_the_folders_it_made_and_keeps_an_earlier_bundle(kit, tmp_path):
+    # The configs (a few kB) fit under 20 kB, the weights (models/model.pt) do not: the export fails late.
+    out = tmp_path / "new" / "deeper" / "bundle"
+    proc = _lwi_with_file_limit(20_000, "export", "--model", kit.model, "--format", "monai-bundle", "--out", out)
+    line = last_line(proc.stderr)
+    assert proc.returncode == 1, proc.stderr[-1500:]
+    assert CATCH_ALL not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+    assert "file too large" in line.lower() and "bundle" in line, line
+    assert list(tmp_path.iterdir()) == [], "left behind: " + ", ".join(str(p) for p in tmp_path.rglob("*"))
+
+    earlier = tmp_path / "earlier"
+    done = lwi("export", "--model", kit.model, "--format", "monai-bundle", "--out", earlier)
+    assert done.returncode == 0, done.stderr[-1500:]
+    before = snapshot(tmp_path)
+    proc = _lwi_with_file_limit(20_000, "export", "--model", kit.model, "--format", "monai-bundle", "--out", earlier,
+                                "--overwrite")
+    assert proc.returncode == 1 and CATCH_ALL not in proc.stderr, proc.stderr[-1500:]
+    assert snapshot(tmp_path) == before
