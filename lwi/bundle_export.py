@@ -152,10 +152,12 @@ def inference_config(metadata: Dict[str, Any]) -> Dict[str, Any]:
             ],
         },
         # As lwi segment: windows of a volume smaller than the ROI are padded with its minimum.
-        "predict": "$lambda d: @postprocessing({**d, 'pred': (setattr(@inferer, 'cval', float(d['image'].min())), "
-                   "@inferer(d['image'][None].to(@device), @network))[1][0]})",
+        # torch.no_grad() as a decorator: no gradients during the run without switching them off for the
+        # whole process (an in-process monai.bundle.run would otherwise leave autograd off for its caller).
+        "predict": "$torch.no_grad()(lambda d: @postprocessing({**d, 'pred': (setattr(@inferer, 'cval', "
+                   "float(d['image'].min())), @inferer(d['image'][None].to(@device), @network))[1][0]}))",
         "checkpoint": "$torch.load(@bundle_root + '/models/model.pt', map_location=@device, weights_only=True)",
-        "initialize": ["$torch.set_grad_enabled(False)", "$@network.load_state_dict(@checkpoint)", "$@network.eval()"],
+        "initialize": ["$@network.load_state_dict(@checkpoint)", "$@network.eval()"],
         "run": ["$[@predict(d) for d in @dataset]"],
     }
 

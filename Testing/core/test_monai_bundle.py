@@ -116,6 +116,7 @@ def test_mr_model_on_a_volume_smaller_than_the_window_in_process(make_bundle, tm
     ours = sitk.GetArrayFromImage(Segmenter(model, device="cpu").segment(image).label)
     run(config_file=str(tmp_path / "bundle" / "configs" / "inference.json"), bundle_root=str(tmp_path / "bundle"),
         dataset_dir=str(tmp_path / "in"), output_dir=str(tmp_path / "out"))
+    assert torch.is_grad_enabled()  # the run left the caller's autograd as it was
     theirs = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "mr_seg.nii.gz")))
     assert len(np.unique(ours)) > 1
     for value in np.unique(ours)[1:]:
