@@ -340,7 +340,7 @@ class Experiment:
         """The results.jsonl line of a finished run (its training curve read from events.jsonl)."""
         evaluation = result["evaluation"]
         train = result["train"]
-        train_cases = json.loads((self.out / "splits" / spec.draw / "dataset.json").read_text())["training"]
+        train_cases = json.loads((self.out / "splits" / spec.draw / "dataset.json").read_text(encoding="utf-8"))["training"]
         from lwi.data.dataset import case_name
 
         return clean_fields(
@@ -467,7 +467,7 @@ class _Scheduler:
         log = open_append(run_dir / "log.txt")  # closed below: the child holds its own descriptor
         process = subprocess.Popen(
             [sys.executable, "-m", "lwi.experiment_run", str(spec_path)],
-            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True, env=env, bufsize=1,
+            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True, encoding="utf-8", env=env, bufsize=1,
         )
         log.close()  # the child holds its own descriptor
         child = _Child(spec, process, run_dir / "events.jsonl")

@@ -21,14 +21,14 @@ def test_the_tables_match_the_result_files():
     render = _render_tables()
     names = []
     for page in render.PAGES:
-        page_text = page.read_text()
+        page_text = page.read_text(encoding="utf-8")
         assert render.rendered_readme(page_text) == page_text, f"run python benchmarks/render_tables.py ({page.name})"
         names += [m.group("name") for m in render.MARKER.finditer(page_text)]
     assert {"train-cpu", "train-cuda", "folder-cpu", "ct-lowres-cpu", "segment-cuda", "train-ddp-cuda"} <= set(names)
-    performance = (REPO / "docs" / "performance.md").read_text()
+    performance = (REPO / "docs" / "performance.md").read_text(encoding="utf-8")
     assert "<!-- results:train-cpu -->" in performance and "<!-- results:segment-cpu -->" in performance
     for path in (REPO / "benchmarks" / "results").glob("*.json"):
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
         assert {"machine", "versions", "command", "figures", "date"} <= set(record), path.name
         assert path.stem in names, f"{path.name} is in no README or docs/ table"
 

@@ -28,7 +28,7 @@ def test_quick_demo_trains_both_models_and_prints_a_dice_table(tmp_path):
         values = row.split()[1:]
         assert len(values) == 2 and all(v == "n/a" or 0.0 <= float(v) <= 1.0 for v in values), row
 
-    report = json.loads((out / "demo.json").read_text())
+    report = json.loads((out / "demo.json").read_text(encoding="utf-8"))
     assert set(report["dice"]) == {"lwi", "scratch"}
     # The printed table is the report's.
     assert format_dice_table(report).splitlines()[2] in lines

@@ -206,5 +206,5 @@ def test_without_highdicom_dicom_seg_is_refused_with_the_install_command(model, 
         f"sys.exit(main(['segment', '--model', {str(model)!r}, '--input', {str(series)!r}, "
         f"'--output', {str(tmp_path / 'r.dcm')!r}, '--device', 'cpu']))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", timeout=240)
     assert "pip install 'lwi[dicom]'" in _refusal(proc)

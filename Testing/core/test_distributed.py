@@ -41,7 +41,7 @@ def _env() -> dict:
 
 def _torchrun(*args: str, nproc: int = 2, **kwargs) -> subprocess.Popen:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *args]
-    return subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    return subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
                             cwd=str(REPO), **kwargs)
 
 
@@ -120,7 +120,7 @@ def test_every_strategy_trains_and_validates_under_torchrun_and_only_rank0_write
     assert any(e.get("mean_dice") is not None for e in events if e["event"] == "progress")
     assert checkpoint.read_metadata(out)["provenance"]["validation_dice"] == dice
     for rank in (0, 1):
-        written = [e for e in json.loads((audit / f"rank{rank}.json").read_text()) if e[1].startswith(str(out.parent))]
+        written = [e for e in json.loads((audit / f"rank{rank}.json").read_text(encoding="utf-8")) if e[1].startswith(str(out.parent))]
         assert bool(written) == (rank == 0), (rank, written[:5])
 
 
@@ -128,7 +128,7 @@ def _documented_commands() -> list:
     """The single-machine torchrun commands of the README and docs/distributed.md, as argument lists."""
     commands = []
     for doc in (REPO / "README.md", REPO / "docs" / "distributed.md"):
-        for block in re.findall(r"```bash\n(.*?)```", doc.read_text(), flags=re.S):
+        for block in re.findall(r"```bash\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S):
             text = block.replace("\\\n", " ")
             for line in text.splitlines():
                 line = line.split("#")[0].strip()
@@ -157,7 +157,7 @@ def test_documented_commands_train_stop_and_resume_under_torchrun(data, tmp_path
     last = out.with_name("m.last.lwi.safetensors")
     budget = ["--epochs", "12", "--checkpoint-every", "1", "--val-every", "4"]
     proc = subprocess.Popen([*next(iter(fresh)), *budget], env=_env(), cwd=str(REPO), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, encoding="utf-8", start_new_session=True)
     deadline = time.monotonic() + 120
     while not last.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -170,7 +170,7 @@ def test_documented_commands_train_stop_and_resume_under_torchrun(data, tmp_path
     assert "Unexpected error" not in err and not out.exists()
 
     stdout = _finish(subprocess.Popen([*next(iter(resumed)), *budget], env=_env(), cwd=str(REPO),
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8"))
     events = _events(stdout)
     assert any(f"at iteration {stopped_at} of" in e.get("message", "") for e in events if e["event"] == "log")
     first = next(e for e in events if e["event"] == "progress" and "iteration" in e and "mean_dice" not in e)
@@ -198,7 +198,7 @@ def test_a_failing_rank_ends_the_run_with_one_sentence_naming_it(data, tmp_path)
 
 def _lwi(args: list, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in _env().items() if k not in distributed.LAUNCH_VARIABLES and not k.startswith("TORCHELASTIC")}
-    return subprocess.run([sys.executable, "-m", "lwi", *args], env={**clean, **env}, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "lwi", *args], env={**clean, **env}, capture_output=True, text=True, encoding="utf-8",
                           timeout=timeout, cwd=str(REPO))
 
 
@@ -225,7 +225,7 @@ def test_variables_of_a_torchrun_that_is_gone_end_quickly_and_obey_sigterm(data,
            "TORCHELASTIC_USE_AGENT_STORE": "True"}
     proc = subprocess.Popen([sys.executable, "-m", "lwi", "train", "--data", str(data), "--out",
                              str(tmp_path / "m.lwi.safetensors"), "--device", "cpu"], env=env, cwd=str(REPO),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
     time.sleep(8)  # imported and waiting for the store
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)

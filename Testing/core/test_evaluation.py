@@ -93,7 +93,7 @@ def test_evaluate_cli_writes_json_matching_a_hand_computed_dice(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "liver" in proc.stdout and "mean" in proc.stdout
-    results = json.loads(out_json.read_text())
+    results = json.loads(out_json.read_text(encoding="utf-8"))
     assert [c["case"] for c in results["cases"]] == ["phantom_000", "phantom_001"]
     for case in results["cases"]:
         pred = sitk.GetArrayFromImage(sitk.ReadImage(str(preds / f"{case['case']}.seg.nrrd")))

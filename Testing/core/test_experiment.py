@@ -66,7 +66,7 @@ def experiment(tmp_path_factory):
 @pytest.mark.slow
 def test_every_run_is_trained_evaluated_and_recorded(experiment):
     out = experiment["out"]
-    config = json.loads((out / "experiment.json").read_text())
+    config = json.loads((out / "experiment.json").read_text(encoding="utf-8"))
     assert len(config["test_cases"]) == 2 and len(config["pool"]) == 3
     assert not set(config["test_cases"]) & set(config["pool"])
     results = read_results(out / "results.jsonl")
@@ -108,10 +108,10 @@ def test_json_progress_and_report(experiment):
         pooled = row["pooled"]
         assert pooled["n"] == 2 and pooled["mean_difference"] == pytest.approx(expected["mean_difference"], abs=1e-5)
         assert row["n_draws"] == 1 and row["mean_difference"] == pytest.approx(expected["mean_difference"], abs=1e-5)
-    md = (out / "report.md").read_text()
+    md = (out / "report.md").read_text(encoding="utf-8")
     assert "| lwi | 1 | 1 |" in md and "| scratch | 2 | 1 |" in md and "lwi vs scratch" in md
     assert "by draw (main)" in md and "cannot show a difference" in md  # one draw
-    assert "<table>" in (out / "report.html").read_text()
+    assert "<table>" in (out / "report.html").read_text(encoding="utf-8")
     for name in ("learning_curve.png", "scatter_lwi_vs_scratch.png", "training_curves.png"):
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -119,10 +119,10 @@ def test_json_progress_and_report(experiment):
 @pytest.mark.slow
 def test_existing_experiment_is_not_replaced_and_resume_skips_finished_runs(experiment):
     out, args = experiment["out"], experiment["args"]
-    before = (out / "results.jsonl").read_text()
+    before = (out / "results.jsonl").read_text(encoding="utf-8")
     refused = _lwi(*args)
     assert refused.returncode == 1 and "--resume" in refused.stderr and "--overwrite" in refused.stderr
-    assert (out / "results.jsonl").read_text() == before
+    assert (out / "results.jsonl").read_text(encoding="utf-8") == before
 
     # Forget one finished run (as if the experiment had stopped during its evaluation).
     lines = before.splitlines()
@@ -177,7 +177,7 @@ def test_report_without_matplotlib_says_how_to_get_the_plots(experiment, tmp_pat
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails as if not installed
     result = write_report(tmp_path)
     assert result["plots"] == [] and not (tmp_path / "plots").exists()
-    md = (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "pip install 'lwi[report]'" in md and "![" not in md
     assert "| lwi | 2 | 1 |" in md  # the tables are still there
 
@@ -312,6 +312,6 @@ def test_each_strategy_gets_its_own_plan_in_any_order(tmp_path):
     lwi, scratch = experiment.options_for("lwi"), experiment.options_for("scratch")
     assert lwi["pretrain_epochs"] >= 1  # lwi's runs have a Step 1
     assert scratch == lwi  # a fixed budget: scratch matches lwi's Step 1 + Step 2
-    spec = json.loads(experiment.spec_file(next(s for s in specs if s.strategy == "lwi"), "cpu").read_text())
+    spec = json.loads(experiment.spec_file(next(s for s in specs if s.strategy == "lwi"), "cpu").read_text(encoding="utf-8"))
     assert spec["options"]["pretrain_epochs"] == lwi["pretrain_epochs"]
-    assert set(json.loads((tmp_path / "run" / "experiment.json").read_text())["plans"]) == {"scratch", "lwi"}
+    assert set(json.loads((tmp_path / "run" / "experiment.json").read_text(encoding="utf-8"))["plans"]) == {"scratch", "lwi"}

@@ -206,7 +206,7 @@ def test_finetune_refuses_data_without_the_held_out_case(data, step1, tmp_path):
 
     changed = tmp_path / "changed"
     shutil.copytree(data, changed)
-    meta = json.loads((changed / "dataset.json").read_text())
+    meta = json.loads((changed / "dataset.json").read_text(encoding="utf-8"))
     gone = _held_out(step1)[0]
     meta["training"] = [e for e in meta["training"] if gone not in e["image"]]
     (changed / "dataset.json").write_text(json.dumps(meta))

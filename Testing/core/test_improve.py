@@ -143,7 +143,7 @@ def test_refuses_another_network_in_one_sentence(loop, capsys, extra, words):
 
 def test_refuses_other_labels(loop, capsys):
     other = write_phantom_dataset(loop["root"] / "relabelled", 4, seed=0, shape=SHAPE)
-    meta = json.loads((other / "dataset.json").read_text())
+    meta = json.loads((other / "dataset.json").read_text(encoding="utf-8"))
     meta["labels"]["1"] = "pancreas"
     (other / "dataset.json").write_text(json.dumps(meta))
     out = loop["root"] / "relabelled.lwi.safetensors"
@@ -154,7 +154,7 @@ def test_refuses_other_labels(loop, capsys):
 
 def test_refuses_validating_on_cases_the_parent_trained_on(loop, capsys):
     data = write_phantom_dataset(loop["root"] / "listed", 5, seed=0, shape=SHAPE)
-    meta = json.loads((data / "dataset.json").read_text())
+    meta = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
     trained = checkpoint.read_metadata(loop["parent"])["provenance"]["training_cases"][0]
     meta["validation"] = [trained]
     (data / "dataset.json").write_text(json.dumps(meta))

@@ -67,11 +67,11 @@ def test_monai_bundle_run_labels_a_volume_as_lwi_segment_does(make_bundle, tmp_p
     for value in (1, 2):
         assert _dice(a, b, value) >= 0.99, (value, _dice(a, b, value))
     # The bundle is MONAI's alone: every component is a MONAI (or torch/numpy) name, none from lwi.
-    text = (bundle / "configs" / "inference.json").read_text()
+    text = (bundle / "configs" / "inference.json").read_text(encoding="utf-8")
     assert "lwi" not in text
     config = json.loads(text)
     assert config["network_def"]["_target_"] == "monai.networks.nets.SegResNet"
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "liver", "2": "left kidney"}
 
 
@@ -86,7 +86,7 @@ def test_torchscript_and_state_dict_give_the_lwi_network_output(make_bundle, tmp
     assert export_monai_bundle(model, bundle) == {"torchscript": "scripted"}
     adapter, _ = load_bundle(model)
     window = torch.randn(2, 1, 16, 16, 16)
-    parser = ConfigParser(json.loads((bundle / "configs" / "inference.json").read_text()))
+    parser = ConfigParser(json.loads((bundle / "configs" / "inference.json").read_text(encoding="utf-8")))
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
     from monai.data import load_net_with_metadata
@@ -144,7 +144,7 @@ def test_every_architecture_exports_as_its_plain_monai_network(arch, roi, params
     result = export_monai_bundle(model, tmp_path / "bundle")
     assert result["torchscript"] in ("scripted", "traced")  # checked against the network's output on a window
     assert (tmp_path / "bundle" / "models" / "model.ts").is_file()
-    config = json.loads((tmp_path / "bundle" / "configs" / "inference.json").read_text())
+    config = json.loads((tmp_path / "bundle" / "configs" / "inference.json").read_text(encoding="utf-8"))
     assert config["network_def"]["_target_"].startswith("monai.networks.nets.")
     assert (tmp_path / "bundle" / "models" / "model.pt").is_file()
 
@@ -165,14 +165,14 @@ def test_bad_export_requests_are_refused_with_one_sentence(make_bundle, tmp_path
     (existing / "notes.txt").write_text("mine")  # a folder of the user's files is never replaced
     message = _refusal(_lwi("export", "--model", str(model), "--format", "monai-bundle", "--out", str(existing),
                             "--overwrite"))
-    assert "no MONAI Bundle" in message and (existing / "notes.txt").read_text() == "mine"
+    assert "no MONAI Bundle" in message and (existing / "notes.txt").read_text(encoding="utf-8") == "mine"
     from lwi.cli import main  # an earlier bundle is replaced with --overwrite
 
     bundle = tmp_path / "bundle"
     (bundle / "configs").mkdir(parents=True)
     (bundle / "configs" / "inference.json").write_text("{}")
     assert main(["export", "--model", str(model), "--format", "monai-bundle", "--out", str(bundle), "--overwrite"]) == 0
-    assert json.loads((bundle / "configs" / "inference.json").read_text())["network_def"]["out_channels"] == 3
+    assert json.loads((bundle / "configs" / "inference.json").read_text(encoding="utf-8"))["network_def"]["out_channels"] == 3
     message = _refusal(_lwi("export", "--model", str(model), "--format", "monai-bundle", "--out", str(tmp_path / "models"),
                             "--overwrite"))
     assert "replaced as a whole" in message and "--model reads" in message and model.is_file()

@@ -266,7 +266,7 @@ def test_overwrite_replaces_a_planted_symlink_and_never_writes_through_it(kit, t
     proc = lwi("preview", "--input", kit.image, "--out-dir", views, "--overwrite", "--roi", "16", "16", "16",
                "--arch", "segresnet", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr[-1500:]
-    assert victim.read_text() == "someone's notes\n"
+    assert victim.read_text(encoding="utf-8") == "someone's notes\n"
     for name in ("preview.json", "mask.nii.gz"):
         assert not (views / name).is_symlink() and (views / name).is_file()
     assert not [p for p in views.iterdir() if p.name.startswith(".")], "a temporary file was left"
@@ -282,7 +282,7 @@ def test_an_mhd_output_is_written_with_its_data_file_and_the_stale_one_removed(k
                 "--device", "cpu")
     assert again.returncode == 0, again.stderr[-1500:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mhd", "o.zraw"]  # the earlier .raw went with it
-    assert "ElementDataFile = o.zraw" in out.read_text()
+    assert "ElementDataFile = o.zraw" in out.read_text(encoding="utf-8")
     assert sitk.ReadImage(str(out)).GetSize() == sitk.ReadImage(str(kit.image)).GetSize()
 
 
@@ -296,7 +296,7 @@ def _lwi_with_file_limit(limit: int, *args: object, cwd: Optional[Path] = None) 
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "LWISegmentation")]),
            "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, "-m", "lwi", *map(str, args)], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "lwi", *map(str, args)], capture_output=True, text=True, encoding="utf-8", env=env,
                           cwd=cwd, timeout=600, preexec_fn=limit_files)
 
 
@@ -360,7 +360,7 @@ def test_write_file_leaves_the_earlier_file_when_the_writer_fails(tmp_path):
 
     with pytest.raises(Exception, match=r"r\.json \(no space left on device\); the earlier file is unchanged"):
         write_file(target, fail, "--json")
-    assert target.read_text() == "earlier" and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    assert target.read_text(encoding="utf-8") == "earlier" and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
 
 
 def test_all_or_nothing_puts_files_in_place_only_when_the_command_succeeds(tmp_path):
@@ -369,13 +369,13 @@ def test_all_or_nothing_puts_files_in_place_only_when_the_command_succeeds(tmp_p
     with pytest.raises(RuntimeError), writing([Output(a, "--a"), Output(b, "--b")], overwrite=True, all_or_nothing=True):
         write_text(a, "new a")
         raise RuntimeError("the second output failed")
-    assert a.read_text() == "earlier a" and not b.exists()
+    assert a.read_text(encoding="utf-8") == "earlier a" and not b.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
     with writing([Output(a, "--a"), Output(b, "--b")], overwrite=True, all_or_nothing=True):
         write_text(a, "new a")
         write_text(b, "new b")
-        assert a.read_text() == "earlier a"  # not yet
-    assert a.read_text() == "new a" and b.read_text() == "new b"
+        assert a.read_text(encoding="utf-8") == "earlier a"  # not yet
+    assert a.read_text(encoding="utf-8") == "new a" and b.read_text(encoding="utf-8") == "new b"
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="RLIMIT_FSIZE is POSIX")

@@ -77,7 +77,7 @@ def test_seeds_vary_shapes_and_the_same_seed_repeats():
 
 def test_written_dataset_is_a_valid_msd_folder(tmp_path):
     root = write_phantom_dataset(tmp_path / "phantoms", 2, seed=3, shape=(24, 24, 16))
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     assert meta["modality"] == {"0": "CT"} and meta["numTraining"] == 2
     ds = load_dataset(root)
     assert ds.modality == "CT" and ds.labels == PHANTOM_LABELS

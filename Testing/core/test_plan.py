@@ -255,7 +255,7 @@ def test_train_without_a_strategy_on_a_tiny_budget_trains_scratch_and_says_so(tm
     assert result["iterations"] == {"train": plan["step2_iterations"]}
     assert checkpoint.read_metadata(out)["provenance"]["strategy"] == "scratch"
     assert not derived_path(out, "step1").exists()
-    info = subprocess.run([sys.executable, "-m", "lwi", "info", str(out)], capture_output=True, text=True, env=env, timeout=120)
+    info = subprocess.run([sys.executable, "-m", "lwi", "info", str(out)], capture_output=True, text=True, encoding="utf-8", env=env, timeout=120)
     assert info.returncode == 0 and "strategy scratch" in info.stdout and "auto" not in info.stdout
 
 

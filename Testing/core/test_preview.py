@@ -52,7 +52,7 @@ def cli_preview(tmp_path_factory):
     result = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
-    info = json.loads((out / INFO_FILE).read_text())
+    info = json.loads((out / INFO_FILE).read_text(encoding="utf-8"))
     views = {name: sitk.ReadImage(str(out / filename)) for name, filename in info["files"].items()}
     return image, info, printed, views
 
@@ -147,7 +147,7 @@ def test_preview_takes_preprocessing_and_n_from_a_model(tmp_path):
         capture_output=True, text=True, encoding="utf-8", timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    info = json.loads((out / INFO_FILE).read_text())
+    info = json.loads((out / INFO_FILE).read_text(encoding="utf-8"))
     assert info["num_subvolumes"] == 3
     assert info["preprocessing"]["spacing"] == [3.0, 3.0, 4.0]
 
@@ -163,7 +163,7 @@ def test_preview_takes_preprocessing_and_n_from_a_model(tmp_path):
         capture_output=True, text=True, encoding="utf-8", timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    info = json.loads((out / INFO_FILE).read_text())
+    info = json.loads((out / INFO_FILE).read_text(encoding="utf-8"))
     assert (info["num_subvolumes"], info["mask_ratio"], info["cube_size"]) == (2, 0.25, 4)
 
 

@@ -56,7 +56,7 @@ def test_plan_prints_the_recipe_and_the_defaults_deviations(tmp_path, recipe, ex
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "lwi", "plan", "--data", str(data), "--recipe", recipe, "--no-probe", "--device", "cpu"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True, text=True, encoding="utf-8", env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     for text in expected:

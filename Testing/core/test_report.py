@@ -66,7 +66,7 @@ def test_main_comparison_is_by_draw_and_holm_corrected(folder):
         [x for a, _ in draws for x in a], [y for _, b in draws for y in b])["t_p"])
     assert [r["t_p_holm"] for r in rows] == pytest.approx(holm([r["t_p"] for r in rows]))
     assert all(r["family"] == 8 for r in rows)
-    md = (out / "report.md").read_text()
+    md = (out / "report.md").read_text(encoding="utf-8")
     assert md.index("by draw (main)") < md.index("pooled over draws (secondary)")
     assert "Holm-corrected over this family" in md and "Family: 8 comparisons" in md
     assert "With 3 draw(s) the exact sign-flip test cannot give p below 0.25" in md

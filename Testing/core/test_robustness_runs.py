@@ -210,11 +210,11 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     from lwi.outputs import Lock, lock_path
 
     out = tmp_path / "m.lwi.safetensors"
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, encoding="utf-8")
     dead_pid = int(gone.stdout)
     lock_path(out).write_text(json.dumps({"pid": dead_pid, "host": socket.gethostname(), "command": "lwi train"}))
     with Lock(out) as lock:  # the dead run's lock is replaced by ours
-        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+        assert json.loads(lock.path.read_text(encoding="utf-8"))["pid"] == os.getpid()
         with pytest.raises(LWIError, match=f"process {os.getpid()} on"):
             Lock(out).acquire()  # while we hold it, another run is refused
     assert not lock_path(out).exists()

@@ -67,7 +67,7 @@ def test_nrrd_output_names_and_colours_every_label_on_the_input_grid(model, tmp_
     assert set(np.unique(sitk.GetArrayFromImage(label))) <= {0, 1, 2}
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert events[-1]["event"] == "result" and events[-1]["outputs"] == [str(out)]
-    assert "liver" in table.read_text()
+    assert "liver" in table.read_text(encoding="utf-8")
 
 
 def test_folder_input_segments_every_image_under_the_same_names(model, tmp_path):

@@ -162,7 +162,7 @@ def test_evaluate_reports_each_cases_score(tmp_path, make_bundle, capsys):
                  "--device", "cpu"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    saved = json.loads((tmp_path / "e.json").read_text())
+    saved = json.loads((tmp_path / "e.json").read_text(encoding="utf-8"))
     scores = [c["uncertainty"] for c in saved["cases"]]
     assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
     header = captured.out.splitlines()[0]

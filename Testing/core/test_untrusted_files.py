@@ -207,7 +207,7 @@ def _(root, kit):
 # -- 5: label tables ------------------------------------------------------------------------------------
 def _dataset_with_labels(kit: Kit, root: Path, labels: dict) -> Path:
     data = Path(shutil.copytree(kit.data, root / "data"))
-    meta = json.loads((data / "dataset.json").read_text())
+    meta = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
     meta["labels"] = labels
     (data / "dataset.json").write_text(json.dumps(meta))
     return data

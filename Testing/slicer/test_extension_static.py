@@ -25,7 +25,7 @@ def _cmake_lists(text: str, module_name: str) -> Dict[str, List[str]]:
 
 
 def _module_files(module: str):
-    cmake = (ROOT / module / "CMakeLists.txt").read_text()
+    cmake = (ROOT / module / "CMakeLists.txt").read_text(encoding="utf-8")
     lists = _cmake_lists(cmake, module)
     return cmake, lists.get("MODULE_PYTHON_SCRIPTS", []), lists.get("MODULE_PYTHON_RESOURCES", [])
 
@@ -53,7 +53,7 @@ def test_every_installed_file_is_listed_in_cmake(module):
 
 
 def _test_scripts(module: str) -> List[str]:
-    text = (ROOT / module / "Testing" / "Python" / "CMakeLists.txt").read_text()
+    text = (ROOT / module / "Testing" / "Python" / "CMakeLists.txt").read_text(encoding="utf-8")
     return _cmake_lists(text, module).get("MODULE_PYTHON_TEST_SCRIPTS", [])
 
 
@@ -63,12 +63,12 @@ def test_self_tests_are_registered_from_testing_python_as_the_template_does(modu
     ``Testing/Python/CMakeLists.txt`` registers each test script with ``slicer_add_python_unittest``
     (CTest runs ``slicer.testing.runUnitTest`` on that folder, which loads the TestCase classes of
     the script). The module file itself holds no TestCase, so it is not registered."""
-    cmake = re.sub(r"#[^\n]*", "", (ROOT / module / "CMakeLists.txt").read_text())
+    cmake = re.sub(r"#[^\n]*", "", (ROOT / module / "CMakeLists.txt").read_text(encoding="utf-8"))
     assert re.search(r"if\(BUILD_TESTING\)\s*add_subdirectory\(Testing\)\s*endif\(\)", cmake)
     assert "slicer_add_python_unittest" not in cmake
-    testing = re.sub(r"#[^\n]*", "", (ROOT / module / "Testing" / "CMakeLists.txt").read_text())
+    testing = re.sub(r"#[^\n]*", "", (ROOT / module / "Testing" / "CMakeLists.txt").read_text(encoding="utf-8"))
     assert re.findall(r"add_subdirectory\((\w+)\)", testing) == ["Python"]
-    python = re.sub(r"#[^\n]*", "", (ROOT / module / "Testing" / "Python" / "CMakeLists.txt").read_text())
+    python = re.sub(r"#[^\n]*", "", (ROOT / module / "Testing" / "Python" / "CMakeLists.txt").read_text(encoding="utf-8"))
     assert _test_scripts(module) == [f"{module}Test.py"]
     assert re.search(
         r"foreach\(script \$\{MODULE_PYTHON_TEST_SCRIPTS\}\)\s*slicer_add_python_unittest\(SCRIPT \$\{script\}\)",
@@ -81,7 +81,7 @@ def test_self_tests_are_registered_from_testing_python_as_the_template_does(modu
 def test_shared_helper_package_is_its_own_cmake_folder_installed_with_subdir():
     """LWICommon is a sibling of the modules with its own CMake list (WITH_SUBDIR, as Slicer's
     DICOMLib): every .py of it listed there, none in a module's list, and added before the modules."""
-    cmake = (ROOT / "LWICommon" / "CMakeLists.txt").read_text()
+    cmake = (ROOT / "LWICommon" / "CMakeLists.txt").read_text(encoding="utf-8")
     scripts = _cmake_lists(cmake, "LWICommon")["MODULE_PYTHON_SCRIPTS"]
     on_disk = {p.name for p in (ROOT / "LWICommon").glob("*.py")}
     assert set(scripts) == on_disk
@@ -93,7 +93,7 @@ def test_shared_helper_package_is_its_own_cmake_folder_installed_with_subdir():
 
 
 def _top_cmake() -> str:
-    return (ROOT / "CMakeLists.txt").read_text()
+    return (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
 
 
 def _cmake_var(name: str) -> str:
@@ -104,7 +104,7 @@ def _cmake_var(name: str) -> str:
 
 def _s4ext() -> Dict[str, str]:
     fields = {}
-    for line in (ROOT / "LWI.s4ext").read_text().splitlines():
+    for line in (ROOT / "LWI.s4ext").read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             key, _, value = line.partition(" ")
@@ -115,7 +115,7 @@ def _s4ext() -> Dict[str, str]:
 def test_cmake_s4ext_and_catalog_entry_agree():
     project = re.search(r"^project\((\w+)\)", _top_cmake(), re.M).group(1)
     s4ext = _s4ext()
-    catalog = json.loads((ROOT / "LWI.json").read_text())
+    catalog = json.loads((ROOT / "LWI.json").read_text(encoding="utf-8"))
     assert project == "LWI" == Path("LWI.s4ext").stem == Path("LWI.json").stem
     assert _cmake_var("EXTENSION_CATEGORY") == s4ext["category"] == catalog["category"] == "Segmentation"
     depends = _cmake_var("EXTENSION_DEPENDS").split()
@@ -162,7 +162,7 @@ def test_top_level_cmake_adds_every_module_and_installs_the_core():
     assert "${CMAKE_CURRENT_SOURCE_DIR}/lwi/*.py" in cmake
     assert "DESTINATION ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/" in cmake
     assert "${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/" in cmake
-    assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
+    assert (ROOT / "LICENSE").read_text(encoding="utf-8").lstrip().startswith("Apache License")
 
 
 # -- module files, .ui files and parameter nodes ---------------------------------------------
@@ -178,12 +178,12 @@ def _sources(module: str) -> List[Path]:
 
 def _tree(module: str) -> ast.Module:
     """The module file and its Lib's parameter node, logic and widget files, as one tree."""
-    trees = [ast.parse(path.read_text()) for path in _sources(module)]
+    trees = [ast.parse(path.read_text(encoding="utf-8")) for path in _sources(module)]
     return ast.Module(body=[stmt for tree in trees for stmt in tree.body], type_ignores=[])
 
 
 def _test_tree(module: str) -> ast.Module:
-    return ast.parse((ROOT / module / "Testing" / "Python" / f"{module}Test.py").read_text())
+    return ast.parse((ROOT / module / "Testing" / "Python" / f"{module}Test.py").read_text(encoding="utf-8"))
 
 
 def _ui_widgets(module: str) -> Dict[str, ET.Element]:
@@ -233,7 +233,7 @@ def _widget_classes_for(annotation: ast.expr) -> Set[str]:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_every_ui_attribute_the_module_uses_exists_in_its_ui_file(module):
-    source = "\n".join(p.read_text() for p in _sources(module))
+    source = "\n".join(p.read_text(encoding="utf-8") for p in _sources(module))
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     widgets = _ui_widgets(module)
     assert used, "the module should use its .ui file"
@@ -278,7 +278,7 @@ def test_module_classes_and_metadata(module):
     called = {name[len("self.") :] for _node, name in _calls(run_test) if name.startswith("self.test_")}
     assert tests and set(tests) == called
 
-    source = (ROOT / module / f"{module}.py").read_text()
+    source = (ROOT / module / f"{module}.py").read_text(encoding="utf-8")
     for name in expected:  # Slicer finds them in the module file, by the module's name
         assert re.search(rf"^from {module}Lib\.\w+ import {name}$", source, re.M) or f"class {name}(" in source
     namespace: Dict[str, object] = {}
@@ -328,7 +328,7 @@ def test_module_title_and_category_are_translatable_and_reload_includes_the_help
     title, categories = assigned["self.parent.title"], assigned["self.parent.categories"]
     assert isinstance(title, ast.Call) and ast.unparse(title.func) == "_"  # slicer.i18n.tr, as the template
     assert all(isinstance(c, ast.Call) and ast.unparse(c.func) == "translate" for c in categories.elts)
-    assert "from slicer.i18n import tr as _" in (ROOT / module / f"{module}.py").read_text()
+    assert "from slicer.i18n import tr as _" in (ROOT / module / f"{module}.py").read_text(encoding="utf-8")
     widget = _class(module, f"{module}Widget")
     reload = next(f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name == "onReload")
     assert "reloadPackage('LWICommon')" in ast.unparse(reload) and f"reloadPackage('{module}Lib')" in ast.unparse(reload)
@@ -374,7 +374,7 @@ def test_every_child_process_of_the_gui_hides_its_console_window():
     )
     found = 0
     for path in sources:
-        for call, name in _calls(ast.parse(path.read_text())):
+        for call, name in _calls(ast.parse(path.read_text(encoding="utf-8"))):
             if name in ("subprocess.run", "subprocess.Popen", "subprocess.call", "subprocess.check_output"):
                 found += 1
                 spread = [ast.unparse(k.value) for k in call.keywords if k.arg is None]

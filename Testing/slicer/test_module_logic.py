@@ -104,7 +104,7 @@ def test_a_source_checkout_in_additional_module_paths_loads_both_modules(tmp_pat
     location by the module's Lib), both modules load, and Reload works there too."""
     code = _CHECKOUT.format(harness=str(ROOT / "Testing" / "slicer"), root=str(ROOT))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["loaded"] == {

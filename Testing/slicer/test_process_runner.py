@@ -39,7 +39,7 @@ def _alive(pid: int) -> bool:
     stat = Path(f"/proc/{pid}/stat")
     if stat.exists():
         try:
-            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            return stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0] != "Z"
         except (OSError, IndexError):
             return False
     try:
@@ -125,7 +125,7 @@ def test_cancel_ends_the_child_and_its_children_and_removes_the_temp_dir(tmp_pat
     while not (runner.poll() or runner.last_progress) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert runner.last_progress is not None
-    grandchild = int(pid_file.read_text())
+    grandchild = int(pid_file.read_text(encoding="utf-8"))
     child = runner.proc.pid
     assert _alive(grandchild) and _alive(child)
 
@@ -248,7 +248,7 @@ def test_temp_dir_is_kept_until_on_finished_has_imported_the_result(tmp_path):
     runner = ProcessRunner(
         [sys.executable, str(script)],
         temp_dir=str(run_dir),
-        on_finished=lambda r: imported.append(out.read_text()),
+        on_finished=lambda r: imported.append(out.read_text(encoding="utf-8")),
     ).start()
     runner.wait(timeout=60)
     assert imported == ["labels"]

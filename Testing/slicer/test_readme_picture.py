@@ -31,7 +31,7 @@ _GL_PROBE = (
 @pytest.fixture(scope="module")
 def offscreen_opengl():
     """Rendering needs an OpenGL the VTK wheel can open without a display (EGL or OSMesa)."""
-    probe = subprocess.run([sys.executable, "-c", _GL_PROBE], capture_output=True, text=True, timeout=120)
+    probe = subprocess.run([sys.executable, "-c", _GL_PROBE], capture_output=True, text=True, encoding="utf-8", timeout=120)
     if probe.returncode != 0:
         pytest.skip(f"no offscreen OpenGL for VTK here: {probe.stderr.strip()[-300:]}")
 
@@ -67,7 +67,7 @@ def test_the_picture_is_slicers_four_up_layout_with_the_segments(tmp_path, make_
         [sys.executable, str(SCRIPT), "--image", str(image), "--segmentation", str(labels)]
         + ["--model", str(model), "--out", str(out), "--size", str(SIZE)],
         capture_output=True,
-        text=True,
+        text=True, encoding="utf-8",
         timeout=600,
         env=env,
     )

@@ -63,7 +63,7 @@ def test_a_corrected_case_lands_in_the_training_folder_with_model_values(tmp_pat
     assert added.labels == {0: "background", 1: "liver", 2: "spleen", 5: "left kidney"}
     assert "tumour" in added.message() and "left kidney" in added.message()
 
-    meta = json.loads((folder / "dataset.json").read_text())
+    meta = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     assert meta["labels"] == {"0": "background", "1": "liver", "2": "spleen", "5": "left kidney"}
     written = sitk.ReadImage(str(folder / "labelsTr" / "CT_1.nrrd"))
     expected = np.select([array == 1, array == 3], [2, 1], 0)  # spleen -> 2, liver -> 1, tumour -> background

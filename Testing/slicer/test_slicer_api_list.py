@@ -59,7 +59,7 @@ def _defined_names() -> Set[str]:
     attributes defined in the scanned files, and unittest.TestCase methods (assertEqual, ...)."""
     names = set(dir(unittest.TestCase))
     for path in SOURCES:
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 names.add(node.name)
             elif (
@@ -80,7 +80,7 @@ def used_python_apis() -> Dict[str, Set[str]]:
         found.setdefault(name, set()).add(path.name)
 
     for path in SOURCES:
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         python_modules = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -156,7 +156,7 @@ def used_ui_apis() -> Dict[str, Set[str]]:
 def listed_apis() -> Dict[str, Tuple[str, str]]:
     """API -> (defining source file, first Slicer version), from the doc's tables."""
     listed = {}
-    for line in DOC.read_text().splitlines():
+    for line in DOC.read_text(encoding="utf-8").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 3 and cells[0].startswith("`"):
             for api in re.findall(r"`([^`]+)`", cells[0]):

@@ -139,7 +139,7 @@ def _versions(**installed):
 
 
 def test_core_requirements_match_pyproject():
-    declared = dependencies.requirements_from_pyproject((ROOT / "pyproject.toml").read_text())
+    declared = dependencies.requirements_from_pyproject((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     ours = {
         dependencies.canonical_name(dependencies.split_requirement(r)[0]): r
         for r in dependencies.CORE_REQUIREMENTS

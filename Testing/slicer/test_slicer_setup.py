@@ -92,10 +92,10 @@ def _run(tmp_path: Path, code: str, reenter: bool = False, installs=(), fakes_se
     env["LWI_TEST_CALLS"] = str(calls)
     proc = subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=env, capture_output=True, text=True, encoding="utf-8", timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    extension = [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+    extension = [json.loads(line) for line in calls.read_text(encoding="utf-8").splitlines()] if calls.exists() else []
     return json.loads(proc.stdout.strip().splitlines()[-1]), extension
 
 

@@ -84,7 +84,7 @@ def test_a_case_missing_a_segment_is_excluded_with_the_reason(tmp_path):
 
     result = cases.export_cases(ts, str(tmp_path / "train"))
     assert result.written == ["a", "b"] and [r.name for r in result.skipped] == ["c"]
-    assert len(json.loads((tmp_path / "train" / "dataset.json").read_text())["training"]) == 2
+    assert len(json.loads((tmp_path / "train" / "dataset.json").read_text(encoding="utf-8"))["training"]) == 2
 
 
 def test_an_empty_segment_excludes_its_case(tmp_path):
@@ -142,7 +142,7 @@ def test_export_adds_to_an_existing_folder_by_name(tmp_path):
 def test_export_can_reference_images_instead_of_copying(tmp_path):
     a = _source(tmp_path, "a", {1: "liver"}, {1: 1})
     cases.export_cases(cases.match_cases([a]), str(tmp_path / "run"), copy_images=False)
-    entry = json.loads((tmp_path / "run" / "dataset.json").read_text())["training"][0]
+    entry = json.loads((tmp_path / "run" / "dataset.json").read_text(encoding="utf-8"))["training"][0]
     assert entry["image"] == str(Path(a.image).resolve())
     assert not any((tmp_path / "run" / "imagesTr").iterdir())
     from lwi.data.dataset import load_dataset
@@ -177,7 +177,7 @@ def test_folder_cases_keep_good_cases_and_explain_bad_ones(tmp_path):
 def _with_validation(folder: Path, listed) -> Path:
     """Add a ``validation`` list (case names or image paths, as the core accepts) to a folder's dataset.json."""
     path = folder / "dataset.json"
-    meta = json.loads(path.read_text())
+    meta = json.loads(path.read_text(encoding="utf-8"))
     meta["validation"] = list(listed)
     path.write_text(json.dumps(meta))
     return folder

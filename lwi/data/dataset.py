@@ -253,7 +253,7 @@ def read_dataset_json(root: PathLike) -> dict:
     if not json_path.is_file():
         return {}
     try:
-        meta = json.loads(json_path.read_text())
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise LWIError(f"{json_path} is not valid JSON ({exc}).") from None
     except RecursionError:
