@@ -43,7 +43,7 @@ SETTINGS: Dict[str, Any] = dict(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="/work/shared/data/hippocampus-dev")
+    parser.add_argument("--data", required=True, help="an MSD-layout folder, e.g. Task04_Hippocampus")
     parser.add_argument("--work", default=str(ROOT / "runs" / "improve-benchmark"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--k", type=int, nargs=2, default=[5, 10], metavar=("PARENT", "NOW"))

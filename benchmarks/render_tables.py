@@ -37,7 +37,7 @@ COMMANDS = {
     "ct-lowres-cpu": "python benchmarks/cli_benchmark.py --input CT --name ct-lowres -- --spacing-scale 2 --device cpu",
     "warm-cuda": "benchmarks/run_all_gpu.sh",
     "order-heads-cpu": "python benchmarks/order_head_stability.py --label after --plot",
-    "improve-cpu": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/improve_benchmark.py --shares 0.1 0.25",
+    "improve-cpu": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/improve_benchmark.py --data DATA --shares 0.1 0.25",
     "mechanisms-anatomask-cpu": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/mechanisms.py --data DATA --part anatomask",
     "small-data-cpu": "benchmarks/small_data.sh DATA OUT && python benchmarks/small_data_compare.py OUT",
 }

@@ -5,7 +5,7 @@ development set and draws one coronal slice of the preprocessed crop, of the shu
 sub-volumes in the order the network sees them) and of the shuffled and masked view, with the
 sub-volume borders and which original sub-volume each slot holds. Run from the repository root::
 
-    python docs/images/method_figure.py --image /work/shared/data/hippocampus-dev/imagesTr/hippocampus_001.nii.gz
+    python docs/images/method_figure.py --image hippocampus-dev/imagesTr/hippocampus_001.nii.gz
 """
 
 from __future__ import annotations
