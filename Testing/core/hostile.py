@@ -8,14 +8,20 @@ import os
 import stat
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
+
+from lwi.data.phantoms import PHANTOM_LABELS, make_phantom, write_phantom_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 CATCH_ALL = "Unexpected error"
+SHAPE = (24, 24, 16)  # the shared phantom's size: small enough for many subprocesses at once
 
 
 def lwi(*args: str, cwd: Optional[Path] = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -126,3 +132,70 @@ def dicom_series(folder: Path, image: sitk.Image, positions: Optional[List[float
         writer.SetFileName(str(folder / f"{series_uid[-3:]}_{i:03d}.dcm"))
         writer.Execute(piece)
     return folder
+
+
+@dataclass
+class Kit:
+    """Inputs shared by a module's cases (read-only for them; hashed before and after all runs)."""
+
+    root: Path
+    model: Path
+    image: Path
+    data: Path
+
+
+def kit_files(root: Path, make_bundle: Callable[..., Path]) -> Dict[str, Path]:
+    """A tiny model, a phantom image and a 3-case phantom dataset under ``root``: :class:`Kit`'s files."""
+    image, _ = make_phantom(7, shape=SHAPE)
+    return {"root": root, "model": make_bundle(root / "model.lwi.safetensors", PHANTOM_LABELS),
+            "image": write(image, root / "ct.nii.gz"), "data": write_phantom_dataset(root / "data", 3, shape=SHAPE)}
+
+
+@dataclass
+class Case:
+    """One command that must be refused: its arguments, the folders that must be left exactly as they
+    were, words its last line must hold and must not hold (case-insensitive), the folder it runs in,
+    and why it is skipped on this machine (empty: it runs)."""
+
+    args: List[Any]
+    roots: List[Path]
+    expect: Tuple[str, ...] = ()
+    absent: Tuple[str, ...] = ()
+    cwd: Optional[Path] = None
+    skip: str = ""
+
+
+class Cases(Dict[str, Callable[[Path, Any], Case]]):
+    """A module's refused commands by name: ``@CASES.add(name)`` registers a builder ``(folder, kit) -> Case``."""
+
+    def add(self, name: str) -> Callable[[Callable[[Path, Any], Case]], Callable[[Path, Any], Case]]:
+        def register(builder: Callable[[Path, Any], Case]) -> Callable[[Path, Any], Case]:
+            self[name] = builder
+            return builder
+
+        return register
+
+    def run(self, kit: Any, tmp_path_factory: Any) -> Dict[str, Any]:
+        """Build every case in a folder of its own, hash what it must keep, then run all of them as
+        real subprocesses in parallel (one thread each). Returns ``{"shared": kit snapshot, "cases":
+        {name: (case, snapshot before, completed process or None when skipped)}}``."""
+        shared = snapshot(kit.root)
+        prepared = {}
+        for name, builder in self.items():
+            made = builder(tmp_path_factory.mktemp(name.replace(" ", "_")[:40]), kit)
+            prepared[name] = (made, snapshot(*made.roots))
+        runnable = {name: made for name, (made, _) in prepared.items() if not made.skip}
+        with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:
+            futures = {name: pool.submit(lwi, *made.args, cwd=made.cwd) for name, made in runnable.items()}
+            results = {name: future.result() for name, future in futures.items()}
+        return {"shared": shared, "cases": {n: (m, b, results.get(n)) for n, (m, b) in prepared.items()}}
+
+
+def check_refused(outcome: Tuple[Case, Dict[str, str], Optional[subprocess.CompletedProcess]]) -> None:
+    """:func:`assert_refused` on one outcome of :meth:`Cases.run`, with the case's unwanted words."""
+    made, before, proc = outcome
+    if made.skip:
+        pytest.skip(made.skip)
+    line = assert_refused(proc, before, made.roots, made.expect)
+    for text in made.absent:
+        assert text.lower() not in line.lower(), line

@@ -17,73 +17,43 @@ import signal
 import stat
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Optional, Tuple
 
 import pytest
 import SimpleITK as sitk
-from hostile import CATCH_ALL, REPO, assert_refused, last_line, lwi, snapshot, write
+from hostile import (
+    CATCH_ALL,
+    REPO,
+    Case,
+    Cases,
+    Kit,
+    check_refused,
+    kit_files,
+    last_line,
+    lwi,
+    snapshot,
+)
 
-from lwi.data.phantoms import PHANTOM_LABELS, make_phantom, write_phantom_dataset
 from lwi.outputs import Input, Output, check_collisions, check_outputs, write_file, write_text, writing
 
-SHAPE = (24, 24, 16)
 NET = ["--arch", "segresnet", "--init-filters", "8", "--arch-param", "blocks_down=[1,1]", "--arch-param",
        "blocks_up=[1]", "--roi", "16", "16", "16", "--device", "cpu", "--pretrain-epochs", "1", "--epochs", "1"]
 pytestmark = pytest.mark.timeout(900)
 
 
-@dataclass
-class Case:
-    args: List[object]
-    roots: List[Path]
-    expect: Tuple[str, ...] = ()
-    cwd: Optional[Path] = None
-    skip: str = ""
-
-
-@dataclass
-class Kit:
-    root: Path
-    model: Path
-    image: Path
-    data: Path
-    extra: Dict[str, Path] = field(default_factory=dict)
-
-
-CASES: Dict[str, Callable[[Path, Kit], Case]] = {}
-
-
-def case(name: str):
-    def register(builder: Callable[[Path, Kit], Case]) -> Callable[[Path, Kit], Case]:
-        CASES[name] = builder
-        return builder
-
-    return register
+CASES = Cases()
+case = CASES.add
 
 
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory, make_bundle) -> Kit:
-    root = tmp_path_factory.mktemp("kit")
-    image, _ = make_phantom(7, shape=SHAPE)
-    return Kit(root=root, model=make_bundle(root / "model.lwi.safetensors", PHANTOM_LABELS),
-               image=write(image, root / "ct.nii.gz"), data=write_phantom_dataset(root / "data", 3, shape=SHAPE))
+    return Kit(**kit_files(tmp_path_factory.mktemp("kit"), make_bundle))
 
 
 @pytest.fixture(scope="module")
 def outcomes(kit, tmp_path_factory):
-    shared = snapshot(kit.root)
-    prepared = {}
-    for name, builder in CASES.items():
-        made = builder(tmp_path_factory.mktemp(name.replace(" ", "_")), kit)
-        prepared[name] = (made, snapshot(*made.roots))
-    runnable = {name: made for name, (made, _) in prepared.items() if not made.skip}
-    with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:
-        futures = {name: pool.submit(lwi, *made.args, cwd=made.cwd) for name, made in runnable.items()}
-        results = {name: future.result() for name, future in futures.items()}
-    return {"shared": shared, "cases": {n: (m, b, results.get(n)) for n, (m, b) in prepared.items()}}
+    return CASES.run(kit, tmp_path_factory)
 
 
 def _copy(kit: Kit, root: Path) -> Tuple[Path, Path]:
@@ -245,10 +215,7 @@ def _(root, kit):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_refused_before_any_work(outcomes, name):
-    made, before, proc = outcomes["cases"][name]
-    if made.skip:
-        pytest.skip(made.skip)
-    assert_refused(proc, before, made.roots, made.expect)
+    check_refused(outcomes["cases"][name])
 
 
 def test_shared_inputs_are_untouched(outcomes, kit):

@@ -17,19 +17,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List
 
+import hostile
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from hostile import assert_refused, dicom_series, lwi, snapshot, volume, write
+from hostile import SHAPE, Case, Cases, check_refused, dicom_series, kit_files, snapshot, volume, write
 from safetensors.torch import save_file
 
-from lwi.data.phantoms import PHANTOM_LABELS, make_phantom, write_phantom_dataset
 from lwi.outputs import Lock
 
 ROI = ("16", "16", "16")
@@ -37,42 +36,22 @@ NET_ONLY = ["--arch", "segresnet", "--init-filters", "8", "--arch-param", "block
             "--arch-param", "blocks_up=[1]", "--roi", *ROI, "--device", "cpu"]
 NET = [*NET_ONLY, "--pretrain-epochs", "1", "--epochs", "1"]
 PRE = {"orientation": "RAS", "spacing": [4.0, 4.0, 4.0], "modality": "CT", "ct_window": [-175, 250]}  # a Step-1 header's
-SHAPE = (24, 24, 16)
 # All cases run in the first test's fixture (in parallel): on a busy machine that exceeds the default.
 pytestmark = pytest.mark.timeout(900)
 
 
 @dataclass
-class Case:
-    args: List[str]
-    roots: List[Path]  # everything here must be unchanged afterwards
-    expect: Tuple[str, ...] = ()  # words the last line must hold (case-insensitive)
-    cwd: Optional[Path] = None
-    skip: str = ""
+class Kit(hostile.Kit):
+    """The shared inputs, the tiny-bundle builder (Testing/conftest.py), a folder no one can write in,
+    and the locks the lock cases hold."""
 
-
-@dataclass
-class Kit:
-    """Inputs shared by the cases (read-only for them; hashed before and after all runs)."""
-
-    root: Path
-    make_bundle: Callable[..., Path]  # the shared tiny-bundle builder (Testing/conftest.py)
-    model: Path
-    image: Path
-    data: Path
+    make_bundle: Callable[..., Path]
     read_only: Path
     held: List[Lock] = field(default_factory=list)
 
 
-CASES: Dict[str, Callable[[Path, Kit], Case]] = {}
-
-
-def case(name: str):
-    def register(builder: Callable[[Path, Kit], Case]) -> Callable[[Path, Kit], Case]:
-        CASES[name] = builder
-        return builder
-
-    return register
+CASES = Cases()
+case = CASES.add
 
 
 def _read_only_folder(root: Path) -> Path:
@@ -89,15 +68,7 @@ def _read_only_folder(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory, make_bundle) -> Kit:
     root = tmp_path_factory.mktemp("kit")
-    image, _ = make_phantom(7, shape=SHAPE)
-    kit = Kit(
-        root=root,
-        make_bundle=make_bundle,
-        model=make_bundle(root / "model.lwi.safetensors", PHANTOM_LABELS),
-        image=write(image, root / "ct.nii.gz"),
-        data=write_phantom_dataset(root / "data", 3, shape=SHAPE),
-        read_only=_read_only_folder(root),
-    )
+    kit = Kit(**kit_files(root, make_bundle), make_bundle=make_bundle, read_only=_read_only_folder(root))
     yield kit
     for lock in kit.held:  # held until every case was checked, so the lock file is part of the "before"
         lock.release()
@@ -107,16 +78,7 @@ def kit(tmp_path_factory, make_bundle) -> Kit:
 
 @pytest.fixture(scope="module")
 def outcomes(kit, tmp_path_factory):
-    shared = snapshot(kit.root)
-    prepared = {}
-    for name, builder in CASES.items():
-        made = builder(tmp_path_factory.mktemp(name), kit)
-        prepared[name] = (made, snapshot(*made.roots))
-    runnable = {name: made for name, (made, _) in prepared.items() if not made.skip}
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        futures = {name: pool.submit(lwi, *made.args, cwd=made.cwd) for name, made in runnable.items()}
-        results = {name: future.result() for name, future in futures.items()}
-    return {"shared": shared, "cases": {n: (m, b, results.get(n)) for n, (m, b) in prepared.items()}}
+    return CASES.run(kit, tmp_path_factory)
 
 
 # -- 2: output locations, checked before any work ------------------------------------------------
@@ -491,10 +453,7 @@ def _(root, kit):
 # -- the checks (after every case above is registered) -----------------------------------------
 @pytest.mark.parametrize("name", list(CASES))
 def test_refused_before_any_work(outcomes, name):
-    made, before, proc = outcomes["cases"][name]
-    if made.skip:
-        pytest.skip(made.skip)
-    assert_refused(proc, before, made.roots, made.expect)
+    check_refused(outcomes["cases"][name])
 
 
 def test_shared_inputs_are_untouched(outcomes, kit):
