@@ -15,7 +15,7 @@ import traceback
 from typing import List, Optional
 
 from lwi import __version__
-from lwi.commands import COMMANDS
+from lwi.commands import COMMANDS, DISTRIBUTED, SEVERAL_DEVICES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _left_to_rank0(command: str) -> bool:
+    """Under torchrun, a command that runs in one process is rank 0's alone: True on the other ranks
+    (they end at once); rank 0 says so. False without torchrun and for the training commands."""
+    from lwi import distributed
+
+    rank = None if command in DISTRIBUTED else distributed.launched_rank()
+    if rank is None:
+        return False
+    if rank == 0:
+        hint = SEVERAL_DEVICES.get(command)
+        print(f"lwi {command} runs in one process: under torchrun rank 0 runs it and the other "
+              f"{distributed.env_world_size() - 1} process(es) end at once" + (f" ({hint})." if hint else "."),
+              file=sys.stderr, flush=True)
+    return rank != 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -47,6 +63,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     # Whatever ends the run, the progress bars are closed first: the error sentence is the last line.
     try:
+        if _left_to_rank0(args.command):
+            return 0
         with interrupt.handling():
             return int(args._run(args) or 0)
     except BrokenPipeError:  # output piped into `head` and the like: not an error of ours

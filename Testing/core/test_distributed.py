@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from lwi import checkpoint, distributed
-from lwi.data.phantoms import write_phantom_dataset
+from lwi.data.phantoms import PHANTOM_LABELS, write_phantom_dataset
 from lwi.engine import model_tensors
 
 REPO = Path(__file__).resolve().parents[2]
@@ -240,14 +240,21 @@ def test_variables_of_a_torchrun_that_is_gone_end_quickly_and_obey_sigterm(data,
     assert "could not join the other training processes at 127.0.0.1:29998" in result.stderr, result.stderr
 
 
-def test_segment_under_torchrun_runs_on_rank0_alone_and_says_so(make_bundle, data, tmp_path):
-    model = make_bundle(tmp_path / "tiny.lwi.safetensors")
+@pytest.mark.parametrize("command", ["segment", "evaluate", "preview"])
+def test_one_process_commands_under_torchrun_run_on_rank0_alone_and_say_so(command, make_bundle, data, tmp_path):
+    """N processes of a one-process command would do the same work and write the same files."""
+    model = make_bundle(tmp_path / "tiny.lwi.safetensors", PHANTOM_LABELS)
     image = next((data / "imagesTr").iterdir())
     launched = {**LAUNCHED, "MASTER_PORT": "29999", "TORCHELASTIC_RUN_ID": "x", "TORCHELASTIC_USE_AGENT_STORE": "True"}
     for rank in ("1", "0"):
-        output = tmp_path / f"seg{rank}.nrrd"
-        result = _lwi(["segment", "--model", str(model), "--input", str(image), "--output", str(output),
-                       "--device", "cpu"], {**launched, "RANK": rank, "LOCAL_RANK": rank})
+        output = tmp_path / f"out{rank}"
+        args = {
+            "segment": ["--model", str(model), "--input", str(image), "--output", f"{output}.nrrd", "--device", "cpu"],
+            "evaluate": ["--model", str(model), "--data", str(data), "--json", f"{output}.json", "--device", "cpu"],
+            "preview": ["--input", str(image), "--out-dir", str(output)],
+        }[command]
+        result = _lwi([command, *args], {**launched, "RANK": rank, "LOCAL_RANK": rank})
         assert result.returncode == 0, result.stderr
-        assert output.exists() == (rank == "0")
+        written = [p for p in tmp_path.iterdir() if p.name.startswith(output.name)]
+        assert bool(written) == (rank == "0"), (rank, written)
         assert ("runs in one process" in result.stderr) == (rank == "0"), result.stderr

@@ -158,7 +158,6 @@ def planned_outputs(args: argparse.Namespace, jobs, channels: int) -> List[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lwi import distributed
     from lwi.bundle import read_bundle_metadata
     from lwi.data.dataset import is_dicom_folder
     from lwi.errors import LWIError
@@ -166,15 +165,6 @@ def run(args: argparse.Namespace) -> int:
     from lwi.progress import Progress
 
     progress = Progress(args.progress)
-    launched = distributed.launched_rank()
-    if launched is not None:  # under torchrun: one process is enough, and N would write the same files
-        if launched != 0:
-            return 0
-        progress.log(
-            f"lwi segment runs in one process: under torchrun rank 0 segments and the other "
-            f"{distributed.env_world_size() - 1} process(es) end at once (for a folder on several GPUs, "
-            "start it without torchrun and give --devices)."
-        )
     source = Path(args.input)
     if not source.exists():
         raise LWIError(f"The input {source} does not exist.")
