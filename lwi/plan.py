@@ -22,7 +22,7 @@ import numpy as np
 from lwi.errors import LWIError
 from lwi.names import AUTO_STRATEGY
 from lwi.option_types import format_duration
-from lwi.strategy_choice import resolve_strategy
+from lwi.strategy_choice import choose_strategy, resolve_strategy
 from lwi.training_options import PLANNED
 
 #: Step 1's iterations as a share of Step 2's: the paper's 800 Step-1 and 5000 Step-2 epochs.
@@ -335,7 +335,7 @@ def make_plan(
     reasons: Dict[str, str] = {}
     warnings: List[str] = []
     requested = str(strategy).lower()
-    # auto: planned (and probed) as lwi first; the budget that gives decides (see choose_strategy).
+    # auto: planned (and probed) as lwi first; what the user gives and the budget decide (see choose_strategy).
     with_step1 = runs_step1("lwi" if requested == AUTO_STRATEGY else requested, given)
 
     arch = str(given.get("arch") or default_network(kind)[0]).lower()
@@ -444,10 +444,14 @@ def make_plan(
     alternative = None
     if kind == "cpu":
         g_arch, g_params = default_network("cuda")
+        g_strategy = (choose_strategy(GPU_STEP2_ITERATIONS, step1_given, unlabeled)[0]
+                      if requested == AUTO_STRATEGY else requested)
+        g_step1 = int(round(STEP1_SHARE * GPU_STEP2_ITERATIONS)) if runs_step1(g_strategy, given) else 0
         alternative = (
             f"On a CUDA GPU the plan would train {g_arch} ({', '.join(f'{k} {v}' for k, v in g_params.items())}) for "
-            f"{int(round(STEP1_SHARE * GPU_STEP2_ITERATIONS))} + {GPU_STEP2_ITERATIONS} iterations with a larger ROI when "
-            "the images need it" + (" (and strategy auto then trains lwi)." if requested == AUTO_STRATEGY else ".")
+            + (f"{g_step1} + {GPU_STEP2_ITERATIONS}" if g_step1 else f"{GPU_STEP2_ITERATIONS}")
+            + " iterations with a larger ROI when the images need it"
+            + (f" (strategy auto: {g_strategy})." if requested == AUTO_STRATEGY else ".")
         )
     return Plan(
         device=str(dev), strategy=chosen, settings=settings, step1_iterations=int(i1), step2_iterations=int(i2),

@@ -92,7 +92,7 @@ def test_the_panel_shows_the_plan_lwi_plan_gives_and_leaves_auto_settings_to_it(
     text = training_settings.plan_text(shown)
     assert text.splitlines() == shown["summary"] and text.splitlines()[:5] == expected["summary"][:5]
     assert "estimated time: Step 1" in text and "total" in text and "On a CUDA GPU" in text
-    assert text.splitlines()[1].startswith("  strategy: scratch  [") and "did not pay" in text
+    assert text.splitlines()[1].startswith("  strategy: scratch  [") and "not been shown ahead" in text
 
     # A setting the user gives reaches the plan; changing one makes the plan shown out of date.
     given = TrainingSettings(device="cpu", time_budget="1s", roi=(32, 32, 32))
