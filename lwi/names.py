@@ -28,7 +28,7 @@ STRATEGY_DESCRIPTIONS: Dict[str, str] = {
     "anatomask": "AnatoMask: teacher-guided masked-image pre-training, then fine-tuning from the encoder.",
 }
 STRATEGY_NAMES: Tuple[str, ...] = tuple(STRATEGY_DESCRIPTIONS)
-#: Not a strategy but a choice of one: lwi or scratch from the budget (lwi/strategy_choice.py); models, provenance and ``lwi experiment`` only ever name the one it picked.
+#: Not a strategy but a choice of one: lwi or scratch (lwi/strategy_choice.py); models, provenance and ``lwi experiment`` only ever name the one it picked.
 AUTO_STRATEGY = "auto"
 #: What ``lwi train`` and the GUI offer: a strategy, or "auto".
 STRATEGY_CHOICES: Tuple[str, ...] = (AUTO_STRATEGY,) + STRATEGY_NAMES

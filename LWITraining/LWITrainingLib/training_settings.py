@@ -20,7 +20,7 @@ from LWICommon.vocabulary import names, records
 from LWICommon.vocabulary import training_options as table
 
 #: The names the panel offers: exactly the core's (lwi/names.py, the registries' keys); "auto" lets the
-#: core's plan choose the network, and the strategy (lwi or scratch, from the budget).
+#: core's plan choose the network, and the strategy (scratch unless Step 1 is asked for).
 STRATEGIES: Tuple[str, ...] = names.STRATEGY_CHOICES
 STRATEGY_DESCRIPTIONS: Dict[str, str] = names.STRATEGY_DESCRIPTIONS
 ARCHITECTURES: Tuple[str, ...] = names.ARCHITECTURE_CHOICES

@@ -15,7 +15,7 @@ from lwi.commands import training_options as common
 NAME = "train"
 HELP = (
     "train a segmentation model: LWI pre-training then fine-tuning (--strategy lwi) or a baseline; by default "
-    "the plan chooses lwi or scratch from the budget"
+    "the plan chooses lwi or scratch (scratch unless Step 1 is asked for)"
 )
 EPILOG = options.INPUT_RULES
 
