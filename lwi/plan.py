@@ -499,7 +499,7 @@ def plan_options(
     dataset = load_dataset(data, require_labels=True)
     seed = int(given.get("seed") or 0)
     val_fraction = given.get("val_fraction")
-    train, held, _ = split_cases(dataset, seed, 0.2 if val_fraction is None else float(val_fraction))
+    train, held, _ = split_cases(dataset, seed, None if val_fraction is None else float(val_fraction))
     plan = make_plan(
         dataset, given, device=device, time_budget=time_budget, strategy=strategy, n_train=len(train),
         n_validation=len(held), probe=probe, started=started, unlabeled=unlabeled,

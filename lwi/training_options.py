@@ -126,8 +126,9 @@ TRAINING_OPTIONS: Tuple[TrainingOption, ...] = (
     # Step 2
     Opt("val_every", "--val-every", POSITIVE, None, "step2", "validation interval", "1/20 of the epochs",
       metavar="EPOCHS", planned=True, resumable=True),
-    Opt("val_fraction", "--val-fraction", FRACTION, 0.2, "step2",
-      "share of cases held out when dataset.json lists no 'validation' cases (0 = none)", inherited=True),
+    Opt("val_fraction", "--val-fraction", FRACTION, None, "step2",
+      "share of cases held out when dataset.json lists no 'validation' cases (0 = none)",
+      "0.2 from 10 cases on; below, none: every case trained, the last model kept", inherited=True),
     Opt("overlap", "--overlap", FRACTION, 0.5, "step2", "sliding-window overlap in validation"),
     Opt("sw_batch_size", "--sw-batch-size", POSITIVE, 4, "step2", "sliding windows per network call in validation",
       resumable=True, aliases=("--sw-batch",)),

@@ -21,7 +21,8 @@ from lwi.strategies.settings import Settings
 from lwi.strategies.step2 import build_step2_model
 
 ARCH = {"arch": "segresnet", "arch_params": {"init_filters": 8, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]}}
-SMALL = {**ARCH, "roi": (32, 32, 32), "batch_size": 2, "lr": 3e-3, "device": "cpu"}
+# val_fraction 0.2: these tests are about the validation split, which below 10 cases is only made on request.
+SMALL = {**ARCH, "roi": (32, 32, 32), "batch_size": 2, "lr": 3e-3, "device": "cpu", "val_fraction": 0.2}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    # 3 cases: the automatic split holds one out for validation, 2 train (1 iteration per epoch).
+    # 3 cases: the split asked for (SMALL) holds one out for validation, 2 train (1 iteration per epoch).
     return write_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "ds", 3, seed=0, shape=(48, 48, 32))
 
 
@@ -259,3 +260,23 @@ def test_train_without_a_strategy_follows_the_plans_rule_and_resumes_what_it_sta
         resumed_strategy(tmp_path / "never.lwi.safetensors")
     with pytest.raises(LWIError, match="not a strategy"):
         get_strategy("auto")  # what lwi experiment and every strategy lookup say
+
+
+def test_below_ten_cases_every_case_is_trained_by_default_and_from_ten_one_in_five_validates(tmp_path):
+    """The small-data default (docs/evidence.md, section 3): with few cases a held-out one costs more
+    in training than its validation gains; --val-fraction and dataset.json's list still hold cases out."""
+    import json as json_
+
+    from lwi.data.dataset import load_dataset
+    from lwi.data.split import SMALL_DATA_CASES, split_cases
+
+    folder = write_phantom_dataset(tmp_path / "ds", SMALL_DATA_CASES, seed=0, shape=(16, 16, 16))
+    spec = json_.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+    for n, held_by_default in ((3, 0), (5, 0), (SMALL_DATA_CASES - 1, 0), (SMALL_DATA_CASES, 2)):
+        (folder / "dataset.json").write_text(json_.dumps({**spec, "training": spec["training"][:n]}), encoding="utf-8")
+        dataset = load_dataset(folder)
+        train_cases, held, why = split_cases(dataset, 0, None)
+        assert (len(train_cases), len(held)) == (n - held_by_default, held_by_default), why
+        assert ("fewer than 10 cases" in why) == (held_by_default == 0), why
+        assert len(split_cases(dataset, 0, 0.2)[1]) == max(1, round(0.2 * n))  # asked for: held out
+        assert split_cases(dataset, 0, 0.0)[1] == []

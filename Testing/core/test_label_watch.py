@@ -38,6 +38,7 @@ def test_a_label_not_learned_is_reported_during_and_after_the_run(tmp_path, one_
         arch="segresnet", arch_params={"init_filters": 8, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]},
         roi=(32, 32, 16), cube_size=8, batch_size=2, pretrain_epochs=1, epochs=5, iterations_per_epoch=2,
         lr=1e-9,  # nothing can be learned: every label stays at the untrained network's Dice
+        val_fraction=0.2,  # a validation case (below 10 cases only on request): its Dice per label is checked too
     )
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     lines = [e for e in events if e["event"] == "progress" and e.get("train_dice") is not None]

@@ -18,7 +18,7 @@ from lwi.data.phantoms import make_phantom, write_phantom_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPE = (48, 48, 32)
-N_CASES = 4  # 3 train + 1 held out automatically
+N_CASES = 4  # 3 train + 1 held out (--val-fraction 0.2: below 10 cases none is by default)
 NET = [
     "--arch", "segresnet", "--init-filters", "8", "--arch-param", "blocks_down=[1,1,1]",
     "--arch-param", "blocks_up=[1,1]", "--roi", "32", "32", "32",
@@ -40,7 +40,8 @@ def trained(tmp_path_factory):
     out = root / "models" / "phantom.lwi.safetensors"
     proc = _lwi(
         "train", "--data", str(data), "--out", str(out), *NET, "--pretrain-epochs", "2", "--epochs", "80",
-        "--lr", "1e-3", "--val-every", "10", "--device", "cpu", "--seed", "0", "--progress", "json",
+        "--lr", "1e-3", "--val-every", "10", "--val-fraction", "0.2", "--device", "cpu", "--seed", "0",
+        "--progress", "json",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     events = [json.loads(line) for line in proc.stdout.splitlines()]

@@ -5,22 +5,29 @@ test cases (:func:`draw_training_cases`, :func:`hold_out`).
 
 Held-out cases: the ``validation`` list of dataset.json, else an automatic split by ``seed``
 (``val_fraction`` of the cases, at least one) when there are 3 or more cases; with 1 or 2 cases
-everything is trained on and the last model is the result.
+everything is trained on and the last model is the result. ``val_fraction`` None (the default of
+``lwi train``): :data:`DEFAULT_VAL_FRACTION` from :data:`SMALL_DATA_CASES` cases on, none below.
 """
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from lwi.errors import LWIError
 from lwi.names import PathLike
 
 TEST_DRAW_SEED = 0  # the held-out test cases (test_cases=N) are the same for every seed and K
+#: The share of cases held out for validation by default, from :data:`SMALL_DATA_CASES` cases on.
+DEFAULT_VAL_FRACTION = 0.2
+#: Below this many cases none is held out by default: every case is trained on and the last model is
+#: the result. Measured with 5 cases (docs/evidence.md, section 3: training all five beat holding one
+#: out to pick the best model by validation); 6 to 9 cases follow it, 10 and more keep a validation split.
+SMALL_DATA_CASES = 10
 
 
-def split_cases(dataset: Any, seed: int, val_fraction: float) -> Tuple[List[Any], List[Any], str]:
+def split_cases(dataset: Any, seed: int, val_fraction: Optional[float]) -> Tuple[List[Any], List[Any], str]:
     """``(training cases, held-out cases, a sentence saying how)`` (see the module docstring)."""
     cases = list(dataset.cases)
     if dataset.validation:
@@ -28,8 +35,13 @@ def split_cases(dataset: Any, seed: int, val_fraction: float) -> Tuple[List[Any]
         if not train:
             raise LWIError("Every case is listed under 'validation' in dataset.json; nothing is left to train on.")
         return train, held, f"Validating on the {len(held)} case(s) listed in dataset.json."
+    few = val_fraction is None and len(cases) < SMALL_DATA_CASES
+    if val_fraction is None:
+        val_fraction = 0.0 if few else DEFAULT_VAL_FRACTION
     if len(cases) <= 2 or val_fraction <= 0:
-        why = "only 1 or 2 cases" if len(cases) <= 2 else "no validation split asked for"
+        why = ("only 1 or 2 cases" if len(cases) <= 2 else
+               f"fewer than {SMALL_DATA_CASES} cases: each is worth more in training; --val-fraction 0.2 holds some out"
+               if few else "no validation split asked for")
         return cases, [], (
             f"Training on all {len(cases)} case(s) without validation ({why}); the result is the last model."
         )
