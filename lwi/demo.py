@@ -97,7 +97,7 @@ def run_demo(
         out_dir: the folder for everything the demo writes (existing demo files are replaced).
         device: "auto", "cpu", "cuda" or "cuda:N".
         seed: phantom and training seed.
-        cases: number of training phantoms (one or more are held out for validation when > 2).
+        cases: number of training phantoms (below 10 all are trained on, as lwi train does: lwi.data.split).
         quick: tiny settings, for a smoke test.
         progress: where progress goes (silent by default).
     """
