@@ -22,8 +22,8 @@ TEST_DRAW_SEED = 0  # the held-out test cases (test_cases=N) are the same for ev
 #: The share of cases held out for validation by default, from :data:`SMALL_DATA_CASES` cases on.
 DEFAULT_VAL_FRACTION = 0.2
 #: Below this many cases none is held out by default: every case is trained on and the last model is
-#: the result. Measured with 5 cases (docs/evidence.md, section 3: training all five beat holding one
-#: out to pick the best model by validation); 6 to 9 cases follow it, 10 and more keep a validation split.
+#: the result. Measured with 5 cases (docs/evidence.md, section 3: training all five was ahead of holding
+#: one out to pick the best model, on 2 of 3 draws and level on the third); 6 to 9 cases follow it.
 SMALL_DATA_CASES = 10
 
 
