@@ -38,9 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _left_to_rank0(command: str) -> bool:
     """Under torchrun, a command that runs in one process is rank 0's alone: True on the other ranks
     (they end at once); rank 0 says so. False without torchrun and for the training commands."""
+    import os
+
+    if command in DISTRIBUTED or not os.environ.get("WORLD_SIZE", "").strip():
+        return False  # no torchrun: lwi.distributed (and torch) stay unimported for light commands
     from lwi import distributed
 
-    rank = None if command in DISTRIBUTED else distributed.launched_rank()
+    rank = distributed.launched_rank()
     if rank is None:
         return False
     if rank == 0:
